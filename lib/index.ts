@@ -1,0 +1,7 @@
+// papo-kernels: the PAPO training objective (GRPO/DAPO surrogate + implicit perception loss + double entropy
+// loss) and its gradients from the logits of any model runner. See README.md and ../shared/SPEC.md.
+export { papoLoss, papoLossSync, logProbs, logProbsSync, info } from './papo';
+export { presets } from './presets';
+export type { PresetValues } from './presets';
+export type { PapoErrorCode } from './errors';
+export * from './types';

@@ -1,0 +1,117 @@
+// The typed interface of the native addon and its loader. The addon is loaded on first use, so the
+// 'reference' backend works even where the build failed.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const DTYPE_CODE = { float32: 0, float16: 1, bfloat16: 2 } as const;
+export const BACKEND_CODE = { cpu: 0, cuda: 1, 'cuda-naive': 2 } as const;
+
+/** What lib/papo.ts hands native code for papoLoss (validated already; native checks again). */
+export interface NativePapoDesc {
+  backend: number;
+  N: number;
+  V: number;
+  temperature: number;
+  logits: Float32Array | Uint16Array;
+  dtype: number;
+  maskedLogits?: Float32Array | Uint16Array;
+  maskedDtype?: number;
+  maskedLogProbs?: Float32Array;
+  tokens: Int32Array;
+  advantages: Float32Array;
+  mask?: Float32Array;
+  oldLogProbs?: Float32Array;
+  refLogProbs?: Float32Array;
+  seqLengths: Int32Array;
+  params: {
+    clipLow: number; clipHigh: number; clipDual: number; klCoef: number; klEstimator: number;
+    perceptionCoef: number; perceptionEstimator: number; perceptionClipLo?: number; perceptionClipHi?: number;
+    entropyCoef: number; maskedEntropyCoef: number; entropyMode: number; detachMasked: boolean;
+  };
+  lossAgg: number;
+  lossScale: number;
+  normScale: number;
+  gradLogits?: Float32Array | Uint16Array;
+  gradType?: number;
+  gradMaskedLogits?: Float32Array | Uint16Array;
+  gradMaskedType?: number;
+  outLogProbs: Float32Array;
+  outEntropy: Float32Array;
+  outMaskedLogProbs?: Float32Array;
+  outMaskedEntropy?: Float32Array;
+}
+
+export interface NativeMetrics {
+  loss: number; pgLoss: number; klLoss: number; perceptionKl: number; entropyLoss: number; maskedEntropyLoss: number;
+  clipFrac: number; dualClipFrac: number; approxKl: number; meanEntropy: number; meanMaskedEntropy: number; tokens: number;
+}
+
+export interface NativeLogProbsDesc {
+  backend: number;
+  N: number;
+  V: number;
+  temperature: number;
+  logits: Float32Array | Uint16Array;
+  dtype: number;
+  tokens: Int32Array;
+  outLogProbs: Float32Array;
+  outEntropy: Float32Array;
+}
+
+export interface NativeInfo {
+  version: string;
+  cpuIsa: string;
+  threads: number;
+  cudaBuilt: boolean;
+  cudaRuntimeVersion: number;
+  cudaDriverVersion: number;
+  cudaArchitectures: string;
+  cudaStatus: string;
+  cudaDevices: { index: number; name: string; computeCapability: string; totalMemory: number; multiprocessors: number }[];
+}
+
+export interface NativeBinding {
+  info(): NativeInfo;
+  papoLoss(desc: NativePapoDesc, async: false): NativeMetrics;
+  papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
+  logProbs(desc: NativeLogProbsDesc, async: false): void;
+  logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
+}
+
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'papo-kernels') return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('papo-kernels: cannot find the package root from ' + __dirname);
+    dir = up;
+  }
+}
+
+let binding: NativeBinding | null = null;
+let loadError: Error | null = null;
+
+/** The addon, or null with the reason in nativeLoadError(). */
+export function tryNative(): NativeBinding | null {
+  if (binding || loadError) return binding;
+  const file = process.env.PAPO_ADDON_PATH || path.join(packageRoot(), 'build', 'Release', 'papo_kernels.node');
+  try {
+    binding = require(file) as NativeBinding;
+  } catch (e) {
+    loadError = new Error(`papo-kernels: the native addon could not be loaded from ${file} ` +
+      `(${(e as Error).message}); run 'npm install' or 'npm run build'. Only backend 'reference' works without it.`);
+  }
+  return binding;
+}
+
+export function nativeLoadError(): Error | null {
+  tryNative();
+  return loadError;
+}
+
+export function native(): NativeBinding {
+  const b = tryNative();
+  if (!b) throw Object.assign(loadError!, { code: 'PAPO_UNSUPPORTED' });
+  return b;
+}

@@ -1,0 +1,136 @@
+// Option resolution: preset values, then explicit options, each validated with an error that names it.
+import { describe, rangeError, typeError } from './errors';
+import { defaultPreset, presets } from './presets';
+import type { BackendName, EntropyModeName, KlEstimatorName, LossAggName, PapoOptions, PresetName } from './types';
+
+export const klEstimators: readonly KlEstimatorName[] = ['k1', 'k2', 'k3', 'abs'];
+export const entropyModes: readonly EntropyModeName[] = ['sampled', 'full'];
+export const lossAggs: readonly LossAggName[] = [
+  'token-mean',
+  'seq-mean-token-mean',
+  'seq-mean-token-sum',
+  'seq-mean-token-sum-norm',
+];
+export const backendNames: readonly BackendName[] = ['auto', 'cpu', 'cuda', 'reference'];
+
+export interface ResolvedOptions {
+  preset: PresetName;
+  clipLow: number;
+  clipHigh: number;
+  clipDual: number;
+  klCoef: number;
+  klEstimator: KlEstimatorName;
+  perceptionCoef: number;
+  perceptionEstimator: KlEstimatorName;
+  perceptionClip: [number, number] | null;
+  entropyCoef: number;
+  maskedEntropyCoef: number;
+  entropyMode: EntropyModeName;
+  detachMasked: boolean;
+  lossAgg: LossAggName;
+  lossScale: number | null;
+  temperature: number;
+  computeGrad: boolean;
+  inPlace: boolean;
+  gradType: 'input' | 'float32';
+  backend: BackendName;
+}
+
+const optionNames: readonly (keyof PapoOptions)[] = [
+  'preset', 'clipLow', 'clipHigh', 'clipDual', 'klCoef', 'klEstimator', 'perceptionCoef', 'perceptionEstimator',
+  'perceptionClip', 'entropyCoef', 'maskedEntropyCoef', 'entropyMode', 'detachMasked', 'lossAgg', 'lossScale',
+  'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend',
+];
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length][b.length];
+}
+
+/** The closest known name, for "did you mean" hints; case-insensitive matches win. */
+export function closest(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of known) {
+    const dist = k.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name.toLowerCase(), k.toLowerCase());
+    if (dist < bestD) [best, bestD] = [k, dist];
+  }
+  return bestD <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+}
+
+function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
+  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+  const hint = typeof v === 'string' ? closest(v, allowed) : undefined;
+  throw rangeError(name, `expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(v)}` +
+    (hint ? ` (did you mean '${hint}'?)` : ''));
+}
+
+function num(name: string, v: unknown, check: (x: number) => boolean, what: string): number {
+  if (typeof v !== 'number') throw typeError(name, `a number (${what})`, v);
+  if (!Number.isFinite(v) || !check(v)) throw rangeError(name, `expected ${what}, got ${v}`);
+  return v;
+}
+
+function bool(name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') throw typeError(name, 'a boolean', v);
+  return v;
+}
+
+export function resolveOptions(options: PapoOptions | undefined): ResolvedOptions {
+  if (options === undefined || options === null) options = {};
+  if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options);
+  for (const key of Object.keys(options)) {
+    if (!(optionNames as readonly string[]).includes(key)) {
+      const hint = closest(key, optionNames);
+      throw rangeError('options', `unknown option '${key}'` + (hint ? ` (did you mean '${hint}'?)` : ''));
+    }
+  }
+  const o = options as Record<string, unknown>;
+  const given = (k: keyof PapoOptions) => o[k] !== undefined;
+  const preset = given('preset') ? oneOf('options.preset', o.preset, Object.keys(presets) as PresetName[]) : defaultPreset;
+  const p = presets[preset];
+  const nonNeg = (x: number) => x >= 0;
+
+  const r: ResolvedOptions = {
+    preset,
+    clipLow: given('clipLow') ? num('options.clipLow', o.clipLow, (x) => x >= 0 && x < 1, 'a number in [0, 1)') : p.clipLow,
+    clipHigh: given('clipHigh') ? num('options.clipHigh', o.clipHigh, nonNeg, 'a number >= 0') : p.clipHigh,
+    clipDual: given('clipDual') ? num('options.clipDual', o.clipDual, (x) => x > 1, 'a number > 1') : 3,
+    klCoef: given('klCoef') ? num('options.klCoef', o.klCoef, nonNeg, 'a number >= 0') : p.klCoef,
+    klEstimator: given('klEstimator') ? oneOf('options.klEstimator', o.klEstimator, klEstimators) : 'k3',
+    perceptionCoef: given('perceptionCoef')
+      ? num('options.perceptionCoef', o.perceptionCoef, nonNeg, 'a number >= 0')
+      : p.perceptionCoef,
+    perceptionEstimator: given('perceptionEstimator')
+      ? oneOf('options.perceptionEstimator', o.perceptionEstimator, klEstimators)
+      : 'k3',
+    perceptionClip: null,
+    entropyCoef: given('entropyCoef') ? num('options.entropyCoef', o.entropyCoef, nonNeg, 'a number >= 0') : p.entropyCoef,
+    maskedEntropyCoef: given('maskedEntropyCoef')
+      ? num('options.maskedEntropyCoef', o.maskedEntropyCoef, nonNeg, 'a number >= 0')
+      : p.maskedEntropyCoef,
+    entropyMode: given('entropyMode') ? oneOf('options.entropyMode', o.entropyMode, entropyModes) : 'sampled',
+    detachMasked: given('detachMasked') ? bool('options.detachMasked', o.detachMasked) : false,
+    lossAgg: given('lossAgg') ? oneOf('options.lossAgg', o.lossAgg, lossAggs) : 'token-mean',
+    lossScale: given('lossScale') ? num('options.lossScale', o.lossScale, (x) => x > 0, 'a number > 0') : null,
+    temperature: given('temperature') ? num('options.temperature', o.temperature, (x) => x > 0, 'a number > 0') : 1,
+    computeGrad: given('computeGrad') ? bool('options.computeGrad', o.computeGrad) : true,
+    inPlace: given('inPlace') ? bool('options.inPlace', o.inPlace) : false,
+    gradType: given('gradType') ? oneOf('options.gradType', o.gradType, ['input', 'float32'] as const) : 'input',
+    backend: given('backend') ? oneOf('options.backend', o.backend, backendNames) : 'auto',
+  };
+  if (o.perceptionClip !== undefined && o.perceptionClip !== null) {
+    const c = o.perceptionClip;
+    if (!Array.isArray(c) || c.length !== 2) throw typeError('options.perceptionClip', '[lo, hi]', c);
+    const lo = num('options.perceptionClip[0]', c[0], () => true, 'a finite number');
+    const hi = num('options.perceptionClip[1]', c[1], () => true, 'a finite number');
+    if (lo > hi) throw rangeError('options.perceptionClip', `expected lo <= hi, got [${lo}, ${hi}]`);
+    r.perceptionClip = [lo, hi];
+  }
+  if (r.inPlace && !r.computeGrad) throw rangeError('options.inPlace', 'needs computeGrad: true');
+  return r;
+}

@@ -1,0 +1,65 @@
+// Tensor adapters: onnxruntime-node `{ data, dims, type }`, `{ data, shape, dtype }` and tfjs-style objects
+// (`shape`, `dtype`, `dataSync()`) all become one normalised view. Nothing is copied but tfjs's dataSync().
+import { describe, rangeError, typeError } from './errors';
+import type { DType, TensorData, TensorLike } from './types';
+
+export interface NormTensor {
+  data: TensorData;
+  dims: number[];
+  type: DType;
+}
+
+export const dtypes: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+
+function storageOk(data: unknown, type: DType): boolean {
+  return type === 'float32' ? data instanceof Float32Array : data instanceof Uint16Array;
+}
+
+export function storageName(type: DType): string {
+  return type === 'float32' ? 'Float32Array' : 'Uint16Array (raw bits)';
+}
+
+export function toTensor(name: string, t: unknown): NormTensor {
+  if (t === null || typeof t !== 'object') throw typeError(name, 'a tensor ({ data, dims, type })', t);
+  const o = t as Record<string, unknown>;
+  let data: unknown;
+  let dims: unknown;
+  let type: unknown;
+  if ('dims' in o) {
+    [data, dims, type] = [o.data, o.dims, o.type];
+  } else if (typeof o.dataSync === 'function') {
+    [dims, type] = [o.shape, o.dtype];
+    if (type !== 'float32') throw rangeError(`${name}.dtype`, `a tfjs-style tensor must be float32, got ${describe(type)}`);
+    data = (o.dataSync as () => unknown).call(t);
+  } else if ('shape' in o) {
+    [data, dims, type] = [o.data, o.shape, o.dtype];
+  } else {
+    throw typeError(name, 'a tensor: { data, dims, type }, { data, shape, dtype } or a tfjs-style tensor', t);
+  }
+  if (typeof type !== 'string' || !(dtypes as readonly string[]).includes(type))
+    throw rangeError(`${name}.type`, `expected 'float32', 'float16' or 'bfloat16', got ${describe(type)}`);
+  const dt = type as DType;
+  if (!storageOk(data, dt)) throw typeError(`${name}.data`, `a ${storageName(dt)} for ${dt}`, data);
+  if (!Array.isArray(dims) || (dims.length !== 2 && dims.length !== 3))
+    throw typeError(`${name}.dims`, '[N, V] or [B, T, V]', dims);
+  for (let i = 0; i < dims.length; i++) {
+    const d = dims[i];
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1)
+      throw rangeError(`${name}.dims`, `expected positive integers, got [${dims.map(String).join(', ')}]`);
+  }
+  const buf = data as TensorData;
+  const elements = (dims as number[]).reduce((a, b) => a * b, 1);
+  if (buf.length !== elements) {
+    const detached = buf.length === 0 && buf.byteOffset === 0 && buf.buffer.byteLength === 0;
+    throw rangeError(`${name}.data`, detached
+      ? 'its ArrayBuffer is detached (transferred or freed)'
+      : `dims [${(dims as number[]).join(', ')}] need ${elements} elements, data has ${buf.length}`);
+  }
+  return { data: buf, dims: [...(dims as number[])], type: dt };
+}
+
+/** Whether two typed arrays share any byte of memory. */
+export function sharesMemory(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  if (a.buffer !== b.buffer) return false;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}

@@ -1,0 +1,145 @@
+// Public types of papo-kernels. The names here are the API contract.
+
+/** Element types of logits and gradients. 16-bit data travels as raw bits in a Uint16Array. */
+export type DType = 'float32' | 'float16' | 'bfloat16';
+
+/** The storage of each dtype: Float32Array for float32, Uint16Array (raw bits) for float16 and bfloat16. */
+export type TensorData = Float32Array | Uint16Array;
+
+/** onnxruntime-node's tensor shape. */
+export interface OrtLikeTensor {
+  data: TensorData;
+  dims: readonly number[];
+  type: DType;
+}
+/** `{ data, shape, dtype }`, as many array libraries describe a tensor. */
+export interface ShapedTensor {
+  data: TensorData;
+  shape: readonly number[];
+  dtype: DType;
+}
+/** tfjs-style tensors: `dataSync()` returns the values (tfjs holds float32 only). */
+export interface TfjsLikeTensor {
+  shape: readonly number[];
+  dtype: string;
+  dataSync(): TensorData;
+}
+export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor;
+
+/** A tensor as papo-kernels returns it (onnxruntime-node's shape). */
+export interface Tensor {
+  data: TensorData;
+  dims: number[];
+  type: DType;
+}
+
+export type FloatArrayLike = Float32Array | Float64Array | readonly number[];
+
+export interface PapoInputs {
+  /** Logits of the original-image path: [N, V] (packed) or [B, T, V]. */
+  logits: TensorLike;
+  /** Logits of the masked-image path, same dims and dtype. */
+  maskedLogits?: TensorLike;
+  /** Instead of maskedLogits: the masked path's sampled-token log-probs [N] (implies detachMasked). */
+  maskedLogProbs?: FloatArrayLike;
+  /** Sampled token ids [N]. */
+  tokens: Int32Array | readonly number[];
+  /** Advantages per token [N] or per sequence [B]. */
+  advantages: FloatArrayLike;
+  /** Response mask [N] (0/1 or non-negative weights); absent: every token counts. */
+  responseMask?: Float32Array | Uint8Array | readonly number[];
+  /** Log-probs of the sampling policy [N]; absent: on-policy (ratio 1). */
+  oldLogProbs?: FloatArrayLike;
+  /** Log-probs of the reference model [N]; required when klCoef > 0. */
+  refLogProbs?: FloatArrayLike;
+  /** Lengths of the packed sequences (sum N); only for [N, V] input. Absent: one sequence. */
+  seqLengths?: Int32Array | readonly number[];
+}
+
+export type PresetName = 'papo-g' | 'papo-g-7b' | 'papo-d' | 'grpo' | 'dapo';
+export type KlEstimatorName = 'k1' | 'k2' | 'k3' | 'abs';
+export type EntropyModeName = 'sampled' | 'full';
+export type LossAggName = 'token-mean' | 'seq-mean-token-mean' | 'seq-mean-token-sum' | 'seq-mean-token-sum-norm';
+export type BackendName = 'auto' | 'cpu' | 'cuda' | 'reference';
+
+export interface PapoOptions {
+  /** Released configuration to start from (default 'papo-g'); explicit options override it. */
+  preset?: PresetName;
+  clipLow?: number;
+  clipHigh?: number;
+  clipDual?: number;
+  klCoef?: number;
+  klEstimator?: KlEstimatorName;
+  perceptionCoef?: number;
+  perceptionEstimator?: KlEstimatorName;
+  perceptionClip?: readonly [number, number] | null;
+  entropyCoef?: number;
+  maskedEntropyCoef?: number;
+  entropyMode?: EntropyModeName;
+  detachMasked?: boolean;
+  lossAgg?: LossAggName;
+  lossScale?: number;
+  temperature?: number;
+  computeGrad?: boolean;
+  inPlace?: boolean;
+  gradType?: 'input' | 'float32';
+  backend?: BackendName;
+}
+
+export interface PapoMetrics {
+  pgLoss: number;
+  klLoss: number;
+  perceptionKl: number;
+  entropyLoss: number;
+  maskedEntropyLoss: number;
+  clipFrac: number;
+  dualClipFrac: number;
+  approxKl: number;
+  meanEntropy: number;
+  /** Absent without masked logits (a precomputed maskedLogProbs carries no entropy). */
+  meanMaskedEntropy?: number;
+  tokens: number;
+}
+
+export interface PapoResult {
+  loss: number;
+  gradLogits?: Tensor;
+  gradMaskedLogits?: Tensor;
+  logProbs: Float32Array;
+  maskedLogProbs?: Float32Array;
+  entropy: Float32Array;
+  maskedEntropy?: Float32Array;
+  metrics: PapoMetrics;
+  /** The backend that ran ('cpu', 'cuda' or 'reference'). */
+  backend: string;
+}
+
+export interface LogProbsOptions {
+  temperature?: number;
+  backend?: BackendName;
+}
+
+export interface LogProbsResult {
+  logProbs: Float32Array;
+  entropy: Float32Array;
+}
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  totalMemory: number;
+  multiprocessors: number;
+}
+
+export interface PapoInfo {
+  version: string;
+  backends: string[];
+  cudaBuilt: boolean;
+  cudaDevices: CudaDeviceInfo[];
+  threads: number;
+  cpuIsa: string;
+  cudaArchitectures: string;
+  cudaRuntimeVersion: number;
+  cudaStatus: string;
+}

@@ -1,0 +1,167 @@
+// Everything papoLoss is given is checked here, before native code runs, with errors that name the argument.
+// The result, a PreparedCall, is what every backend consumes.
+import { rangeError, typeError } from './errors';
+import { closest, type ResolvedOptions } from './options';
+import { sharesMemory, toTensor, type NormTensor } from './tensor';
+import type { PapoInputs } from './types';
+
+export interface PreparedCall {
+  N: number;
+  V: number;
+  /** Sequences: lengths summing to N (one entry per sequence). */
+  seqLengths: Int32Array;
+  logits: NormTensor;
+  maskedLogits: NormTensor | null;
+  maskedLogProbs: Float32Array | null;
+  tokens: Int32Array;
+  /** Per token (a per-sequence input is broadcast). */
+  advantages: Float32Array;
+  mask: Float32Array | null;
+  oldLogProbs: Float32Array | null;
+  refLogProbs: Float32Array | null;
+  opts: ResolvedOptions;
+  /** token-mean denominator when given (else 0: the mask sum). */
+  lossScale: number;
+  /** seq-mean-token-sum-norm denominator: lossScale, else T ([B,T,V]) or the longest packed sequence. */
+  normScale: number;
+}
+
+const inputNames: readonly (keyof PapoInputs)[] = [
+  'logits', 'maskedLogits', 'maskedLogProbs', 'tokens', 'advantages', 'responseMask', 'oldLogProbs',
+  'refLogProbs', 'seqLengths',
+];
+
+function isNumericArray(v: unknown): v is ArrayLike<number> {
+  return (ArrayBuffer.isView(v) && !(v instanceof DataView) && !(v instanceof BigInt64Array) &&
+    !(v instanceof BigUint64Array)) || (Array.isArray(v) && v.every((x) => typeof x === 'number'));
+}
+
+function lengthOk(name: string, v: ArrayLike<number>, expected: number, what: string) {
+  if (v.length !== expected) throw rangeError(name, `expected ${expected} values (${what}), got ${v.length}`);
+}
+
+/** Float32Array [n] from a Float32Array, Float64Array or number[]; finite where `needed(i)`. */
+function floats(name: string, v: unknown, n: number, what: string, needed: (i: number) => boolean): Float32Array {
+  if (!(v instanceof Float32Array) && !(v instanceof Float64Array) && !(Array.isArray(v) && isNumericArray(v)))
+    throw typeError(name, `a Float32Array [${n}] (${what})`, v);
+  lengthOk(name, v, n, what);
+  for (let i = 0; i < n; i++)
+    if (needed(i) && !Number.isFinite(v[i])) throw rangeError(name, `element ${i} is ${v[i]}, expected a finite number`);
+  return v instanceof Float32Array ? v : Float32Array.from(v);
+}
+
+function ints(name: string, v: unknown, what: string): Int32Array {
+  if (v instanceof Int32Array) return v;
+  if (Array.isArray(v) && v.every((x) => Number.isInteger(x) && x >= -(2 ** 31) && x < 2 ** 31)) return Int32Array.from(v);
+  throw typeError(name, `an Int32Array (${what})`, v);
+}
+
+export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): PreparedCall {
+  if (inputs === null || typeof inputs !== 'object') throw typeError('inputs', 'an object', inputs);
+  for (const key of Object.keys(inputs)) {
+    if (!(inputNames as readonly string[]).includes(key)) {
+      const hint = closest(key, inputNames);
+      throw rangeError('inputs', `unknown input '${key}'` + (hint ? ` (did you mean '${hint}'?)` : ''));
+    }
+  }
+  const logits = toTensor('logits', inputs.logits);
+  const V = logits.dims[logits.dims.length - 1];
+  const N = logits.data.length / V;
+  const batched = logits.dims.length === 3;
+
+  let maskedLogits: NormTensor | null = null;
+  if (inputs.maskedLogits !== undefined && inputs.maskedLogits !== null) {
+    maskedLogits = toTensor('maskedLogits', inputs.maskedLogits);
+    if (maskedLogits.dims.join() !== logits.dims.join())
+      throw rangeError('maskedLogits.dims', `expected [${logits.dims.join(', ')}] like logits, got [${maskedLogits.dims.join(', ')}]`);
+    if (maskedLogits.type !== logits.type)
+      throw rangeError('maskedLogits.type', `expected '${logits.type}' like logits, got '${maskedLogits.type}'`);
+  }
+
+  // Sequences: [B, T, V] gives B sequences of T tokens; packed input may give seqLengths.
+  let seqLengths: Int32Array;
+  let padded: number;
+  if (batched) {
+    if (inputs.seqLengths !== undefined)
+      throw rangeError('seqLengths', 'only for packed [N, V] logits; [B, T, V] logits already give the sequences');
+    seqLengths = new Int32Array(logits.dims[0]).fill(logits.dims[1]);
+    padded = logits.dims[1];
+  } else if (inputs.seqLengths !== undefined) {
+    seqLengths = ints('seqLengths', inputs.seqLengths, 'one length per packed sequence');
+    if (seqLengths.length === 0) throw rangeError('seqLengths', 'expected at least one sequence');
+    let total = 0;
+    for (let i = 0; i < seqLengths.length; i++) {
+      if (seqLengths[i] < 0) throw rangeError('seqLengths', `element ${i} is ${seqLengths[i]}, expected >= 0`);
+      total += seqLengths[i];
+    }
+    if (total !== N) throw rangeError('seqLengths', `they add up to ${total}, but logits have N = ${N} rows`);
+    padded = Math.max(...seqLengths);
+  } else {
+    seqLengths = Int32Array.of(N);
+    padded = N;
+  }
+  const B = seqLengths.length;
+
+  const tokens = ints('tokens', inputs.tokens, `[${N}] sampled token ids`);
+  lengthOk('tokens', tokens, N, 'one per logits row');
+  for (let i = 0; i < N; i++)
+    if (tokens[i] < 0 || tokens[i] >= V) throw rangeError('tokens', `element ${i} is ${tokens[i]}, outside [0, ${V})`);
+
+  let mask: Float32Array | null = null;
+  if (inputs.responseMask !== undefined && inputs.responseMask !== null) {
+    const m = inputs.responseMask;
+    if (!(m instanceof Float32Array) && !(m instanceof Uint8Array) && !(Array.isArray(m) && isNumericArray(m)))
+      throw typeError('responseMask', `a Float32Array or Uint8Array [${N}] of 0/1`, m);
+    lengthOk('responseMask', m, N, 'one per logits row');
+    mask = m instanceof Float32Array ? m : Float32Array.from(m);
+    for (let i = 0; i < N; i++)
+      if (!(mask[i] >= 0) || !Number.isFinite(mask[i]))
+        throw rangeError('responseMask', `element ${i} is ${mask[i]}, expected 0/1 (or a finite weight >= 0)`);
+  }
+  const counts = (i: number) => mask === null || mask[i] !== 0;
+
+  const advIn = inputs.advantages;
+  if (!isNumericArray(advIn) || !(advIn instanceof Float32Array || advIn instanceof Float64Array || Array.isArray(advIn)))
+    throw typeError('advantages', `a Float32Array [${N}] per token or [${B}] per sequence`, advIn);
+  let advantages: Float32Array;
+  if (advIn.length === N) {
+    advantages = floats('advantages', advIn, N, 'per token', () => true);
+  } else if (advIn.length === B) {
+    const perSeq = floats('advantages', advIn, B, 'per sequence', () => true);
+    advantages = new Float32Array(N);
+    for (let s = 0, row = 0; s < B; row += seqLengths[s], s++) advantages.fill(perSeq[s], row, row + seqLengths[s]);
+  } else {
+    throw rangeError('advantages', `expected ${N} values (per token) or ${B} (per sequence), got ${advIn.length}`);
+  }
+
+  const optional = (name: 'oldLogProbs' | 'refLogProbs' | 'maskedLogProbs') => {
+    const v = inputs[name];
+    return v === undefined || v === null ? null : floats(name, v, N, 'one log-prob per token', counts);
+  };
+  const oldLogProbs = optional('oldLogProbs');
+  const refLogProbs = optional('refLogProbs');
+  const maskedLogProbs = optional('maskedLogProbs');
+
+  if (maskedLogits && maskedLogProbs) throw rangeError('maskedLogProbs', 'give maskedLogits or maskedLogProbs, not both');
+  if (opts.klCoef > 0 && !refLogProbs)
+    throw rangeError('refLogProbs', `required when klCoef > 0 (preset '${opts.preset}' has klCoef ${opts.klCoef}; set klCoef: 0 to train without it)`);
+  const hasMasked = maskedLogits !== null || maskedLogProbs !== null;
+  if (!hasMasked && (opts.perceptionCoef > 0 || opts.maskedEntropyCoef > 0))
+    throw rangeError('maskedLogits', `required when perceptionCoef or maskedEntropyCoef > 0 (preset '${opts.preset}'); ` +
+      'pass the masked-image logits, or maskedLogProbs');
+  if (opts.entropyMode === 'full' && !maskedLogits && maskedLogProbs && opts.maskedEntropyCoef > 0)
+    throw rangeError('maskedLogProbs', "entropyMode 'full' needs maskedLogits (the masked entropy), not precomputed log-probs");
+  if (maskedLogProbs) opts = { ...opts, detachMasked: true };
+
+  if (opts.inPlace) {
+    if (opts.gradType === 'float32' && logits.type !== 'float32')
+      throw rangeError('options.gradType', `'float32' gradients cannot be written in place into ${logits.type} logits`);
+    if (maskedLogits && sharesMemory(logits.data, maskedLogits.data))
+      throw rangeError('options.inPlace', 'logits and maskedLogits share memory; in-place gradients would overwrite one path with the other');
+  }
+  const lossScale = opts.lossScale ?? 0;
+  return {
+    N, V, seqLengths, logits, maskedLogits, maskedLogProbs, tokens, advantages, mask, oldLogProbs, refLogProbs, opts,
+    lossScale, normScale: opts.lossScale ?? padded,
+  };
+}

@@ -1,0 +1,3 @@
+// Row kernels for the avx2 instruction set (flags set per file by CMakeLists.txt and binding.gyp).
+#define PAPO_ISA avx2
+#include "row_kernels_impl.h"

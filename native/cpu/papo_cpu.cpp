@@ -1,0 +1,171 @@
+#include "papo_cpu.h"
+
+#include <math.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "../aggregation.h"
+#include "thread_pool.h"
+
+namespace papo {
+
+namespace {
+
+// Rows per chunk: enough work per claim to amortise the atomic, few enough to balance two paths of rows.
+int64_t row_grain(int64_t N, int64_t V) {
+  const int64_t target = (int64_t)1 << 18;  // elements per chunk
+  int64_t g = V >= target ? 1 : target / (V > 0 ? V : 1);
+  const int64_t perThread = (N + ThreadPool::instance().size() * 4 - 1) / (ThreadPool::instance().size() * 4);
+  if (g > perThread) g = perThread;
+  return g < 1 ? 1 : g;
+}
+
+// The first bad row (lowest index, so the message does not depend on scheduling) becomes the error.
+struct RowErrors {
+  std::atomic<int64_t> first{INT64_MAX};
+  std::vector<int32_t> kind;  // per row: 0 ok, else a RowStatus or kTargetExcluded
+  explicit RowErrors(int64_t N) : kind(N, 0) {}
+  void set(int64_t row, int32_t k) {
+    kind[row] = k;
+    int64_t cur = first.load();
+    while (row < cur && !first.compare_exchange_weak(cur, row)) {
+    }
+  }
+};
+constexpr int32_t kTargetExcluded = 100;
+
+void throw_row_error(const RowErrors& errors, const char* what, const char* maskedWhat, bool masked,
+                     const int32_t* tokens) {
+  const int64_t row = errors.first.load();
+  if (row == INT64_MAX) return;
+  const int32_t k = errors.kind[row];
+  const std::string name = masked ? maskedWhat : what;
+  std::string msg;
+  switch (k) {
+    case ROW_NAN:
+      msg = name + " contains NaN in row " + std::to_string(row);
+      break;
+    case ROW_POS_INF:
+      msg = name + " contains +Infinity in row " + std::to_string(row) + " (only -Infinity, an excluded token, is allowed)";
+      break;
+    case ROW_NO_FINITE:
+      msg = name + " row " + std::to_string(row) + " has no finite entry (every token excluded)";
+      break;
+    default:
+      msg = "tokens[" + std::to_string(row) + "] = " + std::to_string(tokens[row]) + " has logit -Infinity in " +
+            name + " (probability 0) but is a response token";
+  }
+  throw Error(ErrorCode::InvalidArgument, msg);
+}
+
+}  // namespace
+
+const char* cpu_isa() { return select_row_kernels().isa; }
+
+PapoMetrics papo_loss_cpu(const PapoCall& call) {
+  const RowKernels& k = select_row_kernels();
+  const int64_t N = call.N, V = call.V;
+  const float invTau = (float)(1.0 / call.temperature);
+  const TokenWeights w = token_weights(call);
+  std::vector<TokenTerms> terms(N);
+  std::vector<RowStats> stats(N), mstats(call.maskedLogits ? N : 0);
+  std::vector<double> H(N), Hm(call.maskedLogits ? N : 0);
+  RowErrors errors(N);
+  std::vector<uint8_t> errorOnMasked(N, 0);  // so the message names the right tensor
+  const size_t esz = call.dtype == DT_F32 ? 4 : 2, mesz = call.maskedDtype == DT_F32 ? 4 : 2;
+  const size_t gsz = call.gradType == DT_F32 ? 4 : 2, mgsz = call.gradMaskedType == DT_F32 ? 4 : 2;
+  auto rowPtr = [V](const void* base, int64_t i, size_t size) {
+    return static_cast<const char*>(base) + i * V * (int64_t)size;  // 64-bit offsets: N * V passes 2^31
+  };
+
+  // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors).
+  auto forward = [&](int64_t i) {
+    const int64_t o = call.tokens[i];
+    const RowStats s = k.stats(rowPtr(call.logits, i, esz), call.dtype, V, invTau, o);
+    if (s.status != ROW_OK) return errors.set(i, s.status), false;
+    stats[i] = s;
+    const double lp = (double)s.targetScaled - s.lse;
+    H[i] = s.entropy;
+    call.outLogProbs[i] = (float)lp;
+    call.outEntropy[i] = (float)s.entropy;
+    double a = 0.0;
+    if (call.maskedLogits) {
+      const RowStats ms = k.stats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, V, invTau, o);
+      if (ms.status != ROW_OK) return errorOnMasked[i] = 1, errors.set(i, ms.status), false;
+      mstats[i] = ms;
+      a = (double)ms.targetScaled - ms.lse;
+      Hm[i] = ms.entropy;
+      call.outMaskedLogProbs[i] = (float)a;
+      call.outMaskedEntropy[i] = (float)ms.entropy;
+    } else if (call.maskedLogProbs) {
+      a = call.maskedLogProbs[i];
+    }
+    const double m = call.mask ? call.mask[i] : 1.0;
+    if (m == 0.0) return true;  // terms[i] stays zero: no loss, zero gradient
+    if (isinf(lp) || isinf(a)) return errorOnMasked[i] = !isinf(lp), errors.set(i, kTargetExcluded), false;
+    terms[i] = token_terms(call.params, lp, a, s.entropy, call.maskedLogits ? Hm[i] : 0.0,
+                           call.oldLogProbs ? call.oldLogProbs[i] : 0.0, call.refLogProbs ? call.refLogProbs[i] : 0.0,
+                           call.advantages[i], w.agg[i], w.entropy[i]);
+    return true;
+  };
+  auto backward = [&](int64_t i) {
+    const int64_t o = call.tokens[i];
+    const TokenTerms& t = terms[i];
+    if (call.gradLogits)
+      k.grad(rowPtr(call.logits, i, esz), call.dtype, const_cast<char*>(rowPtr(call.gradLogits, i, gsz)),
+             call.gradType, V, RowGrad{invTau, stats[i], t.gLp, t.gH, o});
+    if (call.gradMaskedLogits)
+      k.grad(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype,
+             const_cast<char*>(rowPtr(call.gradMaskedLogits, i, mgsz)), call.gradMaskedType, V,
+             RowGrad{invTau, mstats[i], t.gA, t.gHm, o});
+  };
+
+  const int64_t grain = row_grain(N, 2 * V);
+  const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
+                       (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
+  if (!inPlace) {
+    // One task per row: the gradient pass re-reads the row from cache right after its statistics.
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        if (forward(i)) backward(i);
+    });
+  } else {
+    // In place, every row is checked before the first gradient overwrites a logit, so a rejected call leaves
+    // the caller's logits intact. This costs a second read of each row from memory.
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) forward(i);
+    });
+  }
+  const int64_t bad = errors.first.load();
+  if (bad != INT64_MAX)
+    throw_row_error(errors, "logits", "maskedLogits", errorOnMasked[bad] != 0, call.tokens);
+  if (inPlace)
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) backward(i);
+    });
+  return reduce_terms(call, w, terms.data(), H.data(), call.maskedLogits ? Hm.data() : nullptr);
+}
+
+void log_probs_cpu(const LogProbsCall& call) {
+  const RowKernels& k = select_row_kernels();
+  const float invTau = (float)(1.0 / call.temperature);
+  const size_t esz = call.dtype == DT_F32 ? 4 : 2;
+  RowErrors errors(call.N);
+  ThreadPool::instance().parallel_for(call.N, row_grain(call.N, call.V), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const void* row = static_cast<const char*>(call.logits) + i * call.V * (int64_t)esz;
+      const RowStats s = k.stats(row, call.dtype, call.V, invTau, call.tokens[i]);
+      if (s.status != ROW_OK) {
+        errors.set(i, s.status);
+        continue;
+      }
+      call.outLogProbs[i] = (float)((double)s.targetScaled - s.lse);
+      call.outEntropy[i] = (float)s.entropy;
+    }
+  });
+  throw_row_error(errors, "logits", "logits", false, call.tokens);
+}
+
+}  // namespace papo

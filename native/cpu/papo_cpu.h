@@ -1,0 +1,15 @@
+// The native CPU backend: one task per row computes both paths' statistics, the per-token terms and both
+// gradient rows while the row is still in cache; rows run on the shared thread pool.
+#pragma once
+
+#include "../papo_call.h"
+
+namespace papo {
+
+PapoMetrics papo_loss_cpu(const PapoCall& call);
+void log_probs_cpu(const LogProbsCall& call);
+
+// The instruction set the row kernels use on this CPU ("avx512", "avx2" or "baseline").
+const char* cpu_isa();
+
+}  // namespace papo

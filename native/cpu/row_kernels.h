@@ -1,0 +1,52 @@
+// The O(V) work of one row, per instruction set: the softmax statistics of a row of logits and the gradient
+// row. Both are dispatched at run time (select_row_kernels) to the widest instruction set the CPU has.
+#pragma once
+
+#include <stdint.h>
+
+namespace papo {
+
+enum DType : int32_t { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+
+enum RowStatus : int32_t { ROW_OK = 0, ROW_NAN = 1, ROW_POS_INF = 2, ROW_NO_FINITE = 3 };
+
+// Statistics of x = z / tau over one row. lse = maxScaled + logSum, entropy = logSum - sum(e (x - max)) / sum(e).
+struct RowStats {
+  double lse;
+  double entropy;
+  float maxScaled;     // max_j x_j
+  float logSum;        // log sum_j exp(x_j - max)
+  float targetScaled;  // x_o, the sampled token's scaled logit
+  int32_t status;
+};
+
+// dL/dz_j = invTau * [ gLp (1[j = o] - p_j) - gH p_j (log p_j + H) ], p_j recomputed from the row statistics.
+struct RowGrad {
+  float invTau;
+  RowStats stats;
+  double gLp, gH;
+  int64_t target;
+};
+
+struct RowKernels {
+  const char* isa;
+  RowStats (*stats)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);
+  // out may alias row (in-place gradient); outType is the input's type or DT_F32.
+  void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g);
+};
+
+namespace baseline {
+const RowKernels& row_kernels();
+}
+namespace avx2 {
+const RowKernels& row_kernels();
+}
+namespace avx512 {
+const RowKernels& row_kernels();
+}
+
+// The kernels for this CPU; PAPO_CPU_ISA=baseline|avx2|avx512 forces one (an unsupported choice falls back
+// to the best supported one below it, and isa says which ran).
+const RowKernels& select_row_kernels();
+
+}  // namespace papo

@@ -1,0 +1,192 @@
+// 16-lane float vectors over GCC/Clang vector extensions. This header is compiled once per instruction set
+// (see row_kernels_impl.h): the compiler lowers the same source to one zmm (AVX-512), two ymm (AVX2) or four
+// xmm (baseline x86-64, or NEON on Arm), so the math is written once and dispatched at run time.
+//
+// Included only from row_kernels_impl.h, inside the per-ISA namespace: every inline function here must be a
+// distinct symbol per ISA, or the linker could hand AVX-512 code to a machine without it.
+
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t vh __attribute__((vector_size(32)));
+
+constexpr int kLanes = 16;
+
+static inline vf splat(float x) { return vf{} + x; }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline float hmax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+// Pairwise, in a fixed order, so the result does not depend on anything but the data.
+static inline double hsum(vf v) {
+  double s[8];
+  for (int i = 0; i < 8; ++i) s[i] = (double)v[i] + (double)v[i + 8];
+  for (int i = 0; i < 4; ++i) s[i] += s[i + 4];
+  return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+// e^y for y <= ~88, exactly 0 below -87 so that excluded (-inf) logits get p = 0 and gradient 0.
+// Cephes' expf: y = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, about 1 ulp.
+static inline vf vexp(vf y) {
+  vf x = vmax(y, splat(-87.0f));
+  x = x < splat(88.0f) ? x : splat(88.0f);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
+  const vf t = x * 1.44269504088896341f + magic;
+  const vf n = t - magic;
+  const vi ni = (vi)t - (vi)splat(magic);
+  vf r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const vf scale = (vf)((ni + 127) << 23);
+  const vf e = p * scale;
+  return y < splat(-87.0f) ? splat(0.0f) : e;
+}
+
+// ---- loads and stores of one 16-element vector, per storage type ----------------------------------------
+
+static inline vf bf16_bits_to_f32(vh h) { return (vf)(__builtin_convertvector(h, vu) << 16); }
+
+static inline vh f32_to_bf16_bits(vf x) {
+  // Round to nearest even; a NaN stays a (quiet) NaN.
+  const vu u = (vu)x;
+  const vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const auto nan = (u & 0x7fffffffu) > 0x7f800000u;
+  return __builtin_convertvector(nan ? ((u >> 16) | 0x40u) : rounded, vh);
+}
+
+static inline vf f16_bits_to_f32(vh h) {
+#if defined(__AVX512F__)
+  __m256i raw;
+  memcpy(&raw, &h, sizeof raw);
+  __m512 f = _mm512_cvtph_ps(raw);
+  vf out;
+  memcpy(&out, &f, sizeof out);
+  return out;
+#elif defined(__F16C__)
+  __m128i lo, hi;
+  memcpy(&lo, &h, 16);
+  memcpy(&hi, reinterpret_cast<const char*>(&h) + 16, 16);
+  __m256 a = _mm256_cvtph_ps(lo), b = _mm256_cvtph_ps(hi);
+  vf out;
+  memcpy(&out, &a, 32);
+  memcpy(reinterpret_cast<char*>(&out) + 32, &b, 32);
+  return out;
+#else
+  // Exponent rebias by a float multiply handles normals and subnormals alike; inf/NaN get the top exponent.
+  const vu u = __builtin_convertvector(h, vu);
+  const vu sign = (u & 0x8000u) << 16;
+  const vu body = (u & 0x7fffu) << 13;
+  const vf scaled = (vf)body * 0x1p112f;
+  const auto infnan = (u & 0x7c00u) == 0x7c00u;
+  const vu bits = infnan ? (body | 0x7f800000u) : (vu)scaled;
+  return (vf)(bits | sign);
+#endif
+}
+
+static inline uint16_t f32_to_f16_scalar(float f) {
+  // Round to nearest even, with subnormals, overflow to inf and NaN preserved.
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+  if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (x < 0x38800000u) {                                     // below the smallest normal half: subnormal or 0
+    float a;
+    memcpy(&a, &x, 4);
+    a += 0.5f;  // the FPU's round-to-nearest-even places the subnormal in the low bits
+    uint32_t b;
+    memcpy(&b, &a, 4);
+    return (uint16_t)(sign | (b - 0x3f000000u));
+  }
+  const uint32_t odd = (x >> 13) & 1u;
+  x += 0xc8000fffu + odd;  // rebias the exponent (-112 << 23) and round
+  return (uint16_t)(sign | (x >> 13));
+}
+
+static inline vh f32_to_f16_bits(vf x) {
+#if defined(__AVX512F__)
+  __m512 f;
+  memcpy(&f, &x, sizeof f);
+  __m256i h = _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vh out;
+  memcpy(&out, &h, sizeof out);
+  return out;
+#elif defined(__F16C__)
+  __m256 a, b;
+  memcpy(&a, &x, 32);
+  memcpy(&b, reinterpret_cast<const char*>(&x) + 32, 32);
+  __m128i lo = _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT), hi = _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT);
+  vh out;
+  memcpy(&out, &lo, 16);
+  memcpy(reinterpret_cast<char*>(&out) + 16, &hi, 16);
+  return out;
+#else
+  vh out;
+  for (int i = 0; i < kLanes; ++i) out[i] = f32_to_f16_scalar(x[i]);
+  return out;
+#endif
+}
+
+// Storage types: float, and the raw bits of fp16 / bf16 in uint16_t.
+struct F32 {
+  typedef float T;
+  static vf load(const T* p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, vf v) { memcpy(p, &v, sizeof v); }
+};
+struct BF16 {
+  typedef uint16_t T;
+  static vf load(const T* p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    return bf16_bits_to_f32(h);
+  }
+  static void store(T* p, vf v) {
+    vh h = f32_to_bf16_bits(v);
+    memcpy(p, &h, sizeof h);
+  }
+};
+struct F16 {
+  typedef uint16_t T;
+  static vf load(const T* p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    return f16_bits_to_f32(h);
+  }
+  static void store(T* p, vf v) {
+    vh h = f32_to_f16_bits(v);
+    memcpy(p, &h, sizeof h);
+  }
+};
+
+// The last, partial vector of a row: padded with `fill` on load, only `count` lanes written on store.
+template <class S>
+static inline vf load_partial(const typename S::T* p, int64_t count, float fill) {
+  typename S::T buf[kLanes];
+  memcpy(buf, p, (size_t)count * sizeof(typename S::T));
+  vf v = S::load(buf);
+  for (int64_t i = count; i < kLanes; ++i) v[i] = fill;
+  return v;
+}
+template <class S>
+static inline void store_partial(typename S::T* p, int64_t count, vf v) {
+  typename S::T buf[kLanes];
+  S::store(buf, v);
+  memcpy(p, buf, (size_t)count * sizeof(typename S::T));
+}
+template <class S>
+static inline float load_one(const typename S::T* p) {
+  return load_partial<S>(p, 1, 0.0f)[0];
+}

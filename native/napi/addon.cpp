@@ -1,0 +1,213 @@
+// The N-API surface, kept thin: parse (napi/args.cpp), run a backend on this thread or on a worker thread, and
+// turn papo::Error into a JavaScript Error carrying a stable `code`. Nothing here may abort the process.
+#include <napi.h>
+
+#include <new>
+#include <string>
+
+#include "../cpu/papo_cpu.h"
+#include "../cpu/thread_pool.h"
+#include "../cuda/device_probe.h"
+#include "args.h"
+
+#ifndef PAPO_VERSION
+#define PAPO_VERSION "0.0.0"
+#endif
+
+namespace papo {
+namespace {
+
+PapoMetrics run_papo(Backend backend, const PapoCall& call) {
+  if (backend != Backend::Cpu)
+    throw Error(ErrorCode::Unsupported, "backend 'cuda': the CUDA kernels are not part of this build");
+  return papo_loss_cpu(call);
+}
+
+void run_log_probs(Backend backend, const LogProbsCall& call) {
+  if (backend != Backend::Cpu)
+    throw Error(ErrorCode::Unsupported, "backend 'cuda': the CUDA kernels are not part of this build");
+  log_probs_cpu(call);
+}
+
+Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message) {
+  Napi::Error e = code == ErrorCode::InvalidArgument ? Napi::Error(Napi::RangeError::New(env, message))
+                                                     : Napi::Error::New(env, message);
+  e.Value().Set("code", Napi::String::New(env, error_code_name(code)));
+  return e;
+}
+
+// Runs fn, mapping every C++ exception to (code, message). Returns false on failure.
+template <class F>
+bool guarded(F&& fn, ErrorCode& code, std::string& message) {
+  try {
+    fn();
+    return true;
+  } catch (const Error& e) {
+    code = e.code;
+    message = e.what();
+  } catch (const std::bad_alloc&) {
+    code = ErrorCode::OutOfMemory;
+    message = "out of host memory";
+  } catch (const std::exception& e) {
+    code = ErrorCode::Internal;
+    message = e.what();
+  } catch (...) {
+    code = ErrorCode::Internal;
+    message = "unknown native error";
+  }
+  return false;
+}
+
+Napi::Object metrics_to_js(Napi::Env env, const PapoMetrics& m) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loss", m.loss);
+  o.Set("pgLoss", m.pgLoss);
+  o.Set("klLoss", m.klLoss);
+  o.Set("perceptionKl", m.perceptionKl);
+  o.Set("entropyLoss", m.entropyLoss);
+  o.Set("maskedEntropyLoss", m.maskedEntropyLoss);
+  o.Set("clipFrac", m.clipFrac);
+  o.Set("dualClipFrac", m.dualClipFrac);
+  o.Set("approxKl", m.approxKl);
+  o.Set("meanEntropy", m.meanEntropy);
+  o.Set("meanMaskedEntropy", m.meanMaskedEntropy);
+  o.Set("tokens", m.tokens);
+  return o;
+}
+
+// A call on a libuv worker thread. The descriptor (and with it every buffer it names) is held by a persistent
+// reference until the promise settles, so the garbage collector cannot free an input mid-call.
+template <class Call, class Result>
+class Worker : public Napi::AsyncWorker {
+ public:
+  using Run = Result (*)(Backend, const Call&);
+  Worker(Napi::Env env, Napi::Object desc, Backend backend, Call call, Run run)
+      : Napi::AsyncWorker(env, "papo-kernels"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        keep_(Napi::Persistent(desc)),
+        backend_(backend),
+        call_(call),
+        run_(run) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (!guarded([&] { result_ = run_(backend_, call_); }, code_, message_)) SetError(message_);
+  }
+  void OnOK() override {
+    Napi::HandleScope scope(Env());
+    deferred_.Resolve(to_js(Env(), result_));
+  }
+  void OnError(const Napi::Error&) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(make_error(Env(), code_, message_).Value());
+  }
+
+ private:
+  static Napi::Value to_js(Napi::Env env, const PapoMetrics& m) { return metrics_to_js(env, m); }
+  static Napi::Value to_js(Napi::Env env, const int&) { return env.Undefined(); }
+
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  Backend backend_;
+  Call call_;
+  Run run_;
+  Result result_{};
+  ErrorCode code_ = ErrorCode::Internal;
+  std::string message_;
+};
+
+int run_log_probs_int(Backend b, const LogProbsCall& c) {
+  run_log_probs(b, c);
+  return 0;
+}
+
+// papoLoss(desc, async) / logProbs(desc, async): the shared shape of both entry points.
+template <class Call, class Result>
+Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Object&),
+                  Result (*run)(Backend, const Call&), Napi::Value (*to_js)(Napi::Env, const Result&)) {
+  Napi::Env env = info.Env();
+  ErrorCode code = ErrorCode::Internal;
+  std::string message;
+  if (info.Length() < 2 || !info[0].IsObject()) {
+    make_error(env, ErrorCode::InvalidArgument, "expected (descriptor, async)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const Napi::Object desc = info[0].As<Napi::Object>();
+  const bool async = info[1].ToBoolean().Value();
+  Call call;
+  Backend backend = Backend::Cpu;
+  if (!guarded([&] { backend = parse_backend(desc), call = parse(desc); }, code, message)) {
+    Napi::Error e = make_error(env, code, message);
+    if (!async) {
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Reject(e.Value());
+    return d.Promise();
+  }
+  if (async) {
+    auto* w = new Worker<Call, Result>(env, desc, backend, call, run);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+  Result result{};
+  if (!guarded([&] { result = run(backend, call); }, code, message)) {
+    make_error(env, code, message).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return to_js(env, result);
+}
+
+Napi::Value metrics_js(Napi::Env env, const PapoMetrics& m) { return metrics_to_js(env, m); }
+Napi::Value undefined_js(Napi::Env env, const int&) { return env.Undefined(); }
+
+Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
+  return entry<PapoCall, PapoMetrics>(info, parse_papo_call, run_papo, metrics_js);
+}
+
+Napi::Value LogProbs(const Napi::CallbackInfo& info) {
+  return entry<LogProbsCall, int>(info, parse_log_probs_call, run_log_probs_int, undefined_js);
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CudaProbe cuda = probe_cuda();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", PAPO_VERSION);
+  o.Set("cpuIsa", cpu_isa());
+  o.Set("threads", ThreadPool::instance().size());
+  o.Set("cudaBuilt", cuda.built);
+  o.Set("cudaRuntimeVersion", cuda.runtimeVersion);
+  o.Set("cudaDriverVersion", cuda.driverVersion);
+  o.Set("cudaArchitectures", cuda.architectures);
+  o.Set("cudaStatus", cuda.status);
+  Napi::Array devices = Napi::Array::New(env, cuda.devices.size());
+  for (size_t i = 0; i < cuda.devices.size(); ++i) {
+    const CudaDevice& d = cuda.devices[i];
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("index", d.index);
+    dev.Set("name", d.name);
+    dev.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+    dev.Set("totalMemory", (double)d.totalMemory);
+    dev.Set("multiprocessors", d.multiprocessors);
+    devices.Set((uint32_t)i, dev);
+  }
+  o.Set("cudaDevices", devices);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
+  exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace papo
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return papo::Init(env, exports); }
+
+NODE_API_MODULE(papo_kernels, InitAddon)

@@ -1,0 +1,250 @@
+#include "args.h"
+
+#include <math.h>
+
+#include <string>
+
+namespace papo {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
+
+struct Span {
+  void* data = nullptr;
+  size_t bytes = 0;
+  int64_t length = 0;
+};
+
+bool has(const Napi::Object& o, const char* key) {
+  if (!o.Has(key)) return false;
+  const Napi::Value v = o.Get(key);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+// A typed array of the given kind holding exactly `length` elements (-1: any length).
+Span typed(const Napi::Object& o, const char* key, napi_typedarray_type type, int64_t length) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray()) fail(std::string(key) + ": expected a typed array");
+  const Napi::TypedArray t = v.As<Napi::TypedArray>();
+  if (t.TypedArrayType() != type) fail(std::string(key) + ": wrong typed array type");
+  Span s;
+  s.length = (int64_t)t.ElementLength();
+  if (s.length == 0 && length != 0 && t.ArrayBuffer().IsDetached())
+    fail(std::string(key) + ": its ArrayBuffer is detached");
+  if (length >= 0 && s.length != length)
+    fail(std::string(key) + ": expected " + std::to_string(length) + " elements, got " + std::to_string(s.length));
+  s.data = static_cast<char*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+  s.bytes = t.ByteLength();
+  return s;
+}
+
+napi_typedarray_type storage_of(int32_t dtype) { return dtype == DT_F32 ? napi_float32_array : napi_uint16_array; }
+
+int32_t dtype_of(const Napi::Object& o, const char* key) {
+  const int32_t d = o.Get(key).ToNumber().Int32Value();
+  if (d != DT_F32 && d != DT_F16 && d != DT_BF16) fail(std::string(key) + ": unknown dtype code");
+  return d;
+}
+
+double number(const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) fail(std::string(key) + ": expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t count(const Napi::Object& o, const char* key) {
+  const double d = number(o, key);
+  if (!(d >= 1 && d <= 9007199254740991.0) || floor(d) != d) fail(std::string(key) + ": expected a positive integer");
+  return (int64_t)d;
+}
+
+template <class T>
+void all_finite(const Span& s, const char* key) {
+  const T* p = static_cast<const T*>(s.data);
+  for (int64_t i = 0; i < s.length; ++i)
+    if (!isfinite((double)p[i])) fail(std::string(key) + "[" + std::to_string(i) + "] is not finite");
+}
+
+bool overlaps(const Span& a, const Span& b) {
+  if (!a.data || !b.data || !a.bytes || !b.bytes) return false;
+  const char *a0 = static_cast<char*>(a.data), *b0 = static_cast<char*>(b.data);
+  return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
+}
+bool same(const Span& a, const Span& b) { return a.data == b.data && a.bytes == b.bytes; }
+
+void tokens_in_range(const Span& tokens, int64_t V) {
+  const int32_t* t = static_cast<const int32_t*>(tokens.data);
+  for (int64_t i = 0; i < tokens.length; ++i)
+    if (t[i] < 0 || t[i] >= V)
+      fail("tokens[" + std::to_string(i) + "] = " + std::to_string(t[i]) + " is outside [0, " + std::to_string(V) + ")");
+}
+
+void check_temperature(double t) {
+  if (!(t > 0) || !isfinite(t)) fail("temperature: expected a finite number > 0");
+}
+
+int32_t enum_in(const Napi::Object& o, const char* key, int32_t lo, int32_t hi) {
+  const double d = number(o, key);
+  if (!(d >= lo && d <= hi) || floor(d) != d) fail(std::string(key) + ": unknown value");
+  return (int32_t)d;
+}
+
+}  // namespace
+
+Backend parse_backend(const Napi::Object& desc) { return (Backend)enum_in(desc, "backend", 0, 2); }
+
+PapoCall parse_papo_call(const Napi::Object& desc) {
+  PapoCall c;
+  c.N = count(desc, "N");
+  c.V = count(desc, "V");
+  c.temperature = number(desc, "temperature");
+  check_temperature(c.temperature);
+
+  c.dtype = dtype_of(desc, "dtype");
+  const Span logits = typed(desc, "logits", storage_of(c.dtype), c.N * c.V);
+  c.logits = logits.data;
+  Span masked;
+  if (has(desc, "maskedLogits")) {
+    c.maskedDtype = dtype_of(desc, "maskedDtype");
+    masked = typed(desc, "maskedLogits", storage_of(c.maskedDtype), c.N * c.V);
+    c.maskedLogits = masked.data;
+  }
+  if (has(desc, "maskedLogProbs")) {
+    if (c.maskedLogits) fail("maskedLogProbs: give maskedLogits or maskedLogProbs, not both");
+    const Span a = typed(desc, "maskedLogProbs", napi_float32_array, c.N);
+    c.maskedLogProbs = static_cast<const float*>(a.data);
+  }
+
+  const Span tokens = typed(desc, "tokens", napi_int32_array, c.N);
+  tokens_in_range(tokens, c.V);
+  c.tokens = static_cast<const int32_t*>(tokens.data);
+  const Span adv = typed(desc, "advantages", napi_float32_array, c.N);
+  all_finite<float>(adv, "advantages");
+  c.advantages = static_cast<const float*>(adv.data);
+  if (has(desc, "mask")) {
+    const Span m = typed(desc, "mask", napi_float32_array, c.N);
+    all_finite<float>(m, "responseMask");
+    for (int64_t i = 0; i < c.N; ++i)
+      if (static_cast<const float*>(m.data)[i] < 0) fail("responseMask[" + std::to_string(i) + "] is negative");
+    c.mask = static_cast<const float*>(m.data);
+  }
+  if (has(desc, "oldLogProbs")) {
+    const Span s = typed(desc, "oldLogProbs", napi_float32_array, c.N);
+    c.oldLogProbs = static_cast<const float*>(s.data);
+  }
+  if (has(desc, "refLogProbs")) {
+    const Span s = typed(desc, "refLogProbs", napi_float32_array, c.N);
+    c.refLogProbs = static_cast<const float*>(s.data);
+  }
+  if (has(desc, "seqLengths")) {
+    const Span s = typed(desc, "seqLengths", napi_int32_array, -1);
+    if (s.length < 1) fail("seqLengths: expected at least one sequence");
+    int64_t total = 0;
+    for (int64_t i = 0; i < s.length; ++i) {
+      const int32_t len = static_cast<const int32_t*>(s.data)[i];
+      if (len < 0) fail("seqLengths[" + std::to_string(i) + "] is negative");
+      total += len;
+    }
+    if (total != c.N) fail("seqLengths: they add up to " + std::to_string(total) + ", not N = " + std::to_string(c.N));
+    c.seqLengths = static_cast<const int32_t*>(s.data);
+    c.numSeqs = s.length;
+  }
+
+  const Napi::Value pv = desc.Get("params");
+  if (!pv.IsObject()) fail("params: expected an object");
+  const Napi::Object p = pv.As<Napi::Object>();
+  LossParams& lp = c.params;
+  lp.clipLow = number(p, "clipLow");
+  lp.clipHigh = number(p, "clipHigh");
+  lp.clipDual = number(p, "clipDual");
+  if (!(lp.clipLow >= 0 && lp.clipLow < 1)) fail("clipLow: expected a number in [0, 1)");
+  if (!(lp.clipHigh >= 0) || !isfinite(lp.clipHigh)) fail("clipHigh: expected a finite number >= 0");
+  if (!(lp.clipDual > 1) || !isfinite(lp.clipDual)) fail("clipDual: expected a finite number > 1");
+  lp.klCoef = number(p, "klCoef");
+  lp.klEstimator = enum_in(p, "klEstimator", KL_K1, KL_ABS);
+  lp.perceptionCoef = number(p, "perceptionCoef");
+  lp.perceptionEstimator = enum_in(p, "perceptionEstimator", KL_K1, KL_ABS);
+  lp.entropyCoef = number(p, "entropyCoef");
+  lp.maskedEntropyCoef = number(p, "maskedEntropyCoef");
+  for (double v : {lp.klCoef, lp.perceptionCoef, lp.entropyCoef, lp.maskedEntropyCoef})
+    if (!isfinite(v)) fail("params: coefficients must be finite");
+  lp.entropyMode = enum_in(p, "entropyMode", ENTROPY_SAMPLED, ENTROPY_FULL);
+  lp.detachMasked = (p.Get("detachMasked").ToBoolean().Value() || c.maskedLogProbs) ? 1 : 0;
+  if (has(p, "perceptionClipLo")) {
+    lp.perceptionClip = 1;
+    lp.perceptionClipLo = number(p, "perceptionClipLo");
+    lp.perceptionClipHi = number(p, "perceptionClipHi");
+    if (!(lp.perceptionClipLo <= lp.perceptionClipHi)) fail("perceptionClip: expected [lo, hi] with lo <= hi");
+  }
+  lp.onPolicy = c.oldLogProbs == nullptr;
+  lp.hasRef = c.refLogProbs != nullptr;
+  lp.hasMasked = c.maskedLogits != nullptr || c.maskedLogProbs != nullptr;
+  if (lp.klCoef != 0 && !lp.hasRef) fail("refLogProbs: required when klCoef != 0");
+  if (!lp.hasMasked && (lp.perceptionCoef != 0 || lp.maskedEntropyCoef != 0))
+    fail("maskedLogits: required when perceptionCoef or maskedEntropyCoef is non-zero");
+  if (lp.entropyMode == ENTROPY_FULL && !c.maskedLogits && lp.maskedEntropyCoef != 0)
+    fail("maskedLogits: entropyMode 'full' needs the masked logits for the masked entropy");
+  for (const char* key : {"oldLogProbs", "refLogProbs", "maskedLogProbs"}) {
+    if (!has(desc, key)) continue;
+    // Only response tokens need finite values: padding rows never enter the loss.
+    const float* v = static_cast<const float*>(typed(desc, key, napi_float32_array, c.N).data);
+    for (int64_t i = 0; i < c.N; ++i)
+      if ((!c.mask || c.mask[i] != 0) && !isfinite(v[i]))
+        fail(std::string(key) + "[" + std::to_string(i) + "] is not finite");
+  }
+
+  c.lossAgg = enum_in(desc, "lossAgg", AGG_TOKEN_MEAN, AGG_SEQ_MEAN_TOKEN_SUM_NORM);
+  c.lossScale = number(desc, "lossScale");
+  c.normScale = number(desc, "normScale");
+  if (!(c.lossScale >= 0) || !isfinite(c.lossScale)) fail("lossScale: expected a finite number > 0");
+  if (!(c.normScale > 0) || !isfinite(c.normScale)) fail("normScale: expected a finite number > 0");
+
+  Span grad, mgrad;
+  if (has(desc, "gradLogits")) {
+    c.gradType = dtype_of(desc, "gradType");
+    if (c.gradType != c.dtype && c.gradType != DT_F32) fail("gradType: must be the input's dtype or float32");
+    grad = typed(desc, "gradLogits", storage_of(c.gradType), c.N * c.V);
+    c.gradLogits = grad.data;
+  }
+  if (has(desc, "gradMaskedLogits")) {
+    if (!c.maskedLogits) fail("gradMaskedLogits: there are no maskedLogits");
+    if (lp.detachMasked) fail("gradMaskedLogits: the masked path is detached");
+    c.gradMaskedType = dtype_of(desc, "gradMaskedType");
+    if (c.gradMaskedType != c.maskedDtype && c.gradMaskedType != DT_F32)
+      fail("gradMaskedType: must be the masked input's dtype or float32");
+    mgrad = typed(desc, "gradMaskedLogits", storage_of(c.gradMaskedType), c.N * c.V);
+    c.gradMaskedLogits = mgrad.data;
+  }
+  // A gradient may replace its own path's logits exactly (in place) and overlap nothing else.
+  if (grad.data && ((overlaps(grad, logits) && !same(grad, logits)) || overlaps(grad, masked) || overlaps(grad, mgrad)))
+    fail("gradLogits: overlaps another tensor (in place needs two separate logits buffers)");
+  if (mgrad.data && ((overlaps(mgrad, masked) && !same(mgrad, masked)) || overlaps(mgrad, logits)))
+    fail("gradMaskedLogits: overlaps another tensor (in place needs two separate logits buffers)");
+
+  c.outLogProbs = static_cast<float*>(typed(desc, "outLogProbs", napi_float32_array, c.N).data);
+  c.outEntropy = static_cast<float*>(typed(desc, "outEntropy", napi_float32_array, c.N).data);
+  if (c.maskedLogits) {
+    c.outMaskedLogProbs = static_cast<float*>(typed(desc, "outMaskedLogProbs", napi_float32_array, c.N).data);
+    c.outMaskedEntropy = static_cast<float*>(typed(desc, "outMaskedEntropy", napi_float32_array, c.N).data);
+  }
+  return c;
+}
+
+LogProbsCall parse_log_probs_call(const Napi::Object& desc) {
+  LogProbsCall c;
+  c.N = count(desc, "N");
+  c.V = count(desc, "V");
+  c.temperature = number(desc, "temperature");
+  check_temperature(c.temperature);
+  c.dtype = dtype_of(desc, "dtype");
+  c.logits = typed(desc, "logits", storage_of(c.dtype), c.N * c.V).data;
+  const Span tokens = typed(desc, "tokens", napi_int32_array, c.N);
+  tokens_in_range(tokens, c.V);
+  c.tokens = static_cast<const int32_t*>(tokens.data);
+  c.outLogProbs = static_cast<float*>(typed(desc, "outLogProbs", napi_float32_array, c.N).data);
+  c.outEntropy = static_cast<float*>(typed(desc, "outEntropy", napi_float32_array, c.N).data);
+  return c;
+}
+
+}  // namespace papo

@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// npm install's build step: cmake-js (CPU + CUDA when nvcc is found) or, without cmake, node-gyp (CPU only).
+// Offline either way: cmake-js takes the Node-API headers from the node-api-headers package and node-gyp uses
+// the local Node headers. Ends with one line saying what was built.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const addonPath = path.join(root, 'build', 'Release', 'papo_kernels.node');
+
+function onPath(cmd) {
+  return spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+function run(cmd, args, env) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  if (r.error) throw r.error;
+  return r.status === 0;
+}
+
+function nodeGypScript() {
+  if (process.env.npm_config_node_gyp) return process.env.npm_config_node_gyp;  // set by npm for lifecycle scripts
+  const npmDir = path.dirname(path.dirname(require.resolve('npm/package.json', { paths: [path.dirname(process.execPath), '/usr/lib/node_modules', '/usr/local/lib/node_modules'] })));
+  return path.join(npmDir, 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+}
+
+const jobs = String(Math.max(1, os.availableParallelism ? os.availableParallelism() : os.cpus().length));
+const wanted = (process.env.PAPO_BUILD || '').toLowerCase();  // '', 'cmake' or 'gyp'
+let how;
+let ok;
+if (wanted === 'gyp' || (wanted !== 'cmake' && !onPath('cmake'))) {
+  how = wanted === 'gyp' ? 'node-gyp (PAPO_BUILD=gyp)' : 'node-gyp (cmake not found)';
+  ok = run(process.execPath, [nodeGypScript(), 'rebuild', '-j', jobs]);
+} else {
+  how = 'cmake-js';
+  ok = run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'build', '--parallel', jobs, '--log-level', 'warn']);
+}
+if (!ok || !fs.existsSync(addonPath)) {
+  console.error(`papo-kernels: the native build with ${how} failed (see above).` +
+    (how === 'cmake-js' ? ' PAPO_CPU_ONLY=1 skips CUDA; PAPO_BUILD=gyp builds the CPU backend with node-gyp.' : ''));
+  process.exit(1);
+}
+
+const info = require(addonPath).info();
+const cuda = info.cudaBuilt
+  ? `CUDA ${Math.floor(info.cudaRuntimeVersion / 1000)}.${(info.cudaRuntimeVersion % 1000) / 10} for sm ${info.cudaArchitectures}` +
+    (info.cudaDevices.length ? ` (${info.cudaDevices.length} device(s))` : ` (no device here: ${info.cudaStatus})`)
+  : `CUDA skipped: ${info.cudaStatus}`;
+console.log(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}`);
