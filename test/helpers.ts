@@ -1,0 +1,92 @@
+// Shared test inputs: seeded, so every failure reproduces.
+import { expect } from 'vitest';
+import { fromFloat64, toFloat64 } from '../lib/dtype';
+import type { DType, PapoInputs, Tensor } from '../lib/types';
+
+/** mulberry32: small, seeded, good enough for test data. */
+export function rng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface MakeOptions {
+  N?: number;
+  V?: number;
+  dims?: number[];
+  type?: DType;
+  seed?: number;
+  scale?: number;
+  masked?: boolean;
+  /** fraction of logits set to -Infinity (never the sampled token) */
+  negInf?: number;
+  mask?: boolean;
+}
+
+/** A plausible PAPO micro-batch: logits of two nearby paths, tokens drawn near the top, old/ref close to lp. */
+export function makeInputs(o: MakeOptions = {}): PapoInputs {
+  const r = rng(o.seed ?? 1);
+  const dims = o.dims ?? [o.N ?? 8, o.V ?? 300];
+  const V = dims[dims.length - 1];
+  const N = dims.slice(0, -1).reduce((a, b) => a * b, 1);
+  const type = o.type ?? 'float32';
+  const scale = o.scale ?? 3;
+  const z = new Float64Array(N * V);
+  const zm = new Float64Array(N * V);
+  const tokens = new Int32Array(N);
+  for (let i = 0; i < N; i++) {
+    tokens[i] = Math.floor(r() * V);
+    for (let j = 0; j < V; j++) {
+      const base = (r() - 0.5) * 2 * scale;
+      z[i * V + j] = base + (j === tokens[i] ? scale : 0);
+      zm[i * V + j] = base + (r() - 0.5) * scale * 0.6 + (j === tokens[i] ? scale * 0.7 : 0);
+      if (o.negInf && j !== tokens[i] && r() < o.negInf) {
+        z[i * V + j] = -Infinity;
+        zm[i * V + j] = -Infinity;
+      }
+    }
+  }
+  const tensor = (v: Float64Array) => ({ data: fromFloat64(v, type), dims, type });
+  const advantages = Float32Array.from({ length: N }, () => (r() - 0.5) * 2);
+  const oldLogProbs = Float32Array.from({ length: N }, () => -1.5 + (r() - 0.5) * 1.6);
+  const refLogProbs = Float32Array.from({ length: N }, () => -1.5 + (r() - 0.5) * 1.2);
+  const inputs: PapoInputs = { logits: tensor(z), tokens, advantages, oldLogProbs, refLogProbs };
+  if (o.masked !== false) inputs.maskedLogits = tensor(zm);
+  if (o.mask) inputs.responseMask = Uint8Array.from({ length: N }, (_, i) => (i % 4 === 3 ? 0 : 1));
+  return inputs;
+}
+
+export function values(t: Tensor | undefined): Float64Array {
+  if (!t) throw new Error('missing tensor');
+  return toFloat64(t.data, t.type);
+}
+
+/** |a - b| <= atol + rtol |b| elementwise, with the worst element in the message. */
+export function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, atol: number, what = '') {
+  expect(a.length, `${what} length`).toBe(b.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < a.length; i++) {
+    const excess = Math.abs(a[i] - b[i]) - (atol + rtol * Math.abs(b[i]));
+    if (!(excess <= worstExcess) || Number.isNaN(a[i]) !== Number.isNaN(b[i])) {
+      worst = i;
+      worstExcess = Number.isNaN(excess) ? Infinity : excess;
+    }
+  }
+  if (worst >= 0) expect.fail(`${what}[${worst}]: ${a[worst]} vs ${b[worst]} (rtol ${rtol}, atol ${atol})`);
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+export function expectNumberClose(a: number, b: number, rtol: number, atol: number, what = '') {
+  if (!(Math.abs(a - b) <= atol + rtol * Math.abs(b))) expect.fail(`${what}: ${a} vs ${b}`);
+}
