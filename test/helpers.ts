@@ -3,17 +3,9 @@ import { expect } from 'vitest';
 import { fromFloat64, toFloat64 } from '../lib/dtype';
 import type { DType, PapoInputs, Tensor } from '../lib/types';
 
-/** mulberry32: small, seeded, good enough for test data. */
-export function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32, shared with the child-process fixtures (plain JavaScript).
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const rng: (seed: number) => () => number = require('./fixtures/inputs.js').rng;
 
 export interface MakeOptions {
   N?: number;

@@ -146,30 +146,22 @@ struct F32 {
   }
   static void store(T* p, vf v) { memcpy(p, &v, sizeof v); }
 };
-struct BF16 {
+// fp16 and bf16 travel as raw bits; only the conversion differs.
+template <vf (*ToF32)(vh), vh (*FromF32)(vf)>
+struct Half {
   typedef uint16_t T;
   static vf load(const T* p) {
     vh h;
     memcpy(&h, p, sizeof h);
-    return bf16_bits_to_f32(h);
+    return ToF32(h);
   }
   static void store(T* p, vf v) {
-    vh h = f32_to_bf16_bits(v);
+    vh h = FromF32(v);
     memcpy(p, &h, sizeof h);
   }
 };
-struct F16 {
-  typedef uint16_t T;
-  static vf load(const T* p) {
-    vh h;
-    memcpy(&h, p, sizeof h);
-    return f16_bits_to_f32(h);
-  }
-  static void store(T* p, vf v) {
-    vh h = f32_to_f16_bits(v);
-    memcpy(p, &h, sizeof h);
-  }
-};
+typedef Half<bf16_bits_to_f32, f32_to_bf16_bits> BF16;
+typedef Half<f16_bits_to_f32, f32_to_f16_bits> F16;
 
 // The last, partial vector of a row: padded with `fill` on load, only `count` lanes written on store.
 template <class S>

@@ -81,13 +81,15 @@ template <class Call, class Result>
 class Worker : public Napi::AsyncWorker {
  public:
   using Run = Result (*)(Backend, const Call&);
-  Worker(Napi::Env env, Napi::Object desc, Backend backend, Call call, Run run)
+  using ToJs = Napi::Value (*)(Napi::Env, const Result&);
+  Worker(Napi::Env env, Napi::Object desc, Backend backend, Call call, Run run, ToJs to_js)
       : Napi::AsyncWorker(env, "papo-kernels"),
         deferred_(Napi::Promise::Deferred::New(env)),
         keep_(Napi::Persistent(desc)),
         backend_(backend),
         call_(call),
-        run_(run) {}
+        run_(run),
+        to_js_(to_js) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -95,7 +97,7 @@ class Worker : public Napi::AsyncWorker {
   }
   void OnOK() override {
     Napi::HandleScope scope(Env());
-    deferred_.Resolve(to_js(Env(), result_));
+    deferred_.Resolve(to_js_(Env(), result_));
   }
   void OnError(const Napi::Error&) override {
     Napi::HandleScope scope(Env());
@@ -103,14 +105,12 @@ class Worker : public Napi::AsyncWorker {
   }
 
  private:
-  static Napi::Value to_js(Napi::Env env, const PapoMetrics& m) { return metrics_to_js(env, m); }
-  static Napi::Value to_js(Napi::Env env, const int&) { return env.Undefined(); }
-
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference keep_;
   Backend backend_;
   Call call_;
   Run run_;
+  ToJs to_js_;
   Result result_{};
   ErrorCode code_ = ErrorCode::Internal;
   std::string message_;
@@ -147,7 +147,7 @@ Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Obje
     return d.Promise();
   }
   if (async) {
-    auto* w = new Worker<Call, Result>(env, desc, backend, call, run);
+    auto* w = new Worker<Call, Result>(env, desc, backend, call, run, to_js);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
