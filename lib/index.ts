@@ -5,3 +5,7 @@ export { presets } from './presets';
 export type { PresetValues } from './presets';
 export type { PapoErrorCode } from './errors';
 export * from './types';
+export { maskImagePatches, maskPatchTokens } from './masking';
+export type { Image, MaskOptions, MaskedImage, PatchTokens } from './masking';
+export { groupAdvantages, broadcastAdvantages } from './advantages';
+export type { GroupAdvantageOptions } from './advantages';

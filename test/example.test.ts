@@ -1,0 +1,12 @@
+// The README's runnable example must keep running.
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { expect, it } from 'vitest';
+
+it('examples/train-step.js runs and prints a finite loss', () => {
+  const out = execFileSync(process.execPath, [path.join(__dirname, '..', 'examples', 'train-step.js')], { encoding: 'utf8' });
+  expect(out).toMatch(/masked \d+ of 256 cells/);
+  const loss = Number(/loss (-?[\d.]+)/.exec(out)![1]);
+  expect(Number.isFinite(loss)).toBe(true);
+  expect(out).toMatch(/grad dims \[24,1000\] and \[24,1000\]/);
+});
