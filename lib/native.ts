@@ -78,7 +78,7 @@ export interface NativeBinding {
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
 }
 
-function packageRoot(): string {
+export function packageRoot(): string {
   let dir = __dirname;
   for (;;) {
     const pkg = path.join(dir, 'package.json');

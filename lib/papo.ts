@@ -1,7 +1,9 @@
 // The public entry points: papoLoss (worker thread), papoLossSync, logProbs and info.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
 import { resolveOptions, klEstimators, lossAggs, type ResolvedOptions } from './options';
-import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, tryNative, type NativeMetrics, type NativePapoDesc } from './native';
+import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeMetrics, type NativePapoDesc } from './native';
 import { gradientStorage, referencePapo } from './reference';
 import { toTensor } from './tensor';
 import type {
@@ -15,8 +17,9 @@ function chooseBackend(requested: BackendName): Resolved {
   if (requested === 'reference') return 'reference';
   if (requested === 'cuda') {
     const b = tryNative();
-    const reason = b ? (b.info().cudaBuilt ? b.info().cudaStatus || 'the CUDA kernels are not in this version' : b.info().cudaStatus)
-      : nativeLoadError()!.message;
+    // This version builds a CUDA device probe only; the kernels are not part of it on any machine.
+    const status = b ? b.info().cudaStatus : nativeLoadError()!.message;
+    const reason = status || 'the CUDA kernels are not part of this version';
     throw unsupported(`backend 'cuda' is not available: ${reason}. Use backend 'cpu' or 'auto'.`);
   }
   return 'cpu';  // 'auto' and 'cpu'
@@ -188,7 +191,8 @@ export async function logProbs(logits: unknown, tokens: unknown, options?: LogPr
 export function info(): PapoInfo {
   const b = tryNative();
   if (!b) {
-    return { version: require('../package.json').version, backends: ['reference'], cudaBuilt: false, cudaDevices: [],
+    const { version } = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+    return { version, backends: ['reference'], cudaBuilt: false, cudaDevices: [],
       threads: 1, cpuIsa: 'none', cudaArchitectures: '', cudaRuntimeVersion: 0, cudaStatus: nativeLoadError()!.message };
   }
   const i = b.info();
