@@ -3,8 +3,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
 import { resolveOptions, klEstimators, lossAggs, type ResolvedOptions } from './options';
-import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeMetrics, type NativePapoDesc } from './native';
-import { gradientStorage, referencePapo } from './reference';
+import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics, type NativePapoDesc } from './native';
+import { fromFloat64 } from './dtype';
+import { referencePapo } from './reference';
 import { toTensor } from './tensor';
 import type {
   BackendName, DType, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions, PapoResult, Tensor,
@@ -95,7 +96,7 @@ function runReference(call: PreparedCall): PapoResult {
   const gradTensor = (values: Float64Array | null, path: 'logits' | 'maskedLogits'): Tensor | undefined => {
     if (!values) return undefined;
     const g = gradArray(call, path);
-    g.data.set(gradientStorage(values, g.type));
+    g.data.set(fromFloat64(values, g.type));  // set: in place, g.data is the caller's logits buffer
     return { data: g.data, dims: [...dims], type: g.type };
   };
   const result: PapoResult = {
@@ -165,26 +166,30 @@ function referenceLogProbs(call: PreparedCall): LogProbsResult {
   return { logProbs: Float32Array.from(r.logProbs), entropy: Float32Array.from(r.entropy) };
 }
 
+function logProbsDesc(call: PreparedCall, backend: Resolved): NativeLogProbsDesc {
+  return {
+    backend: BACKEND_CODE[backend as 'cpu'], N: call.N, V: call.V, temperature: call.opts.temperature,
+    logits: call.logits.data, dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
+    outLogProbs: new Float32Array(call.N), outEntropy: new Float32Array(call.N),
+  };
+}
+
 /** Sampled-token log-probs and full entropies, without gradients (rollout and reference models). */
 export function logProbsSync(logits: unknown, tokens: unknown, options?: LogProbsOptions): LogProbsResult {
   const { call, backend } = prepareLogProbs(logits, tokens, options);
   if (backend === 'reference') return referenceLogProbs(call);
-  const out = { logProbs: new Float32Array(call.N), entropy: new Float32Array(call.N) };
-  native().logProbs({ backend: BACKEND_CODE[backend as 'cpu'], N: call.N, V: call.V, temperature: call.opts.temperature,
-    logits: call.logits.data, dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
-    outLogProbs: out.logProbs, outEntropy: out.entropy }, false);
-  return out;
+  const desc = logProbsDesc(call, backend);
+  native().logProbs(desc, false);
+  return { logProbs: desc.outLogProbs, entropy: desc.outEntropy };
 }
 
 /** logProbsSync on a worker thread. */
 export async function logProbs(logits: unknown, tokens: unknown, options?: LogProbsOptions): Promise<LogProbsResult> {
   const { call, backend } = prepareLogProbs(logits, tokens, options);
   if (backend === 'reference') return referenceLogProbs(call);
-  const out = { logProbs: new Float32Array(call.N), entropy: new Float32Array(call.N) };
-  await native().logProbs({ backend: BACKEND_CODE[backend as 'cpu'], N: call.N, V: call.V, temperature: call.opts.temperature,
-    logits: call.logits.data, dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
-    outLogProbs: out.logProbs, outEntropy: out.entropy }, true);
-  return out;
+  const desc = logProbsDesc(call, backend);
+  await native().logProbs(desc, true);
+  return { logProbs: desc.outLogProbs, entropy: desc.outEntropy };
 }
 
 /** What this build and machine offer. */

@@ -1,7 +1,7 @@
 // The float64 reference backend: SPEC.md written out for clarity, not speed. It is the oracle of the tests
 // (itself checked against finite differences) and the naive baseline of the benchmarks. It shares no code with
 // the native backends on purpose.
-import { fromFloat64, toFloat64 } from './dtype';
+import { toFloat64 } from './dtype';
 import { rangeError } from './errors';
 import type { ResolvedOptions } from './options';
 import type { PreparedCall } from './validate';
@@ -212,9 +212,4 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
     for (const k of ['clipFrac', 'dualClipFrac', 'approxKl', 'meanEntropy', 'meanMaskedEntropy'] as const) m[k] /= maskSum;
   }
   return { loss: m.loss, metrics: m, logProbs, entropy, maskedLogProbs, maskedEntropy, gradLogits: grad, gradMaskedLogits: gradM };
-}
-
-/** The reference's float64 gradients in the storage the caller asked for. */
-export function gradientStorage(values: Float64Array, type: 'float32' | 'float16' | 'bfloat16') {
-  return fromFloat64(values, type);
 }

@@ -58,7 +58,7 @@ bool guarded(F&& fn, ErrorCode& code, std::string& message) {
   return false;
 }
 
-Napi::Object metrics_to_js(Napi::Env env, const PapoMetrics& m) {
+Napi::Value metrics_to_js(Napi::Env env, const PapoMetrics& m) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("loss", m.loss);
   o.Set("pgLoss", m.pgLoss);
@@ -160,11 +160,10 @@ Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Obje
   return to_js(env, result);
 }
 
-Napi::Value metrics_js(Napi::Env env, const PapoMetrics& m) { return metrics_to_js(env, m); }
 Napi::Value undefined_js(Napi::Env env, const int&) { return env.Undefined(); }
 
 Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
-  return entry<PapoCall, PapoMetrics>(info, parse_papo_call, run_papo, metrics_js);
+  return entry<PapoCall, PapoMetrics>(info, parse_papo_call, run_papo, metrics_to_js);
 }
 
 Napi::Value LogProbs(const Napi::CallbackInfo& info) {
