@@ -1,6 +1,8 @@
 // papo-kernels: the PAPO training objective (GRPO/DAPO surrogate + implicit perception loss + double entropy
 // loss) and its gradients from the logits of any model runner. See README.md and ../shared/SPEC.md.
-export { papoLoss, papoLossSync, logProbs, logProbsSync, info } from './papo';
+export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELEMENTS } from './papo';
+export { cuda, DeviceTensor } from './cuda';
+export type { DeviceOptions, WrapOptions } from './cuda';
 export { presets } from './presets';
 export type { PresetValues } from './presets';
 export type { PapoErrorCode } from './errors';

@@ -6,15 +6,29 @@ import * as path from 'node:path';
 export const DTYPE_CODE = { float32: 0, float16: 1, bfloat16: 2 } as const;
 export const BACKEND_CODE = { cpu: 0, cuda: 1, 'cuda-naive': 2 } as const;
 
+/** Device memory as native code takes it (napi/args.cpp checks the bytes and, with the driver, the pointer). */
+export interface NativeDeviceRecord {
+  ptr: bigint;
+  bytes: number;
+}
+export type NativeTensor = Float32Array | Uint16Array | NativeDeviceRecord;
+
+/** Where a CUDA call's logits live: typed arrays (onDevice false) or device records on `device`. */
+export interface NativePlacement {
+  onDevice: boolean;
+  device?: number;
+  stream?: bigint;
+}
+
 /** What lib/papo.ts hands native code for papoLoss (validated already; native checks again). */
-export interface NativePapoDesc {
+export interface NativePapoDesc extends NativePlacement {
   backend: number;
   N: number;
   V: number;
   temperature: number;
-  logits: Float32Array | Uint16Array;
+  logits: NativeTensor;
   dtype: number;
-  maskedLogits?: Float32Array | Uint16Array;
+  maskedLogits?: NativeTensor;
   maskedDtype?: number;
   maskedLogProbs?: Float32Array;
   tokens: Int32Array;
@@ -31,9 +45,9 @@ export interface NativePapoDesc {
   lossAgg: number;
   lossScale: number;
   normScale: number;
-  gradLogits?: Float32Array | Uint16Array;
+  gradLogits?: NativeTensor;
   gradType?: number;
-  gradMaskedLogits?: Float32Array | Uint16Array;
+  gradMaskedLogits?: NativeTensor;
   gradMaskedType?: number;
   outLogProbs: Float32Array;
   outEntropy: Float32Array;
@@ -46,12 +60,12 @@ export interface NativeMetrics {
   clipFrac: number; dualClipFrac: number; approxKl: number; meanEntropy: number; meanMaskedEntropy: number; tokens: number;
 }
 
-export interface NativeLogProbsDesc {
+export interface NativeLogProbsDesc extends NativePlacement {
   backend: number;
   N: number;
   V: number;
   temperature: number;
-  logits: Float32Array | Uint16Array;
+  logits: NativeTensor;
   dtype: number;
   tokens: Int32Array;
   outLogProbs: Float32Array;
@@ -76,6 +90,10 @@ export interface NativeBinding {
   papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
   logProbs(desc: NativeLogProbsDesc, async: false): void;
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
+  cudaAlloc(bytes: number, device: number, zero: boolean): { handle: unknown; ptr: bigint };
+  cudaFree(handle: unknown): void;
+  cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
+  cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
 }
 
 export function packageRoot(): string {

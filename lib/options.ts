@@ -11,7 +11,7 @@ export const lossAggs: readonly LossAggName[] = [
   'seq-mean-token-sum',
   'seq-mean-token-sum-norm',
 ];
-export const backendNames: readonly BackendName[] = ['auto', 'cpu', 'cuda', 'reference'];
+export const backendNames: readonly BackendName[] = ['auto', 'cpu', 'cuda', 'cuda-naive', 'reference'];
 
 export interface ResolvedOptions {
   preset: PresetName;

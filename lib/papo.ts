@@ -1,4 +1,4 @@
-// The public entry points: papoLoss (worker thread), papoLossSync, logProbs and info.
+// The public entry points: papoLoss (worker thread), papoLossSync, logProbs and info, and the choice of backend.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
@@ -6,44 +6,77 @@ import { resolveOptions, klEstimators, lossAggs, type ResolvedOptions } from './
 import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics, type NativePapoDesc } from './native';
 import { fromFloat64 } from './dtype';
 import { referencePapo } from './reference';
+import { allocDevice, cuda, DeviceTensor, requireDevice } from './cuda';
 import { toTensor } from './tensor';
 import type {
-  BackendName, DType, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions, PapoResult, Tensor,
+  BackendName, DType, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike,
 } from './types';
 import { prepareCall, type PreparedCall } from './validate';
 
-type Resolved = 'cpu' | 'cuda' | 'reference';
+type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
 
-function chooseBackend(requested: BackendName): Resolved {
-  if (requested === 'reference') return 'reference';
-  if (requested === 'cuda') {
-    const b = tryNative();
-    // This version builds a CUDA device probe only; the kernels are not part of it on any machine.
-    const status = b ? b.info().cudaStatus : nativeLoadError()!.message;
-    const reason = status || 'the CUDA kernels are not part of this version';
-    throw unsupported(`backend 'cuda' is not available: ${reason}. Use backend 'cpu' or 'auto'.`);
+/** Below this many logits elements (both paths), 'auto' stays on the CPU: a GPU call's fixed costs (uploads,
+ * launches, synchronisation) exceed what it saves, and host data must cross PCIe first. */
+export const AUTO_CUDA_MIN_ELEMENTS = 1 << 24;
+
+function chooseBackend(requested: BackendName, call: PreparedCall): Resolved {
+  const device = call.logits.device;
+  const elements = call.N * call.V * (call.maskedLogits ? 2 : 1);
+  if (requested === 'reference' || requested === 'cpu') {
+    if (device)
+      throw rangeError('logits', `is a DeviceTensor; backend '${requested}' needs host data: use backend 'cuda' or 'auto', or download() it`);
+    return requested;
   }
-  return 'cpu';  // 'auto' and 'cpu'
+  if (requested === 'cuda' || requested === 'cuda-naive') {
+    requireDevice(device ? device.device : 0, `backend '${requested}'`);
+    return requested;
+  }
+  // 'auto'
+  if (device) {
+    requireDevice(device.device, "backend 'auto' with DeviceTensor logits");
+    return 'cuda';
+  }
+  return elements >= AUTO_CUDA_MIN_ELEMENTS && cuda.available() ? 'cuda' : 'cpu';
 }
 
-function gradArray(call: PreparedCall, path: 'logits' | 'maskedLogits'): { data: Float32Array | Uint16Array; type: DType } {
+type Grad = { data: Float32Array | Uint16Array | null; device: DeviceTensor | null; type: DType };
+
+function gradBuffer(call: PreparedCall, path: 'logits' | 'maskedLogits'): Grad {
   const t = call[path]!;
-  if (call.opts.inPlace) return { data: t.data, type: t.type };
+  if (call.opts.inPlace) return { data: t.data, device: t.device, type: t.type };
   const type: DType = call.opts.gradType === 'float32' ? 'float32' : t.type;
+  if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false), type };
   const n = call.N * call.V;
-  return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), type };
+  return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), device: null, type };
+}
+
+/** A logits or gradient tensor as native code takes it: a typed array, or { ptr, bytes } of device memory. */
+function nativeTensor(t: { data: Float32Array | Uint16Array | null; device: DeviceTensor | null }) {
+  return t.device ? { ptr: t.device.pointer, bytes: t.device.byteLength } : t.data!;
+}
+
+function placement(call: PreparedCall) {
+  const d = call.logits.device;
+  return d ? { onDevice: true, device: d.device, stream: d.stream } : { onDevice: false };
 }
 
 function nativeDesc(call: PreparedCall, backend: Resolved) {
   const o = call.opts;
   const detached = o.detachMasked || call.maskedLogProbs !== null;
-  const grad = o.computeGrad ? gradArray(call, 'logits') : null;
-  const mgrad = o.computeGrad && call.maskedLogits && !detached ? gradArray(call, 'maskedLogits') : null;
+  const grad = o.computeGrad ? gradBuffer(call, 'logits') : null;
+  let mgrad: Grad | null = null;
+  try {
+    mgrad = o.computeGrad && call.maskedLogits && !detached ? gradBuffer(call, 'maskedLogits') : null;
+  } catch (e) {
+    if (!o.inPlace) grad?.device?.dispose();
+    throw e;
+  }
   const N = call.N;
   const desc: NativePapoDesc = {
-    backend: BACKEND_CODE[backend as 'cpu' | 'cuda'],
+    backend: BACKEND_CODE[backend as 'cpu' | 'cuda' | 'cuda-naive'],
+    ...placement(call),
     N, V: call.V, temperature: o.temperature,
-    logits: call.logits.data, dtype: DTYPE_CODE[call.logits.type],
+    logits: nativeTensor(call.logits), dtype: DTYPE_CODE[call.logits.type],
     tokens: call.tokens, advantages: call.advantages, seqLengths: call.seqLengths,
     params: {
       clipLow: o.clipLow, clipHigh: o.clipHigh, clipDual: o.clipDual, klCoef: o.klCoef,
@@ -56,7 +89,7 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   };
   if (o.perceptionClip) [desc.params.perceptionClipLo, desc.params.perceptionClipHi] = o.perceptionClip;
   if (call.maskedLogits) {
-    desc.maskedLogits = call.maskedLogits.data;
+    desc.maskedLogits = nativeTensor(call.maskedLogits);
     desc.maskedDtype = DTYPE_CODE[call.maskedLogits.type];
     desc.outMaskedLogProbs = new Float32Array(N);
     desc.outMaskedEntropy = new Float32Array(N);
@@ -65,9 +98,16 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   if (call.mask) desc.mask = call.mask;
   if (call.oldLogProbs) desc.oldLogProbs = call.oldLogProbs;
   if (call.refLogProbs) desc.refLogProbs = call.refLogProbs;
-  if (grad) [desc.gradLogits, desc.gradType] = [grad.data, DTYPE_CODE[grad.type]];
-  if (mgrad) [desc.gradMaskedLogits, desc.gradMaskedType] = [mgrad.data, DTYPE_CODE[mgrad.type]];
+  if (grad) [desc.gradLogits, desc.gradType] = [nativeTensor(grad), DTYPE_CODE[grad.type]];
+  if (mgrad) [desc.gradMaskedLogits, desc.gradMaskedType] = [nativeTensor(mgrad), DTYPE_CODE[mgrad.type]];
   return { desc, grad, mgrad };
+}
+
+/** Frees the device gradients a failed call allocated (in place, they are the caller's logits). */
+function releaseGrads(call: PreparedCall, d: ReturnType<typeof nativeDesc>) {
+  if (call.opts.inPlace) return;
+  d.grad?.device?.dispose();
+  d.mgrad?.device?.dispose();
 }
 
 function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof nativeDesc>, m: NativeMetrics): PapoResult {
@@ -80,8 +120,9 @@ function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof na
     metrics: call.maskedLogits ? { ...rest, meanMaskedEntropy } : rest,
     backend,
   };
-  if (d.grad) result.gradLogits = { data: d.grad.data, dims: [...dims], type: d.grad.type } satisfies Tensor;
-  if (d.mgrad) result.gradMaskedLogits = { data: d.mgrad.data, dims: [...dims], type: d.mgrad.type };
+  const out = (g: Grad): Tensor | DeviceTensor => g.device ?? { data: g.data!, dims: [...dims], type: g.type };
+  if (d.grad) result.gradLogits = out(d.grad);
+  if (d.mgrad) result.gradMaskedLogits = out(d.mgrad);
   if (d.desc.outMaskedLogProbs) {
     result.maskedLogProbs = d.desc.outMaskedLogProbs;
     result.maskedEntropy = d.desc.outMaskedEntropy;
@@ -95,9 +136,10 @@ function runReference(call: PreparedCall): PapoResult {
   const dims = call.logits.dims;
   const gradTensor = (values: Float64Array | null, path: 'logits' | 'maskedLogits'): Tensor | undefined => {
     if (!values) return undefined;
-    const g = gradArray(call, path);
-    g.data.set(fromFloat64(values, g.type));  // set: in place, g.data is the caller's logits buffer
-    return { data: g.data, dims: [...dims], type: g.type };
+    const g = gradBuffer(call, path);
+    const data = g.data!;  // the reference backend runs on host data only
+    data.set(fromFloat64(values, g.type));  // set: in place, data is the caller's logits buffer
+    return { data, dims: [...dims], type: g.type };
   };
   const result: PapoResult = {
     loss,
@@ -125,7 +167,7 @@ function runReference(call: PreparedCall): PapoResult {
 function prepare(inputs: PapoInputs, options: PapoOptions | undefined): { call: PreparedCall; backend: Resolved } {
   const opts: ResolvedOptions = resolveOptions(options);
   const call = prepareCall(inputs, opts);
-  return { call, backend: chooseBackend(opts.backend) };
+  return { call, backend: chooseBackend(opts.backend, call) };
 }
 
 /** The PAPO loss, its gradients and per-token statistics, computed on the calling thread. */
@@ -133,18 +175,28 @@ export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoRes
   const { call, backend } = prepare(inputs, options);
   if (backend === 'reference') return runReference(call);
   const d = nativeDesc(call, backend);
-  return assemble(call, backend, d, native().papoLoss(d.desc, false));
+  try {
+    return assemble(call, backend, d, native().papoLoss(d.desc, false));
+  } catch (e) {
+    releaseGrads(call, d);
+    throw e;
+  }
 }
 
 /**
  * The PAPO loss on a worker thread: the event loop keeps turning while the rows are processed. The inputs must
- * not be modified until the promise settles. Validation errors reject the promise.
+ * not be modified (nor DeviceTensors disposed) until the promise settles. Validation errors reject the promise.
  */
 export async function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult> {
   const { call, backend } = prepare(inputs, options);
   if (backend === 'reference') return runReference(call);
   const d = nativeDesc(call, backend);
-  return assemble(call, backend, d, await native().papoLoss(d.desc, true));
+  try {
+    return assemble(call, backend, d, await native().papoLoss(d.desc, true));
+  } catch (e) {
+    releaseGrads(call, d);
+    throw e;
+  }
 }
 
 function prepareLogProbs(logits: unknown, tokens: unknown, options: LogProbsOptions | undefined) {
@@ -154,11 +206,11 @@ function prepareLogProbs(logits: unknown, tokens: unknown, options: LogProbsOpti
   const opts = resolveOptions({ temperature: options?.temperature, backend: options?.backend });
   const t = toTensor('logits', logits);
   const V = t.dims[t.dims.length - 1];
-  const N = t.data.length / V;
+  const N = t.dims.reduce((a, b) => a * b, 1) / V;
   // tokens are checked by the same rules as papoLoss's
-  const call = prepareCall({ logits: t, tokens: tokens as Int32Array, advantages: new Float32Array(N) },
+  const call = prepareCall({ logits: t.device ?? t as TensorLike, tokens: tokens as Int32Array, advantages: new Float32Array(N) },
     { ...opts, klCoef: 0, perceptionCoef: 0, maskedEntropyCoef: 0 });
-  return { call, backend: chooseBackend(opts.backend) };
+  return { call, backend: chooseBackend(opts.backend, call) };
 }
 
 function referenceLogProbs(call: PreparedCall): LogProbsResult {
@@ -168,8 +220,8 @@ function referenceLogProbs(call: PreparedCall): LogProbsResult {
 
 function logProbsDesc(call: PreparedCall, backend: Resolved): NativeLogProbsDesc {
   return {
-    backend: BACKEND_CODE[backend as 'cpu'], N: call.N, V: call.V, temperature: call.opts.temperature,
-    logits: call.logits.data, dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
+    backend: BACKEND_CODE[backend as 'cpu' | 'cuda' | 'cuda-naive'], ...placement(call), N: call.N, V: call.V,
+    temperature: call.opts.temperature, logits: nativeTensor(call.logits), dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
     outLogProbs: new Float32Array(call.N), outEntropy: new Float32Array(call.N),
   };
 }
@@ -203,7 +255,7 @@ export function info(): PapoInfo {
   const i = b.info();
   return {
     version: i.version,
-    backends: ['reference', 'cpu'],
+    backends: i.cudaDevices.length ? ['reference', 'cpu', 'cuda', 'cuda-naive'] : ['reference', 'cpu'],
     cudaBuilt: i.cudaBuilt,
     cudaDevices: i.cudaDevices,
     threads: i.threads,

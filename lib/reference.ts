@@ -2,6 +2,7 @@
 // (itself checked against finite differences) and the naive baseline of the benchmarks. It shares no code with
 // the native backends on purpose.
 import { toFloat64 } from './dtype';
+import { hostData } from './tensor';
 import { rangeError } from './errors';
 import type { ResolvedOptions } from './options';
 import type { PreparedCall } from './validate';
@@ -142,8 +143,8 @@ export interface ReferenceResult {
 export function referencePapo(call: PreparedCall): ReferenceResult {
   const { N, V, opts } = call;
   const tau = opts.temperature;
-  const z = toFloat64(call.logits.data, call.logits.type);
-  const zm = call.maskedLogits ? toFloat64(call.maskedLogits.data, call.maskedLogits.type) : null;
+  const z = toFloat64(hostData(call.logits), call.logits.type);
+  const zm = call.maskedLogits ? toFloat64(hostData(call.maskedLogits), call.maskedLogits.type) : null;
   const hasMasked = zm !== null || call.maskedLogProbs !== null;
   const detach = opts.detachMasked || call.maskedLogProbs !== null;
   const { agg, ent, maskSum } = aggregationWeights(call);

@@ -1,12 +1,21 @@
 // Tensor adapters: onnxruntime-node `{ data, dims, type }`, `{ data, shape, dtype }` and tfjs-style objects
 // (`shape`, `dtype`, `dataSync()`) all become one normalised view. Nothing is copied but tfjs's dataSync().
+import { DeviceTensor } from './cuda';
 import { describe, rangeError, typeError } from './errors';
-import type { DType, TensorData, TensorLike } from './types';
+import type { DType, TensorData } from './types';
 
+/** A tensor's data is either host memory (data) or device memory (device), never both. */
 export interface NormTensor {
-  data: TensorData;
+  data: TensorData | null;
+  device: DeviceTensor | null;
   dims: number[];
   type: DType;
+}
+
+/** The host data of a tensor that a host backend runs on (chooseBackend keeps device tensors away from them). */
+export function hostData(t: NormTensor): TensorData {
+  if (!t.data) throw new Error('papo-kernels internal error: device tensor given to a host backend');
+  return t.data;
 }
 
 export const dtypes: readonly DType[] = ['float32', 'float16', 'bfloat16'];
@@ -21,6 +30,10 @@ export function storageName(type: DType): string {
 
 export function toTensor(name: string, t: unknown): NormTensor {
   if (t === null || typeof t !== 'object') throw typeError(name, 'a tensor ({ data, dims, type })', t);
+  if (t instanceof DeviceTensor) {
+    t.assertLive(name);
+    return { data: null, device: t, dims: [...t.dims], type: t.type };
+  }
   const o = t as Record<string, unknown>;
   let data: unknown;
   let dims: unknown;
@@ -55,7 +68,7 @@ export function toTensor(name: string, t: unknown): NormTensor {
       ? 'its ArrayBuffer is detached (transferred or freed)'
       : `dims [${(dims as number[]).join(', ')}] need ${elements} elements, data has ${buf.length}`);
   }
-  return { data: buf, dims: [...(dims as number[])], type: dt };
+  return { data: buf, device: null, dims: [...(dims as number[])], type: dt };
 }
 
 /** Whether two typed arrays share any byte of memory. */

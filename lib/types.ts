@@ -1,4 +1,5 @@
 // Public types of papo-kernels. The names here are the API contract.
+import type { DeviceTensor } from './cuda';
 
 /** Element types of logits and gradients. 16-bit data travels as raw bits in a Uint16Array. */
 export type DType = 'float32' | 'float16' | 'bfloat16';
@@ -36,10 +37,10 @@ export interface Tensor {
 export type FloatArrayLike = Float32Array | Float64Array | readonly number[];
 
 export interface PapoInputs {
-  /** Logits of the original-image path: [N, V] (packed) or [B, T, V]. */
-  logits: TensorLike;
-  /** Logits of the masked-image path, same dims and dtype. */
-  maskedLogits?: TensorLike;
+  /** Logits of the original-image path: [N, V] (packed) or [B, T, V], host data or a DeviceTensor. */
+  logits: TensorLike | DeviceTensor;
+  /** Logits of the masked-image path, same dims, dtype and placement. */
+  maskedLogits?: TensorLike | DeviceTensor;
   /** Instead of maskedLogits: the masked path's sampled-token log-probs [N] (implies detachMasked). */
   maskedLogProbs?: FloatArrayLike;
   /** Sampled token ids [N]. */
@@ -60,7 +61,7 @@ export type PresetName = 'papo-g' | 'papo-g-7b' | 'papo-d' | 'grpo' | 'dapo';
 export type KlEstimatorName = 'k1' | 'k2' | 'k3' | 'abs';
 export type EntropyModeName = 'sampled' | 'full';
 export type LossAggName = 'token-mean' | 'seq-mean-token-mean' | 'seq-mean-token-sum' | 'seq-mean-token-sum-norm';
-export type BackendName = 'auto' | 'cpu' | 'cuda' | 'reference';
+export type BackendName = 'auto' | 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
 
 export interface PapoOptions {
   /** Released configuration to start from (default 'papo-g'); explicit options override it. */
@@ -103,14 +104,15 @@ export interface PapoMetrics {
 
 export interface PapoResult {
   loss: number;
-  gradLogits?: Tensor;
-  gradMaskedLogits?: Tensor;
+  /** Host logits give a host Tensor; DeviceTensor logits give a DeviceTensor (dispose() it when done). */
+  gradLogits?: Tensor | DeviceTensor;
+  gradMaskedLogits?: Tensor | DeviceTensor;
   logProbs: Float32Array;
   maskedLogProbs?: Float32Array;
   entropy: Float32Array;
   maskedEntropy?: Float32Array;
   metrics: PapoMetrics;
-  /** The backend that ran ('cpu', 'cuda' or 'reference'). */
+  /** The backend that ran ('cpu', 'cuda', 'cuda-naive' or 'reference'). */
   backend: string;
 }
 

@@ -3,6 +3,14 @@
 import { rangeError, typeError } from './errors';
 import { closest, type ResolvedOptions } from './options';
 import { sharesMemory, toTensor, type NormTensor } from './tensor';
+
+/** Whether two tensors (host or device) overlap in memory. */
+function sameMemory(a: NormTensor, b: NormTensor): boolean {
+  if (a.data && b.data) return sharesMemory(a.data, b.data);
+  if (!a.device || !b.device || a.device.device !== b.device.device) return false;
+  const [pa, pb] = [a.device.pointer, b.device.pointer];
+  return pa < pb + BigInt(b.device.byteLength) && pb < pa + BigInt(a.device.byteLength);
+}
 import type { PapoInputs } from './types';
 
 export interface PreparedCall {
@@ -66,7 +74,7 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   }
   const logits = toTensor('logits', inputs.logits);
   const V = logits.dims[logits.dims.length - 1];
-  const N = logits.data.length / V;
+  const N = logits.dims.reduce((a, b) => a * b, 1) / V;
   const batched = logits.dims.length === 3;
 
   let maskedLogits: NormTensor | null = null;
@@ -76,6 +84,10 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
       throw rangeError('maskedLogits.dims', `expected [${logits.dims.join(', ')}] like logits, got [${maskedLogits.dims.join(', ')}]`);
     if (maskedLogits.type !== logits.type)
       throw rangeError('maskedLogits.type', `expected '${logits.type}' like logits, got '${maskedLogits.type}'`);
+    if (!maskedLogits.device !== !logits.device)
+      throw rangeError('maskedLogits', `expected ${logits.device ? 'a DeviceTensor like logits' : 'host data like logits'}`);
+    if (maskedLogits.device && maskedLogits.device.device !== logits.device!.device)
+      throw rangeError('maskedLogits.device', `expected device ${logits.device!.device} like logits, got ${maskedLogits.device.device}`);
   }
 
   // Sequences: [B, T, V] gives B sequences of T tokens; packed input may give seqLengths.
@@ -156,7 +168,7 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   if (opts.inPlace) {
     if (opts.gradType === 'float32' && logits.type !== 'float32')
       throw rangeError('options.gradType', `'float32' gradients cannot be written in place into ${logits.type} logits`);
-    if (maskedLogits && sharesMemory(logits.data, maskedLogits.data))
+    if (maskedLogits && sameMemory(logits, maskedLogits))
       throw rangeError('options.inPlace', 'logits and maskedLogits share memory; in-place gradients would overwrite one path with the other');
   }
   const lossScale = opts.lossScale ?? 0;

@@ -109,10 +109,4 @@ describe('info and backends', () => {
     expect(Array.isArray(i.cudaDevices)).toBe(true);
     if (i.cudaBuilt) expect(i.cudaArchitectures).toMatch(/75/);
   });
-  it("backend 'cuda' fails clearly (this version has no CUDA kernels)", () => {
-    let err: unknown;
-    try { papoLossSync(makeInputs(), { backend: 'cuda' }); } catch (e) { err = e; }
-    expect((err as Error).message).toMatch(/backend 'cuda' is not available/);
-    expect((err as { code: string }).code).toBe('PAPO_UNSUPPORTED');
-  });
 });

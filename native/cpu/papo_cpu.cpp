@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../aggregation.h"
+#include "../row_errors.h"
 #include "thread_pool.h"
 
 namespace papo {
@@ -22,7 +23,7 @@ int64_t row_grain(int64_t N, int64_t V) {
   return g < 1 ? 1 : g;
 }
 
-// The first bad row (lowest index, so the message does not depend on scheduling) becomes the error.
+// Bad rows found by the workers: the kind per row and the lowest index.
 struct RowErrors {
   std::atomic<int64_t> first{INT64_MAX};
   std::vector<int32_t> kind;  // per row: 0 ok, else a RowStatus or kTargetExcluded
@@ -34,30 +35,12 @@ struct RowErrors {
     }
   }
 };
-constexpr int32_t kTargetExcluded = 100;
-
-void throw_row_error(const RowErrors& errors, const char* what, const char* maskedWhat, bool masked,
-                     const int32_t* tokens) {
+// The lowest bad row (so the message does not depend on scheduling), if any, becomes the error.
+void throw_first_row_error(const RowErrors& errors, const char* tensor, const char* maskedTensor,
+                           const std::vector<uint8_t>* onMasked, const int32_t* tokens) {
   const int64_t row = errors.first.load();
   if (row == INT64_MAX) return;
-  const int32_t k = errors.kind[row];
-  const std::string name = masked ? maskedWhat : what;
-  std::string msg;
-  switch (k) {
-    case ROW_NAN:
-      msg = name + " contains NaN in row " + std::to_string(row);
-      break;
-    case ROW_POS_INF:
-      msg = name + " contains +Infinity in row " + std::to_string(row) + " (only -Infinity, an excluded token, is allowed)";
-      break;
-    case ROW_NO_FINITE:
-      msg = name + " row " + std::to_string(row) + " has no finite entry (every token excluded)";
-      break;
-    default:
-      msg = "tokens[" + std::to_string(row) + "] = " + std::to_string(tokens[row]) + " has logit -Infinity in " +
-            name + " (probability 0) but is a response token";
-  }
-  throw Error(ErrorCode::InvalidArgument, msg);
+  throw_row_error(errors.kind[row], row, onMasked && (*onMasked)[row] ? maskedTensor : tensor, tokens[row]);
 }
 
 }  // namespace
@@ -138,9 +121,7 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
       for (int64_t i = begin; i < end; ++i) forward(i);
     });
   }
-  const int64_t bad = errors.first.load();
-  if (bad != INT64_MAX)
-    throw_row_error(errors, "logits", "maskedLogits", errorOnMasked[bad] != 0, call.tokens);
+  throw_first_row_error(errors, "logits", "maskedLogits", &errorOnMasked, call.tokens);
   if (inPlace)
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) backward(i);
@@ -165,7 +146,7 @@ void log_probs_cpu(const LogProbsCall& call) {
       call.outEntropy[i] = (float)s.entropy;
     }
   });
-  throw_row_error(errors, "logits", "logits", false, call.tokens);
+  throw_first_row_error(errors, "logits", "logits", nullptr, call.tokens);
 }
 
 }  // namespace papo

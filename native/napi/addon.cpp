@@ -2,13 +2,17 @@
 // turn papo::Error into a JavaScript Error carrying a stable `code`. Nothing here may abort the process.
 #include <napi.h>
 
+#include <functional>
 #include <new>
 #include <string>
 
 #include "../cpu/papo_cpu.h"
 #include "../cpu/thread_pool.h"
 #include "../cuda/device_probe.h"
+#include "../cuda/papo_cuda.h"
 #include "args.h"
+#include "device_tensors.h"
+#include "js_errors.h"
 
 #ifndef PAPO_VERSION
 #define PAPO_VERSION "0.0.0"
@@ -17,46 +21,17 @@
 namespace papo {
 namespace {
 
-PapoMetrics run_papo(Backend backend, const PapoCall& call) {
-  if (backend != Backend::Cpu)
-    throw Error(ErrorCode::Unsupported, "backend 'cuda': the CUDA kernels are not part of this build");
-  return papo_loss_cpu(call);
+PapoMetrics run_papo(const Target& target, const PapoCall& call) {
+  if (target.backend == Backend::Cpu) return papo_loss_cpu(call);
+  return papo_loss_cuda(call, target.cuda);
 }
 
-void run_log_probs(Backend backend, const LogProbsCall& call) {
-  if (backend != Backend::Cpu)
-    throw Error(ErrorCode::Unsupported, "backend 'cuda': the CUDA kernels are not part of this build");
-  log_probs_cpu(call);
+int run_log_probs(const Target& target, const LogProbsCall& call) {
+  if (target.backend == Backend::Cpu) log_probs_cpu(call);
+  else log_probs_cuda(call, target.cuda);
+  return 0;
 }
 
-Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message) {
-  Napi::Error e = code == ErrorCode::InvalidArgument ? Napi::Error(Napi::RangeError::New(env, message))
-                                                     : Napi::Error::New(env, message);
-  e.Value().Set("code", Napi::String::New(env, error_code_name(code)));
-  return e;
-}
-
-// Runs fn, mapping every C++ exception to (code, message). Returns false on failure.
-template <class F>
-bool guarded(F&& fn, ErrorCode& code, std::string& message) {
-  try {
-    fn();
-    return true;
-  } catch (const Error& e) {
-    code = e.code;
-    message = e.what();
-  } catch (const std::bad_alloc&) {
-    code = ErrorCode::OutOfMemory;
-    message = "out of host memory";
-  } catch (const std::exception& e) {
-    code = ErrorCode::Internal;
-    message = e.what();
-  } catch (...) {
-    code = ErrorCode::Internal;
-    message = "unknown native error";
-  }
-  return false;
-}
 
 Napi::Value metrics_to_js(Napi::Env env, const PapoMetrics& m) {
   Napi::Object o = Napi::Object::New(env);
@@ -80,20 +55,20 @@ Napi::Value metrics_to_js(Napi::Env env, const PapoMetrics& m) {
 template <class Call, class Result>
 class Worker : public Napi::AsyncWorker {
  public:
-  using Run = Result (*)(Backend, const Call&);
+  using Run = Result (*)(const Target&, const Call&);
   using ToJs = Napi::Value (*)(Napi::Env, const Result&);
-  Worker(Napi::Env env, Napi::Object desc, Backend backend, Call call, Run run, ToJs to_js)
+  Worker(Napi::Env env, Napi::Object desc, Target target, Call call, Run run, ToJs to_js)
       : Napi::AsyncWorker(env, "papo-kernels"),
         deferred_(Napi::Promise::Deferred::New(env)),
         keep_(Napi::Persistent(desc)),
-        backend_(backend),
+        target_(target),
         call_(call),
         run_(run),
         to_js_(to_js) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (!guarded([&] { result_ = run_(backend_, call_); }, code_, message_)) SetError(message_);
+    if (!guarded([&] { result_ = run_(target_, call_); }, code_, message_)) SetError(message_);
   }
   void OnOK() override {
     Napi::HandleScope scope(Env());
@@ -107,7 +82,7 @@ class Worker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference keep_;
-  Backend backend_;
+  Target target_;
   Call call_;
   Run run_;
   ToJs to_js_;
@@ -116,15 +91,10 @@ class Worker : public Napi::AsyncWorker {
   std::string message_;
 };
 
-int run_log_probs_int(Backend b, const LogProbsCall& c) {
-  run_log_probs(b, c);
-  return 0;
-}
-
 // papoLoss(desc, async) / logProbs(desc, async): the shared shape of both entry points.
 template <class Call, class Result>
 Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Object&),
-                  Result (*run)(Backend, const Call&), Napi::Value (*to_js)(Napi::Env, const Result&)) {
+                  Result (*run)(const Target&, const Call&), Napi::Value (*to_js)(Napi::Env, const Result&)) {
   Napi::Env env = info.Env();
   ErrorCode code = ErrorCode::Internal;
   std::string message;
@@ -135,8 +105,8 @@ Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Obje
   const Napi::Object desc = info[0].As<Napi::Object>();
   const bool async = info[1].ToBoolean().Value();
   Call call;
-  Backend backend = Backend::Cpu;
-  if (!guarded([&] { backend = parse_backend(desc), call = parse(desc); }, code, message)) {
+  Target target;
+  if (!guarded([&] { target = parse_target(desc), call = parse(desc); }, code, message)) {
     Napi::Error e = make_error(env, code, message);
     if (!async) {
       e.ThrowAsJavaScriptException();
@@ -147,13 +117,13 @@ Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Obje
     return d.Promise();
   }
   if (async) {
-    auto* w = new Worker<Call, Result>(env, desc, backend, call, run, to_js);
+    auto* w = new Worker<Call, Result>(env, desc, target, call, run, to_js);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
   }
   Result result{};
-  if (!guarded([&] { result = run(backend, call); }, code, message)) {
+  if (!guarded([&] { result = run(target, call); }, code, message)) {
     make_error(env, code, message).ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -167,7 +137,7 @@ Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value LogProbs(const Napi::CallbackInfo& info) {
-  return entry<LogProbsCall, int>(info, parse_log_probs_call, run_log_probs_int, undefined_js);
+  return entry<LogProbsCall, int>(info, parse_log_probs_call, run_log_probs, undefined_js);
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -201,6 +171,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
+  init_device_tensors(env, exports);
   return exports;
 }
 

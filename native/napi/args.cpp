@@ -41,6 +41,29 @@ Span typed(const Napi::Object& o, const char* key, napi_typedarray_type type, in
 
 napi_typedarray_type storage_of(int32_t dtype) { return dtype == DT_F32 ? napi_float32_array : napi_uint16_array; }
 
+bool on_device(const Napi::Object& desc) { return desc.Get("onDevice").ToBoolean().Value(); }
+
+// A logits or gradient tensor: a typed array of the dtype's storage, or with onDevice a { ptr, bytes } record
+// of device memory (checked with the driver: device memory of the call's device).
+Span tensor(const Napi::Object& desc, const char* key, int32_t dtype, int64_t elements) {
+  if (!on_device(desc)) return typed(desc, key, storage_of(dtype), elements);
+  const Napi::Value v = desc.Get(key);
+  if (!v.IsObject()) fail(std::string(key) + ": expected a device tensor record");
+  const Napi::Object o = v.As<Napi::Object>();
+  Span s;
+  s.data = reinterpret_cast<void*>((uintptr_t)parse_address(o.Get("ptr"), key));
+  const size_t esz = dtype == DT_F32 ? 4 : 2;
+  s.length = elements;
+  s.bytes = (size_t)elements * esz;
+  if (!s.data) fail(std::string(key) + ": null device pointer");
+  if (reinterpret_cast<uintptr_t>(s.data) % esz) fail(std::string(key) + ": device pointer not aligned to its element size");
+  const double bytes = o.Get("bytes").ToNumber().DoubleValue();
+  if (bytes != (double)s.bytes)
+    fail(std::string(key) + ": expected " + std::to_string(s.bytes) + " bytes of device memory, got " + std::to_string((int64_t)bytes));
+  cuda_check_pointer(s.data, desc.Get("device").ToNumber().Int32Value(), key);
+  return s;
+}
+
 int32_t dtype_of(const Napi::Object& o, const char* key) {
   const int32_t d = o.Get(key).ToNumber().Int32Value();
   if (d != DT_F32 && d != DT_F16 && d != DT_BF16) fail(std::string(key) + ": unknown dtype code");
@@ -92,7 +115,30 @@ int32_t enum_in(const Napi::Object& o, const char* key, int32_t lo, int32_t hi) 
 
 }  // namespace
 
-Backend parse_backend(const Napi::Object& desc) { return (Backend)enum_in(desc, "backend", 0, 2); }
+uint64_t parse_address(const Napi::Value& v, const char* name) {
+  if (v.IsUndefined() || v.IsNull()) return 0;
+  if (!v.IsBigInt()) fail(std::string(name) + ": expected a bigint address");
+  bool lossless = false;
+  const uint64_t a = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) fail(std::string(name) + ": not a 64-bit unsigned address");
+  return a;
+}
+
+Target parse_target(const Napi::Object& desc) {
+  Target t;
+  t.backend = (Backend)enum_in(desc, "backend", 0, 2);
+  t.cuda.onDevice = on_device(desc);
+  if (t.cuda.onDevice && t.backend == Backend::Cpu) fail("onDevice: device memory needs a CUDA backend");
+  t.cuda.kernel = t.backend == Backend::CudaNaive ? KERNEL_NAIVE : KERNEL_FUSED;
+  if (has(desc, "device")) {
+    const double d = number(desc, "device");
+    if (!(d >= 0 && d < 1024) || floor(d) != d) fail("device: expected a device index >= 0");
+    t.cuda.device = (int)d;
+  }
+  t.cuda.stream = parse_address(desc.Get("stream"), "stream");
+  if (t.cuda.stream && !t.cuda.onDevice) fail("stream: only for device-resident tensors");
+  return t;
+}
 
 PapoCall parse_papo_call(const Napi::Object& desc) {
   PapoCall c;
@@ -102,12 +148,12 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
   check_temperature(c.temperature);
 
   c.dtype = dtype_of(desc, "dtype");
-  const Span logits = typed(desc, "logits", storage_of(c.dtype), c.N * c.V);
+  const Span logits = tensor(desc, "logits", c.dtype, c.N * c.V);
   c.logits = logits.data;
   Span masked;
   if (has(desc, "maskedLogits")) {
     c.maskedDtype = dtype_of(desc, "maskedDtype");
-    masked = typed(desc, "maskedLogits", storage_of(c.maskedDtype), c.N * c.V);
+    masked = tensor(desc, "maskedLogits", c.maskedDtype, c.N * c.V);
     c.maskedLogits = masked.data;
   }
   if (has(desc, "maskedLogProbs")) {
@@ -204,7 +250,7 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
   if (has(desc, "gradLogits")) {
     c.gradType = dtype_of(desc, "gradType");
     if (c.gradType != c.dtype && c.gradType != DT_F32) fail("gradType: must be the input's dtype or float32");
-    grad = typed(desc, "gradLogits", storage_of(c.gradType), c.N * c.V);
+    grad = tensor(desc, "gradLogits", c.gradType, c.N * c.V);
     c.gradLogits = grad.data;
   }
   if (has(desc, "gradMaskedLogits")) {
@@ -213,7 +259,7 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     c.gradMaskedType = dtype_of(desc, "gradMaskedType");
     if (c.gradMaskedType != c.maskedDtype && c.gradMaskedType != DT_F32)
       fail("gradMaskedType: must be the masked input's dtype or float32");
-    mgrad = typed(desc, "gradMaskedLogits", storage_of(c.gradMaskedType), c.N * c.V);
+    mgrad = tensor(desc, "gradMaskedLogits", c.gradMaskedType, c.N * c.V);
     c.gradMaskedLogits = mgrad.data;
   }
   // A gradient may replace its own path's logits exactly (in place) and overlap nothing else.
@@ -238,7 +284,7 @@ LogProbsCall parse_log_probs_call(const Napi::Object& desc) {
   c.temperature = number(desc, "temperature");
   check_temperature(c.temperature);
   c.dtype = dtype_of(desc, "dtype");
-  c.logits = typed(desc, "logits", storage_of(c.dtype), c.N * c.V).data;
+  c.logits = tensor(desc, "logits", c.dtype, c.N * c.V).data;
   const Span tokens = typed(desc, "tokens", napi_int32_array, c.N);
   tokens_in_range(tokens, c.V);
   c.tokens = static_cast<const int32_t*>(tokens.data);

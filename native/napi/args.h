@@ -5,14 +5,25 @@
 
 #include <napi.h>
 
+#include "../cuda/papo_cuda.h"
 #include "../papo_call.h"
 
 namespace papo {
 
 enum class Backend { Cpu = 0, Cuda = 1, CudaNaive = 2 };
 
+// Which backend runs a call, and for CUDA where: desc.backend, desc.device, desc.stream (bigint) and
+// desc.onDevice (logits and gradients are { ptr: bigint, bytes } device memory instead of typed arrays).
+struct Target {
+  Backend backend = Backend::Cpu;
+  CudaExec cuda;
+};
+
 PapoCall parse_papo_call(const Napi::Object& desc);
 LogProbsCall parse_log_probs_call(const Napi::Object& desc);
-Backend parse_backend(const Napi::Object& desc);
+Target parse_target(const Napi::Object& desc);
+
+// A bigint argument as an address (0 when absent); throws InvalidArgument naming `name` otherwise.
+uint64_t parse_address(const Napi::Value& v, const char* name);
 
 }  // namespace papo

@@ -1,0 +1,70 @@
+// What the CUDA kernels of one call share: the per-token inputs (uploaded once, O(N)), the per-row results
+// (RowOut, O(N)), and one chunk of rows of logits and gradients (device pointers, chunk-local rows).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../cpu/row_kernels.h"
+#include "../papo_math.h"
+
+namespace papo {
+namespace cuda {
+
+// Indexed by the global row. Null pointers: absent input (mask: every token counts; old: on-policy).
+struct TokenInputs {
+  const int32_t* tokens = nullptr;
+  const float* advantages = nullptr;
+  const float* mask = nullptr;
+  const float* oldLogProbs = nullptr;
+  const float* refLogProbs = nullptr;
+  const float* maskedLogProbs = nullptr;
+  const double* wAgg = nullptr;  // aggregation weights (aggregation.cpp), computed on the host
+  const double* wEnt = nullptr;
+};
+
+// Everything one row produces; the host reads these back (O(N)) for the per-token outputs and the metrics.
+struct RowOut {
+  RowStats s, ms;   // original and masked path (ms unused without masked logits)
+  double lp, a;     // sampled-token log-probs of both paths (a: the given maskedLogProbs when no masked logits)
+  TokenTerms t;     // zero for masked-out tokens
+  int32_t status;   // ROW_OK, a RowStatus or kTargetExcluded
+  int32_t onMasked; // the bad value is in the masked path
+};
+
+enum Phase : int32_t {
+  PHASE_FORWARD = 1,   // statistics and token terms into RowOut
+  PHASE_BACKWARD = 2,  // gradients from the RowOut of an earlier forward phase
+  PHASE_BOTH = 3,
+};
+
+struct DeviceCall {
+  int64_t N = 0, V = 0;
+  float invTau = 1.f;
+  int32_t dtype = DT_F32, gradType = DT_F32;  // both paths share them (lib/validate.ts requires it)
+  bool hasMaskedLogits = false;
+  bool terms = true;  // false for logProbs(): statistics only
+  LossParams params;
+  TokenInputs tok;
+  RowOut* out = nullptr;
+  int32_t kernel = 2;  // CudaKernel
+  int blocks = 0;      // grid size for the row kernels (rows are looped over it)
+};
+
+// One chunk of rows [rowBegin, rowBegin + rows): chunk-local device pointers (row r of the chunk at r * V).
+struct Chunk {
+  int64_t rowBegin = 0, rows = 0;
+  const void* logits = nullptr;
+  const void* maskedLogits = nullptr;
+  void* grad = nullptr;  // null: no gradient for that path (or this phase writes none)
+  void* maskedGrad = nullptr;
+};
+
+// Each kernel family runs `phase` of `call` on one chunk, on `stream` (fused.cu, naive.cu).
+void run_rows_fused(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_naive(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
+int fused_blocks(const DeviceCall& call);
+
+}  // namespace cuda
+}  // namespace papo

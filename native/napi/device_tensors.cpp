@@ -1,0 +1,114 @@
+#include "device_tensors.h"
+
+#include <atomic>
+#include <string>
+
+#include "../cuda/papo_cuda.h"
+#include "args.h"
+#include "js_errors.h"
+
+namespace papo {
+
+namespace {
+
+// One cudaMalloc owned by a DeviceTensor. dispose() frees it at once; the garbage collector frees what was
+// never disposed (the finalizer), so a forgotten tensor costs memory for a while, not forever.
+struct Allocation {
+  void* ptr;
+  int device;
+  size_t bytes;
+};
+std::atomic<int64_t> liveAllocations{0};
+std::atomic<int64_t> liveBytes{0};
+
+void release(Allocation* a) {
+  if (!a->ptr) return;
+  cuda_free(a->ptr, a->device);
+  a->ptr = nullptr;
+  liveAllocations--;
+  liveBytes -= (int64_t)a->bytes;
+}
+
+int device_arg(const Napi::Value& v) {
+  const double d = v.ToNumber().DoubleValue();
+  if (!(d >= 0 && d < 1024) || d != (double)(int)d) throw Error(ErrorCode::InvalidArgument, "device: expected an index >= 0");
+  return (int)d;
+}
+
+// cudaAlloc(bytes, device, zero) -> { handle, ptr }
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    const double bytes = info[0].ToNumber().DoubleValue();
+    if (!(bytes >= 0 && bytes <= 9007199254740991.0)) throw Error(ErrorCode::InvalidArgument, "bytes: expected a size >= 0");
+    const int device = device_arg(info[1]);
+    void* p = cuda_alloc((size_t)bytes, device);
+    if (info[2].ToBoolean().Value()) {
+      try {
+        cuda_memset_zero(p, (size_t)bytes, device);
+      } catch (...) {
+        cuda_free(p, device);
+        throw;
+      }
+    }
+    auto* a = new Allocation{p, device, (size_t)bytes};
+    liveAllocations++;
+    liveBytes += (int64_t)a->bytes;
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("handle", Napi::External<Allocation>::New(info.Env(), a, [](Napi::Env, Allocation* a) {
+      release(a);
+      delete a;
+    }));
+    o.Set("ptr", Napi::BigInt::New(info.Env(), (uint64_t)(uintptr_t)p));
+    return o;
+  });
+}
+
+// cudaFree(handle): idempotent.
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsExternal()) throw Error(ErrorCode::InvalidArgument, "handle: expected a device allocation");
+    release(info[0].As<Napi::External<Allocation>>().Data());
+    return info.Env().Undefined();
+  });
+}
+
+// cudaCopy(ptr, device, typedArray, toDevice, stream): the whole typed array, synchronously.
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    void* ptr = reinterpret_cast<void*>((uintptr_t)parse_address(info[0], "ptr"));
+    if (!ptr) throw Error(ErrorCode::InvalidArgument, "ptr: null device pointer");
+    const int device = device_arg(info[1]);
+    if (!info[2].IsTypedArray()) throw Error(ErrorCode::InvalidArgument, "data: expected a typed array");
+    const Napi::TypedArray t = info[2].As<Napi::TypedArray>();
+    void* host = static_cast<char*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    const bool toDevice = info[3].ToBoolean().Value();
+    const uint64_t stream = parse_address(info[4], "stream");
+    if (toDevice) cuda_copy(ptr, host, t.ByteLength(), true, device, stream);
+    else cuda_copy(host, ptr, t.ByteLength(), false, device, stream);
+    return info.Env().Undefined();
+  });
+}
+
+// cudaMemInfo(device) -> { free, total, liveAllocations, liveBytes }
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    const CudaMemInfo m = cuda_mem_info(device_arg(info[0]));
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("free", (double)m.free);
+    o.Set("total", (double)m.total);
+    o.Set("liveAllocations", (double)liveAllocations.load());
+    o.Set("liveBytes", (double)liveBytes.load());
+    return o;
+  });
+}
+
+}  // namespace
+
+void init_device_tensors(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaAlloc", Napi::Function::New(env, Alloc, "cudaAlloc"));
+  exports.Set("cudaFree", Napi::Function::New(env, Free, "cudaFree"));
+  exports.Set("cudaCopy", Napi::Function::New(env, Copy, "cudaCopy"));
+  exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
+}
+
+}  // namespace papo
