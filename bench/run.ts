@@ -1,96 +1,113 @@
-// npm run bench: the native CPU backend against the naive float64 reference on the same inputs, next to the
-// machine's roofline (a host memcpy moving the same minimal bytes: both logits read once, both gradients
-// written once). Prints a table and appends JSON lines to bench/results/cpu.jsonl.
-//   node dist/bench/run.js [--quick] [--n 64] [--v 151936]
+// npm run bench: every backend against the naive float64 reference on the same inputs, next to the roofline of
+// the machine measured in the same run (a copy moving the same minimal bytes), for vocab 32000 and 151936,
+// float32 and bfloat16, forward only (logProbs) and forward + backward (papoLoss, both paths).
+//
+//   npm run bench                 quick (CPU cases only when there is no GPU; a few minutes at most)
+//   npm run bench -- --full       everything: more vocab sizes, more rows, longer sampling
+//   npm run bench -- --no-save    print only (no JSON lines, no chart)
+//
+// GPU cases run on DeviceTensor data (host transfers excluded): papoLoss returns after the kernels finish, so
+// the time measured around the call is the GPU time plus its fixed host costs.
 import { execSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { info, logProbsSync, papoLossSync } from '../lib';
-import type { PapoInputs } from '../lib/types';
+import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
+import type { DType, PapoInputs, Tensor } from '../lib/types';
+import { elements, makeBatch, minimalBytes, type Kind } from './cases';
+import { measure, type Timing } from './harness';
+import { appendJsonLines, printTable, writeChart, type Machine, type Row } from './report';
+import { deviceCopy, hostCopy } from './roofline';
 
 const args = process.argv.slice(2);
-const arg = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const N = arg('n', 64);
-const V = arg('v', 151936);
-const refRuns = arg('ref-runs', 2);
-const runs = arg('runs', 15);
+const full = args.includes('--full');
+const save = !args.includes('--no-save');
+const gpu = cuda.available();
 
-function inputs(n: number): PapoInputs {
-  const z = new Float32Array(n * V), zm = new Float32Array(n * V);
-  for (let i = 0; i < n * V; i++) {
-    z[i] = Math.sin(i * 0.37) * 6;
-    zm[i] = Math.cos(i * 0.11) * 6;
+const vocabs = full ? [4096, 32000, 65536, 151936] : [32000, 151936];
+const dtypes: DType[] = ['float32', 'bfloat16'];
+const kinds: Kind[] = ['fwd', 'fwd+bwd'];
+const rowsFor: Record<string, number> = full
+  ? { reference: 4, cpu: 256, 'cuda-naive': 2048, cuda: 8192 }
+  : { reference: 2, cpu: 32, 'cuda-naive': 512, cuda: 2048 };
+const maxTime = full ? 4 : 1;
+
+function commitOf(): string {
+  try {
+    return execSync('git rev-parse --short HEAD', { cwd: __dirname, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return 'unknown';
   }
-  return {
-    logits: { data: z, dims: [n, V], type: 'float32' },
-    maskedLogits: { data: zm, dims: [n, V], type: 'float32' },
-    tokens: Int32Array.from({ length: n }, (_, i) => (i * 7919) % V),
-    advantages: Float32Array.from({ length: n }, (_, i) => ((i % 5) - 2) / 2),
-    oldLogProbs: Float32Array.from({ length: n }, () => -12),
-    refLogProbs: Float32Array.from({ length: n }, () => -12),
+}
+
+function run(kind: Kind, backend: string, batch: PapoInputs) {
+  if (kind === 'fwd') return () => logProbsSync(batch.logits, batch.tokens, { backend: backend as 'cpu' });
+  return () => {
+    const r = papoLossSync(batch, { backend: backend as 'cpu' });
+    for (const g of [r.gradLogits, r.gradMaskedLogits]) if (g instanceof DeviceTensor) g.dispose();
   };
 }
 
-function time(fn: () => void, count: number): number[] {
-  fn();  // warm-up: page faults, thread start, branch predictors
-  const ms: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const t0 = process.hrtime.bigint();
-    fn();
-    ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  return ms.sort((a, b) => a - b);
+function onDevice(batch: PapoInputs): { batch: PapoInputs; release: () => void } {
+  const z = cuda.upload(batch.logits as Tensor), zm = cuda.upload(batch.maskedLogits as Tensor);
+  return { batch: { ...batch, logits: z, maskedLogits: zm }, release: () => { z.dispose(); zm.dispose(); } };
 }
-const median = (a: number[]) => a[Math.floor(a.length / 2)];
-
-const batch = inputs(N);
-const elements = 2 * N * V;  // both paths
-const bytesFwdBwd = elements * 4 * 2;  // read both logits, write both gradients (fp32)
-const bytesFwd = elements * 4;
-
-// Roofline: the same bytes through memcpy (read a buffer, write another), on all cores like the kernels.
-const src = new Float32Array(elements), dst = new Float32Array(elements);
-src.fill(1);
-const memcpyMs = median(time(() => dst.set(src), runs));
-
-type Row = { case: string; backend: string; ms: number[]; bytes: number };
-const rows: Row[] = [];
-rows.push({ case: 'papoLoss fwd+bwd', backend: 'reference', ms: time(() => papoLossSync(batch, { backend: 'reference' }), refRuns), bytes: bytesFwdBwd });
-rows.push({ case: 'papoLoss fwd+bwd', backend: 'cpu', ms: time(() => papoLossSync(batch, { backend: 'cpu' }), runs), bytes: bytesFwdBwd });
-rows.push({ case: 'logProbs fwd (1 path)', backend: 'reference', ms: time(() => logProbsSync(batch.logits, batch.tokens, { backend: 'reference' }), refRuns), bytes: bytesFwd / 2 });
-rows.push({ case: 'logProbs fwd (1 path)', backend: 'cpu', ms: time(() => logProbsSync(batch.logits, batch.tokens, { backend: 'cpu' }), runs), bytes: bytesFwd / 2 });
 
 const i = info();
-const cpuName = os.cpus()[0]?.model ?? 'unknown CPU';
-let commit = 'unknown';
-try {
-  commit = execSync('git rev-parse --short HEAD', { cwd: __dirname, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
-} catch { /* not a git checkout */ }
+const machine: Machine = {
+  date: new Date().toISOString(), commit: commitOf(), host: os.hostname(), cpu: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
+  cores: os.cpus().length, cpuIsa: i.cpuIsa, threads: i.threads, gpu: gpu ? i.cudaDevices[0].name : null,
+};
+console.log(`papo-kernels ${i.version} @ ${machine.commit}, ${machine.date}`);
+console.log(`${machine.cpu}, ${machine.cores} cores, cpu kernels ${i.cpuIsa} on ${i.threads} threads; ` +
+  (gpu ? `GPU ${machine.gpu}` : `no GPU (${i.cudaStatus}): CPU cases only`));
+console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
-console.log(`papo-kernels ${i.version} @ ${commit}: ${cpuName}, ${os.cpus().length} cores, cpu kernels ${i.cpuIsa}, ${i.threads} threads`);
-console.log(`N=${N} V=${V} fp32, both paths; roofline: memcpy of ${(bytesFwdBwd / 2 / 1e6).toFixed(0)} MB in ${memcpyMs.toFixed(2)} ms` +
-  ` = ${(bytesFwdBwd / memcpyMs / 1e6).toFixed(1)} GB/s (read + write)`);
-console.log('| case | backend | median ms | spread ms | Melem/s | GB/s | % roofline | speedup |');
-console.log('|---|---|---|---|---|---|---|---|');
-const lines: string[] = [];
-for (const r of rows) {
-  const med = median(r.ms);
-  const elems = r.case.startsWith('logProbs') ? N * V : elements;
-  const base = rows.find((x) => x.case === r.case && x.backend === 'reference')!;
-  const speedup = median(base.ms) / med;
-  const gbs = r.bytes / med / 1e6;
-  const roof = (bytesFwdBwd / memcpyMs / 1e6);
-  console.log(`| ${r.case} | ${r.backend} | ${med.toFixed(1)} | ${(r.ms[r.ms.length - 1] - r.ms[0]).toFixed(1)} | ` +
-    `${(elems / med / 1e3).toFixed(1)} | ${gbs.toFixed(2)} | ${(100 * gbs / roof).toFixed(1)}% | ${speedup.toFixed(1)}x |`);
-  lines.push(JSON.stringify({ date: new Date().toISOString(), commit, machine: `${os.hostname()}`, cpu: cpuName, cores: os.cpus().length,
-    isa: i.cpuIsa, threads: i.threads, case: r.case, backend: r.backend, N, V, dtype: 'float32', medianMs: med,
-    minMs: r.ms[0], maxMs: r.ms[r.ms.length - 1], melemPerS: elems / med / 1e3, gbPerS: gbs, rooflineGbPerS: roof, speedup }));
+const rows: Row[] = [];
+const backends = ['reference', 'cpu', ...(gpu ? ['cuda-naive', 'cuda'] : [])];
+for (const V of vocabs) {
+  for (const dtype of dtypes) {
+    for (const kind of kinds) {
+      const cpuBytes = minimalBytes(kind, rowsFor.cpu, V, dtype);
+      const hostRoof: Timing = hostCopy(cpuBytes, maxTime);
+      const hostRate = cpuBytes / hostRoof.medianMs / 1e6;
+      let deviceRate = 0;
+      if (gpu) {
+        const b = minimalBytes(kind, rowsFor.cuda, V, dtype);
+        deviceRate = b / deviceCopy(b, maxTime).medianMs / 1e6;
+      }
+      const caseRows: Row[] = [];
+      for (const backend of backends) {
+        const N = rowsFor[backend];
+        const host = makeBatch(N, V, dtype);
+        const dev = backend.startsWith('cuda') ? onDevice(host) : null;
+        try {
+          const timing = measure(`${kind} ${backend}`, run(kind, backend, dev ? dev.batch : host), backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
+          caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
+            rooflineGBs: dev ? deviceRate : hostRate, speedup: 0 });
+        } finally {
+          dev?.release();
+        }
+      }
+      const perElem = (r: Row) => r.timing.medianMs / r.elements;
+      const ref = caseRows.find((r) => r.backend === 'reference')!;
+      const naive = caseRows.find((r) => r.backend === 'cuda-naive');
+      for (const r of caseRows) {
+        r.speedup = perElem(ref) / perElem(r);
+        if (naive && r.backend === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
+      }
+      rows.push(...caseRows);
+      process.stdout.write(`  done: V=${V} ${dtype} ${kind}\n`);
+    }
+  }
 }
-const out = path.join(__dirname, '..', '..', 'bench', 'results', 'cpu.jsonl');
-fs.mkdirSync(path.dirname(out), { recursive: true });
-fs.appendFileSync(out, lines.join('\n') + '\n');
-console.log(`appended ${lines.length} lines to ${path.relative(process.cwd(), out)}`);
+
+console.log('');
+printTable(rows);
+console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
+if (save) {
+  const dir = path.join(__dirname, '..', '..', 'bench', 'results');
+  const name = gpu ? 'gpu' : 'cpu';
+  appendJsonLines(path.join(dir, `${name}.jsonl`), machine, rows);
+  writeChart(path.join(dir, `chart-${name}.svg`), machine, rows);
+  console.log(`appended ${rows.length} lines to bench/results/${name}.jsonl; chart: bench/results/chart-${name}.svg`);
+}

@@ -93,6 +93,7 @@ export interface NativeBinding {
   cudaAlloc(bytes: number, device: number, zero: boolean): { handle: unknown; ptr: bigint };
   cudaFree(handle: unknown): void;
   cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
+  cudaCopyDevice(dst: bigint, src: bigint, bytes: number, device: number): void;
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
 }
 

@@ -29,6 +29,7 @@ void* cuda_alloc(size_t, int) { not_built(); }
 void cuda_free(void*, int) noexcept {}
 void cuda_copy(void*, const void*, size_t, bool, int, uint64_t) { not_built(); }
 void cuda_memset_zero(void*, size_t, int) { not_built(); }
+void cuda_copy_d2d(void*, const void*, size_t, int) { not_built(); }
 void cuda_check_pointer(const void*, int, const char*) { not_built(); }
 CudaMemInfo cuda_mem_info(int) { not_built(); }
 

@@ -349,6 +349,12 @@ void cuda_copy(void* dst, const void* src, size_t bytes, bool toDevice, int devi
   cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize (copy)");
 }
 
+void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device) {
+  DeviceScope scope(device);
+  cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy (device to device)");
+  cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (copy)");
+}
+
 void cuda_memset_zero(void* ptr, size_t bytes, int device) {
   DeviceScope scope(device);
   cuda_check(cudaMemset(ptr, 0, bytes), "cudaMemset");

@@ -36,6 +36,8 @@ void cuda_free(void* ptr, int device) noexcept;
 // bytes between host memory and device memory, synchronously (on `stream` when given).
 void cuda_copy(void* dst, const void* src, size_t bytes, bool toDevice, int device, uint64_t stream);
 void cuda_memset_zero(void* ptr, size_t bytes, int device);
+// A device-to-device copy, synchronous: the benchmarks' roofline.
+void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device);
 // Checks that ptr is device (or managed) memory of `device`, as far as the driver can tell.
 void cuda_check_pointer(const void* ptr, int device, const char* name);
 struct CudaMemInfo {

@@ -89,6 +89,17 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
   });
 }
 
+// cudaCopyDevice(dstPtr, srcPtr, bytes, device): the benchmarks' roofline.
+Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    void* dst = reinterpret_cast<void*>((uintptr_t)parse_address(info[0], "dst"));
+    const void* src = reinterpret_cast<const void*>((uintptr_t)parse_address(info[1], "src"));
+    if (!dst || !src) throw Error(ErrorCode::InvalidArgument, "dst, src: null device pointer");
+    cuda_copy_d2d(dst, src, (size_t)info[2].ToNumber().DoubleValue(), device_arg(info[3]));
+    return info.Env().Undefined();
+  });
+}
+
 // cudaMemInfo(device) -> { free, total, liveAllocations, liveBytes }
 Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
@@ -108,6 +119,7 @@ void init_device_tensors(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaAlloc", Napi::Function::New(env, Alloc, "cudaAlloc"));
   exports.Set("cudaFree", Napi::Function::New(env, Free, "cudaFree"));
   exports.Set("cudaCopy", Napi::Function::New(env, Copy, "cudaCopy"));
+  exports.Set("cudaCopyDevice", Napi::Function::New(env, CopyDevice, "cudaCopyDevice"));
   exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
 }
 

@@ -1,0 +1,48 @@
+// The inputs of the benchmarks: deterministic logits of both paths with a realistic spread, for any N, V and
+// dtype, generated directly in the storage type (no float64 copy of an [N, V] tensor).
+import type { DType, PapoInputs, TensorData } from '../lib/types';
+
+export const ELEMENT_BYTES: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2 };
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+function bf16(x: number): number {
+  f32[0] = x;
+  const u = u32[0];
+  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+}
+
+function logits(n: number, V: number, type: DType, phase: number): TensorData {
+  if (type === 'float16') throw new Error('the benchmarks use float32 and bfloat16');
+  const out = type === 'float32' ? new Float32Array(n * V) : new Uint16Array(n * V);
+  for (let i = 0; i < n * V; i++) {
+    const x = Math.sin(i * 0.37 + phase) * 6;
+    out[i] = type === 'float32' ? x : bf16(x);
+  }
+  return out;
+}
+
+export function makeBatch(n: number, V: number, type: DType): PapoInputs {
+  return {
+    logits: { data: logits(n, V, type, 0), dims: [n, V], type },
+    maskedLogits: { data: logits(n, V, type, 1.3), dims: [n, V], type },
+    tokens: Int32Array.from({ length: n }, (_, i) => (i * 7919) % V),
+    advantages: Float32Array.from({ length: n }, (_, i) => ((i % 5) - 2) / 2),
+    oldLogProbs: Float32Array.from({ length: n }, () => -12),
+    refLogProbs: Float32Array.from({ length: n }, () => -12),
+  };
+}
+
+export type Kind = 'fwd+bwd' | 'fwd';
+
+/** The minimal bytes a case must move: fwd+bwd reads both logits and writes both gradients (in the input's
+ * type); fwd (logProbs of one path) reads that path once. */
+export function minimalBytes(kind: Kind, n: number, V: number, type: DType): number {
+  const e = ELEMENT_BYTES[type];
+  return kind === 'fwd+bwd' ? 2 * n * V * (e + e) : n * V * e;
+}
+
+/** Logits elements a case processes (both paths for fwd+bwd). */
+export function elements(kind: Kind, n: number, V: number): number {
+  return kind === 'fwd+bwd' ? 2 * n * V : n * V;
+}

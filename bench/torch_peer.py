@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The PAPO objective the way a PyTorch user writes it, timed on the same shapes as `npm run bench`.
+
+    python bench/torch_peer.py [--full] [--no-save]
+
+Eager PyTorch and torch.compile, forward + backward of papoLoss (both paths, PAPO-G defaults: k3 perception KL
+maximised with coefficient 0.02, sampled-token double entropy 0.01 / 0.02, token-mean) and forward only
+(log-probs and entropy of one path), vocab 32000 and 151936, float32 and bfloat16, logits on the GPU (no host
+transfers), timed with CUDA events. Writes the JSON lines of bench/report.ts to bench/results/gpu.jsonl, with the
+roofline (a device-to-device copy of the same minimal bytes) measured in the same run, so the tables line up.
+Needs a CUDA GPU and PyTorch; nothing from the Node package.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+
+import torch
+import torch.nn.functional as F
+
+
+def papo_loss(logits, masked_logits, tokens, adv, old_lp, temperature=1.0, clip_low=0.2, clip_high=0.3,
+              clip_dual=3.0, perception_coef=0.02, entropy_coef=0.01, masked_entropy_coef=0.02):
+    """SPEC's objective, written as eager tensor code (log_softmax, gather, elementwise terms, token-mean)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    logp_m = F.log_softmax(masked_logits.float() / temperature, dim=-1)
+    lp = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    a = logp_m.gather(-1, tokens[:, None]).squeeze(-1)
+    log_ratio = torch.clamp(lp - old_lp, -20.0, 20.0)
+    ratio = torch.exp(log_ratio)
+    l1 = -adv * ratio
+    l2 = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    pg = torch.maximum(l1, l2)
+    pg = torch.where(adv < 0, torch.minimum(pg, -adv * clip_dual), pg)
+    delta = torch.clamp(a - lp, -20.0, 20.0)
+    kp = torch.clamp(torch.exp(delta) - delta - 1, -10.0, 10.0)
+    per_token = pg - perception_coef * kp + entropy_coef * (-lp) + masked_entropy_coef * (-a)
+    with torch.no_grad():  # reported like papoLoss's per-token outputs
+        ent = -(logp.exp() * logp).nansum(-1)
+    return per_token.mean(), lp.detach(), ent
+
+
+def fwd_only(logits, tokens):
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens[:, None]).squeeze(-1), -(logp.exp() * logp).nansum(-1)
+
+
+def time_ms(fn, reps):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--full', action='store_true')
+    ap.add_argument('--no-save', action='store_true')
+    args = ap.parse_args()
+    dev = torch.device('cuda')
+    N = 8192 if args.full else 2048
+    vocabs = [4096, 32000, 65536, 151936] if args.full else [32000, 151936]
+    reps = 20 if args.full else 8
+    try:
+        commit = subprocess.check_output(['git', 'rev-parse', '--short', 'HEAD'], cwd=os.path.dirname(__file__),
+                                         stderr=subprocess.DEVNULL).decode().strip()
+    except Exception:
+        commit = 'unknown'
+    machine = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(), commit=commit,
+                   host=socket.gethostname(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                   cpuIsa='n/a', threads=torch.get_num_threads(), gpu=torch.cuda.get_device_name(0))
+    compiled = torch.compile(papo_loss)
+    lines = []
+    print(f"| case | dtype | V | backend | N | median ms | GB/s | % roofline |")
+    for V in vocabs:
+        for dtype in (torch.float32, torch.bfloat16):
+            esz = 4 if dtype == torch.float32 else 2
+            g = torch.Generator(device=dev).manual_seed(0)
+            z = (torch.randn(N, V, device=dev, generator=g) * 3).to(dtype).requires_grad_(True)
+            zm = (torch.randn(N, V, device=dev, generator=g) * 3).to(dtype).requires_grad_(True)
+            tokens = torch.randint(0, V, (N,), device=dev, generator=g)
+            adv = torch.randn(N, device=dev, generator=g) * 0.5
+            old = torch.full((N,), -12.0, device=dev)
+            for kind in ('fwd', 'fwd+bwd'):
+                bytes_ = (2 * N * V * 2 * esz) if kind == 'fwd+bwd' else N * V * esz
+                src = torch.empty(bytes_ // 2, dtype=torch.uint8, device=dev)
+                dst = torch.empty_like(src)
+                copy_ms = time_ms(lambda: dst.copy_(src), reps)[reps // 2]
+                roof = bytes_ / copy_ms / 1e6
+                del src, dst
+                impls = [('torch-eager', papo_loss), ('torch-compile', compiled)]
+                for name, fn in impls:
+                    if kind == 'fwd':
+                        ffn = fwd_only if name == 'torch-eager' else torch.compile(fwd_only)
+
+                        def f(ffn=ffn):
+                            with torch.no_grad():
+                                ffn(z, tokens)
+                    else:
+                        def f(fn=fn):
+                            z.grad = None
+                            zm.grad = None
+                            loss, _, _ = fn(z, zm, tokens, adv, old)
+                            loss.backward()
+                    try:
+                        t = time_ms(f, reps)
+                    except torch.OutOfMemoryError:
+                        print(f"| {kind} | {dtype} | {V} | {name} | {N} | out of memory | | |")
+                        torch.cuda.empty_cache()
+                        continue
+                    med = t[len(t) // 2]
+                    gbs = bytes_ / med / 1e6
+                    dname = 'float32' if dtype == torch.float32 else 'bfloat16'
+                    print(f"| {kind} | {dname} | {V} | {name} | {N} | {med:.2f} | {gbs:.1f} | {100 * gbs / roof:.1f}% |")
+                    elems = (2 if kind == 'fwd+bwd' else 1) * N * V
+                    lines.append(json.dumps(dict(machine, case=kind, backend=name, N=N, V=V, dtype=dname, medianMs=med,
+                                                 minMs=t[0], maxMs=t[-1], rme=None, samples=len(t),
+                                                 melemPerS=elems / med / 1e3, gbPerS=gbs, rooflineGbPerS=roof,
+                                                 rooflineFraction=gbs / roof)))
+            del z, zm
+            torch.cuda.empty_cache()
+    if not args.no_save:
+        out = os.path.join(os.path.dirname(__file__), 'results', 'gpu.jsonl')
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, 'a') as fh:
+            fh.write('\n'.join(lines) + '\n')
+        print(f"appended {len(lines)} lines to {out}")
+
+
+if __name__ == '__main__':
+    main()
