@@ -1,0 +1,150 @@
+// Hostile inputs: every malformed argument is rejected with a TypeError or RangeError that names it, carries
+// code PAPO_INVALID_ARGUMENT, and never reaches native code unchecked; native code, called directly with the same
+// kind of garbage, checks again.
+import { describe, expect, it } from 'vitest';
+import { cuda, logProbsSync, papoLoss, papoLossSync } from '../lib';
+import { native } from '../lib/native';
+import type { PapoInputs, PapoOptions, Tensor } from '../lib/types';
+import { makeInputs } from './helpers';
+
+const N = 4, V = 50;
+const base = () => makeInputs({ N, V, mask: true });
+const logitsOf = (i: PapoInputs) => i.logits as Tensor;
+const with_ = (patch: Partial<Record<keyof PapoInputs | string, unknown>>) => ({ ...base(), ...patch }) as PapoInputs;
+const bf16Logits = (data: Uint16Array, dims = [N, V]) => ({ data, dims, type: 'bfloat16' as const });
+const detached = () => {
+  const data = new Float32Array(N * V);
+  structuredClone(data.buffer, { transfer: [data.buffer] });
+  return data;
+};
+const nanAt = (k: number) => { const i = base(); (i.logits as Tensor).data[k] = NaN; return i; };
+
+type Case = [string, () => unknown, typeof TypeError | typeof RangeError, RegExp];
+const T = TypeError, R = RangeError;
+const cases: Case[] = [
+  // tensors
+  ['inputs not an object', () => papoLossSync(null as unknown as PapoInputs), T, /^inputs: expected an object/],
+  ['logits missing', () => papoLossSync(with_({ logits: undefined })), T, /^logits: expected a tensor/],
+  ['logits a plain array', () => papoLossSync(with_({ logits: [1, 2, 3] })), T, /^logits: expected a tensor/],
+  ['logits.data wrong typed array', () => papoLossSync(with_({ logits: { data: new Float64Array(N * V), dims: [N, V], type: 'float32' } })), T, /^logits\.data: expected a Float32Array/],
+  ['bf16 data in a Float32Array', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N, V], type: 'bfloat16' } })), T, /^logits\.data: expected a Uint16Array/],
+  ['unsupported dtype', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N, V], type: 'float64' } })), R, /^logits\.type: expected 'float32', 'float16' or 'bfloat16'/],
+  ['dims not matching the data', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N, V + 1], type: 'float32' } })), R, /^logits\.data: dims \[4, 51\] need 204 elements/],
+  ['negative dims', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [-N, -V], type: 'float32' } })), R, /^logits\.dims: expected positive integers/],
+  ['fractional dims', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N / 3, V * 3], type: 'float32' } })), R, /^logits\.dims: expected positive integers/],
+  ['1-D dims', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N * V], type: 'float32' } })), T, /^logits\.dims: expected \[N, V\] or \[B, T, V\]/],
+  ['tfjs-style non-float32', () => papoLossSync(with_({ logits: { shape: [N, V], dtype: 'int32', dataSync: () => new Int32Array(N * V) } })), R, /^logits\.dtype: a tfjs-style tensor must be float32/],
+  ['maskedLogits dims mismatch', () => papoLossSync(with_({ maskedLogits: { data: new Float32Array(N * (V - 1)), dims: [N, V - 1], type: 'float32' } })), R, /^maskedLogits\.dims: expected \[4, 50\]/],
+  ['maskedLogits dtype mismatch', () => papoLossSync(with_({ maskedLogits: bf16Logits(new Uint16Array(N * V)) })), R, /^maskedLogits\.type: expected 'float32' like logits/],
+  ['detached logits buffer', () => papoLossSync(with_({ logits: { data: detached(), dims: [N, V], type: 'float32' } })), R, /^logits\.data: its ArrayBuffer is detached/],
+  ['NaN logits', () => papoLossSync(nanAt(V + 3)), R, /^logits contains NaN in row 1/],
+  ['+Infinity logits', () => { const i = base(); logitsOf(i).data[2 * V] = Infinity; return papoLossSync(i); }, R, /^logits contains \+Infinity in row 2/],
+  ['a row of -Infinity', () => { const i = base(); logitsOf(i).data.fill(-Infinity, V, 2 * V); return papoLossSync(i); }, R, /(logits row 1 has no finite entry|has logit -Infinity in logits)/],
+  // per-token arrays
+  ['tokens missing', () => papoLossSync(with_({ tokens: undefined })), T, /^tokens: expected an Int32Array/],
+  ['tokens wrong length', () => papoLossSync(with_({ tokens: new Int32Array(N + 1) })), R, /^tokens: expected 4 values/],
+  ['tokens out of range', () => papoLossSync(with_({ tokens: Int32Array.of(0, 1, V, 2) })), R, /^tokens: element 2 is 50, outside \[0, 50\)/],
+  ['tokens negative', () => papoLossSync(with_({ tokens: Int32Array.of(0, -1, 2, 3) })), R, /^tokens: element 1 is -1/],
+  ['tokens fractional', () => papoLossSync(with_({ tokens: [0, 1.5, 2, 3] })), T, /^tokens: expected an Int32Array/],
+  ['advantages wrong type', () => papoLossSync(with_({ advantages: 'high' })), T, /^advantages: expected a Float32Array/],
+  ['advantages wrong length', () => papoLossSync(with_({ advantages: new Float32Array(N + 2) })), R, /^advantages: expected 4 values \(per token\) or 1/],
+  ['advantages NaN', () => papoLossSync(with_({ advantages: Float32Array.of(0, NaN, 0, 0) })), R, /^advantages: element 1 is NaN/],
+  ['advantages Infinity', () => papoLossSync(with_({ advantages: Float32Array.of(0, 0, Infinity, 0) })), R, /^advantages: element 2 is Infinity/],
+  ['oldLogProbs wrong length', () => papoLossSync(with_({ oldLogProbs: new Float32Array(N - 1) })), R, /^oldLogProbs: expected 4 values/],
+  ['oldLogProbs NaN on a response token', () => papoLossSync(with_({ oldLogProbs: Float32Array.of(-1, NaN, -1, -1) })), R, /^oldLogProbs: element 1 is NaN/],
+  ['refLogProbs -Infinity', () => papoLossSync(with_({ refLogProbs: Float32Array.of(-1, -1, -Infinity, -1) }), { klCoef: 0.01 }), R, /^refLogProbs: element 2 is -Infinity/],
+  ['refLogProbs missing with klCoef', () => papoLossSync(with_({ refLogProbs: undefined }), { klCoef: 0.01 }), R, /^refLogProbs: required when klCoef > 0/],
+  ['maskedLogProbs NaN', () => papoLossSync(with_({ maskedLogits: undefined, maskedLogProbs: Float32Array.of(-1, NaN, -1, -1) })), R, /^maskedLogProbs: element 1 is NaN/],
+  ['maskedLogits and maskedLogProbs both', () => papoLossSync(with_({ maskedLogProbs: new Float32Array(N) })), R, /^maskedLogProbs: give maskedLogits or maskedLogProbs, not both/],
+  ['responseMask negative', () => papoLossSync(with_({ responseMask: Float32Array.of(1, -1, 1, 1) })), R, /^responseMask: element 1 is -1/],
+  ['responseMask wrong length', () => papoLossSync(with_({ responseMask: new Uint8Array(N + 1) })), R, /^responseMask: expected 4 values/],
+  ['seqLengths not adding up', () => papoLossSync(with_({ seqLengths: Int32Array.of(2, 1) })), R, /^seqLengths: they add up to 3, but logits have N = 4 rows/],
+  ['seqLengths negative', () => papoLossSync(with_({ seqLengths: Int32Array.of(5, -1) })), R, /^seqLengths: element 1 is -1/],
+  ['seqLengths with [B, T, V]', () => papoLossSync({ ...makeInputs({ dims: [2, 2, V] }), seqLengths: [2, 2] }), R, /^seqLengths: only for packed/],
+  ['misspelt input name', () => papoLossSync(with_({ maskedLogit: base().maskedLogits })), R, /^inputs: unknown input 'maskedLogit' \(did you mean 'maskedLogits'\?\)/],
+  // options
+  ['options not an object', () => papoLossSync(base(), 3 as unknown as PapoOptions), T, /^options: expected an object/],
+  ['temperature 0', () => papoLossSync(base(), { temperature: 0 }), R, /^options\.temperature/],
+  ['temperature negative', () => papoLossSync(base(), { temperature: -1 }), R, /^options\.temperature/],
+  ['temperature NaN', () => papoLossSync(base(), { temperature: NaN }), R, /^options\.temperature/],
+  ['clipLow 1', () => papoLossSync(base(), { clipLow: 1 }), R, /^options\.clipLow/],
+  ['clipLow negative', () => papoLossSync(base(), { clipLow: -0.1 }), R, /^options\.clipLow/],
+  ['clipHigh negative', () => papoLossSync(base(), { clipHigh: -0.2 }), R, /^options\.clipHigh/],
+  ['clipDual 1', () => papoLossSync(base(), { clipDual: 1 }), R, /^options\.clipDual/],
+  ['perceptionClip lo > hi', () => papoLossSync(base(), { perceptionClip: [0.5, 0.1] }), R, /^options\.perceptionClip/],
+  ['perceptionClip not a pair', () => papoLossSync(base(), { perceptionClip: [0.1] as unknown as [number, number] }), T, /^options\.perceptionClip/],
+  ['unknown preset', () => papoLossSync(base(), { preset: 'papo-x' as 'grpo' }), R, /^options\.preset/],
+  ['unknown estimator', () => papoLossSync(base(), { perceptionEstimator: 'k4' as 'k3' }), R, /^options\.perceptionEstimator/],
+  ['unknown aggregation', () => papoLossSync(base(), { lossAgg: 'token-sum' as 'token-mean' }), R, /^options\.lossAgg/],
+  ['unknown entropy mode', () => papoLossSync(base(), { entropyMode: 'both' as 'full' }), R, /^options\.entropyMode/],
+  ['unknown backend', () => papoLossSync(base(), { backend: 'gpu' as 'cuda' }), R, /^options\.backend/],
+  ['misspelt option', () => papoLossSync(base(), { perceptionCoeff: 0.1 } as PapoOptions), R, /^options: unknown option 'perceptionCoeff' \(did you mean 'perceptionCoef'\?\)/],
+  ['negative coefficient', () => papoLossSync(base(), { perceptionCoef: -0.1 }), R, /^options\.perceptionCoef/],
+  ['lossScale 0', () => papoLossSync(base(), { lossScale: 0 }), R, /^options\.lossScale/],
+  ['in place with float32 gradients of bf16', () => papoLossSync({ ...base(), logits: bf16Logits(new Uint16Array(N * V)), maskedLogits: bf16Logits(new Uint16Array(N * V)) }, { inPlace: true, gradType: 'float32' }), R, /^options\.gradType/],
+  ['in place with two paths sharing memory', () => { const i = base(); return papoLossSync({ ...i, maskedLogits: i.logits }, { inPlace: true }); }, R, /^options\.inPlace: logits and maskedLogits share memory/],
+  ['logProbs with an unknown option', () => logProbsSync(base().logits, base().tokens, { temp: 1 } as object), R, /^options: unknown option 'temp'/],
+  ['a disposed DeviceTensor', () => { const t = cuda.wrap(0x10000n, [N, V], 'float32'); t.dispose(); return papoLossSync(with_({ logits: t, maskedLogits: undefined }), { perceptionCoef: 0, maskedEntropyCoef: 0 }); }, R, /^logits: the DeviceTensor was disposed/],
+];
+
+describe(`${cases.length} malformed inputs are rejected, naming the argument`, () => {
+  it('there are at least 40', () => expect(cases.length).toBeGreaterThanOrEqual(40));
+  for (const [name, fn, ctor, message] of cases) {
+    it(name, () => {
+      let err: unknown = null;
+      try {
+        fn();
+      } catch (e) {
+        err = e;
+      }
+      expect(err, 'no error thrown').toBeInstanceOf(ctor);
+      expect((err as Error).message).toMatch(message);
+      expect((err as { code: string }).code).toBe('PAPO_INVALID_ARGUMENT');
+    });
+  }
+  it('the async entry point rejects the promise instead of throwing', async () => {
+    await expect(papoLoss(with_({ tokens: new Int32Array(1) }))).rejects.toThrow(/^tokens: expected 4 values/);
+  });
+});
+
+describe('native code checks again (descriptors that bypass the TypeScript checks)', () => {
+  const good = () => {
+    const i = base();
+    return {
+      backend: 0, onDevice: false, N, V, temperature: 1, logits: logitsOf(i).data, dtype: 0, tokens: i.tokens as Int32Array,
+      advantages: i.advantages as Float32Array, seqLengths: Int32Array.of(N),
+      params: { clipLow: 0.2, clipHigh: 0.3, clipDual: 3, klCoef: 0, klEstimator: 2, perceptionCoef: 0, perceptionEstimator: 2,
+        entropyCoef: 0, maskedEntropyCoef: 0, entropyMode: 0, detachMasked: false },
+      lossAgg: 0, lossScale: 0, normScale: N, outLogProbs: new Float32Array(N), outEntropy: new Float32Array(N),
+    } as Record<string, unknown>;
+  };
+  const bad: [string, (d: Record<string, unknown>) => void, RegExp][] = [
+    ['short logits', (d) => { d.logits = new Float32Array(N * V - 1); }, /logits: expected 200 elements/],
+    ['logits of the wrong type', (d) => { d.logits = new Float64Array(N * V); }, /logits: wrong typed array type/],
+    ['token out of range', (d) => { d.tokens = Int32Array.of(0, 1, 2, V); }, /tokens\[3\] = 50 is outside/],
+    ['NaN advantage', (d) => { d.advantages = Float32Array.of(0, NaN, 0, 0); }, /advantages\[1\] is not finite/],
+    ['temperature 0', (d) => { d.temperature = 0; }, /temperature: expected a finite number > 0/],
+    ['clipDual 1', (d) => { (d.params as Record<string, number>).clipDual = 1; }, /clipDual: expected a finite number > 1/],
+    ['fractional N', (d) => { d.N = 2.5; }, /N: expected a positive integer/],
+    ['seqLengths not adding up', (d) => { d.seqLengths = Int32Array.of(1); }, /seqLengths: they add up to 1/],
+    ['gradient overlapping the logits', (d) => { d.gradLogits = (d.logits as Float32Array).subarray(1, 1 + N * V - 1); d.gradType = 0; }, /gradLogits: expected 200 elements/],
+    ['unknown backend code', (d) => { d.backend = 7; }, /backend: unknown value/],
+    ['device memory on the cpu backend', (d) => { d.onDevice = true; }, /onDevice: device memory needs a CUDA backend/],
+  ];
+  for (const [name, mutate, message] of bad) {
+    it(name, () => {
+      const d = good();
+      mutate(d);
+      let err: unknown = null;
+      try {
+        native().papoLoss(d as never, false);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(RangeError);
+      expect((err as Error).message).toMatch(message);
+      expect((err as { code: string }).code).toBe('PAPO_INVALID_ARGUMENT');
+    });
+  }
+  it('the good descriptor runs', () => expect(native().papoLoss(good() as never, false).tokens).toBe(N));
+});
