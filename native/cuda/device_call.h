@@ -47,7 +47,7 @@ struct DeviceCall {
   LossParams params;
   TokenInputs tok;
   RowOut* out = nullptr;
-  int32_t kernel = 2;  // CudaKernel
+  int32_t kernel = 2;  // CudaKernel (papo_cuda.h)
   int blocks = 0;      // grid size for the row kernels (rows are looped over it)
 };
 

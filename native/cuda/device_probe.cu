@@ -8,7 +8,9 @@
 
 namespace papo {
 
-CudaProbe probe_cuda() {
+namespace {
+
+CudaProbe probe_once() {
   CudaProbe p;
   p.built = true;
   p.architectures = PAPO_CUDA_ARCHITECTURES;
@@ -29,6 +31,15 @@ CudaProbe probe_cuda() {
   }
   if (p.devices.empty()) p.status = "no CUDA device found";
   return p;
+}
+
+}  // namespace
+
+// The devices of a process do not change: probe once (every 'cuda'/'auto' call asks, and device properties are
+// slow to query), thread-safely on first use.
+CudaProbe probe_cuda() {
+  static const CudaProbe probe = probe_once();
+  return probe;
 }
 
 }  // namespace papo

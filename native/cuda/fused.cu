@@ -14,11 +14,11 @@
 
 #include <algorithm>
 
-#include "../papo_math.h"
-#include "../row_errors.h"
 #include "cuda_resources.h"
 #include "device_call.h"
+#include "papo_cuda.h"
 #include "row_block.cuh"
+#include "row_terms.cuh"
 
 namespace papo {
 namespace cuda {
@@ -29,29 +29,9 @@ __device__ RowOut row_out(const DeviceCall& c, int64_t row, const RowStats& s, c
   RowOut o{};
   o.s = s;
   o.ms = ms;
-  if (s.status != ROW_OK) {
-    o.status = s.status;
-    return o;
-  }
-  if (c.hasMaskedLogits && ms.status != ROW_OK) {
-    o.status = ms.status;
-    o.onMasked = 1;
-    return o;
-  }
   o.lp = (double)s.targetScaled - s.lse;
-  if (c.hasMaskedLogits) o.a = (double)ms.targetScaled - ms.lse;
-  else if (c.tok.maskedLogProbs) o.a = c.tok.maskedLogProbs[row];
-  if (!c.terms) return o;
-  const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
-  if (m == 0.0) return o;  // o.t stays zero: no loss, zero gradient
-  if (isinf(o.lp) || isinf(o.a)) {
-    o.status = kTargetExcluded;
-    o.onMasked = !isinf(o.lp);
-    return o;
-  }
-  o.t = token_terms(c.params, o.lp, o.a, s.entropy, c.hasMaskedLogits ? ms.entropy : 0.0,
-                    c.tok.oldLogProbs ? c.tok.oldLogProbs[row] : 0.0, c.tok.refLogProbs ? c.tok.refLogProbs[row] : 0.0,
-                    c.tok.advantages[row], c.tok.wAgg[row], c.tok.wEnt[row]);
+  o.a = (double)ms.targetScaled - ms.lse;
+  finish_row(c, row, o);
   return o;
 }
 
@@ -124,7 +104,7 @@ int env_int(const char* name) {
 
 void run_rows_fused(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
   with_kernel(c, [&](Kernel, Launch run) {
-    if (c.kernel == 1 /* KERNEL_TWO_PASS */ && phase == PHASE_BOTH) {
+    if (c.kernel == KERNEL_TWO_PASS && phase == PHASE_BOTH) {
       run(c, ch, PHASE_FORWARD, stream);
       run(c, ch, PHASE_BACKWARD, stream);
     } else {
@@ -144,7 +124,7 @@ int fused_blocks(const DeviceCall& c) {
     return cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, k, kThreads, 0), "cudaOccupancy"), 0;
   });
   const int64_t full = (int64_t)sms * std::max(perSm, 1);
-  if (c.kernel != 2 /* KERNEL_FUSED */) return (int)full;
+  if (c.kernel != KERNEL_FUSED) return (int)full;
   // The fused kernel re-reads each row of its pair after the statistics: keep the pairs in flight within half of
   // L2 (the other half serves the streaming traffic), but never fewer blocks than SMs.
   const int64_t esz = c.dtype == DT_F32 ? 4 : 2;

@@ -12,11 +12,10 @@
 #include <algorithm>
 #include <memory>
 
-#include "../papo_math.h"
-#include "../row_errors.h"
 #include "cuda_resources.h"
 #include "device_call.h"
 #include "row_block.cuh"
+#include "row_terms.cuh"
 
 namespace papo {
 namespace cuda {
@@ -93,28 +92,13 @@ __global__ void naive_terms(const DeviceCall c, int64_t rowBegin, int64_t rows, 
   RowOut o{};
   o.s.entropy = H[r];
   o.s.status = st[r];
+  o.lp = lp[r];
   if (mst) {
     o.ms.entropy = mH[r];
     o.ms.status = mst[r];
+    o.a = mlp[r];
   }
-  o.status = st[r] != ROW_OK ? st[r] : (mst && mst[r] != ROW_OK ? mst[r] : ROW_OK);
-  o.onMasked = st[r] == ROW_OK && o.status != ROW_OK;
-  if (o.status == ROW_OK) {
-    o.lp = lp[r];
-    o.a = mlp ? mlp[r] : (c.tok.maskedLogProbs ? c.tok.maskedLogProbs[row] : 0.0);
-    const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
-    if (c.terms && m != 0.0) {
-      if (isinf(o.lp) || isinf(o.a)) {
-        o.status = kTargetExcluded;
-        o.onMasked = !isinf(o.lp);
-      } else {
-        o.t = token_terms(c.params, o.lp, o.a, o.s.entropy, mst ? o.ms.entropy : 0.0,
-                          c.tok.oldLogProbs ? c.tok.oldLogProbs[row] : 0.0,
-                          c.tok.refLogProbs ? c.tok.refLogProbs[row] : 0.0, c.tok.advantages[row], c.tok.wAgg[row],
-                          c.tok.wEnt[row]);
-      }
-    }
-  }
+  finish_row(c, row, o);
   c.out[row] = o;
 }
 

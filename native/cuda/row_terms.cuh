@@ -1,0 +1,38 @@
+// One row's verdict and token terms, shared by the fused kernels and the naive chain: given both paths'
+// statistics (o.s, o.ms) and sampled-token log-probs (o.lp, and o.a when there are masked logits), set o.status
+// and o.t the way the CPU backend does (papo_cpu.cpp), with token_terms() from papo_math.h.
+#pragma once
+
+#include "../papo_math.h"
+#include "../row_errors.h"
+#include "device_call.h"
+
+namespace papo {
+namespace cuda {
+
+__device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
+  if (o.s.status != ROW_OK) {
+    o.status = o.s.status;
+    return;
+  }
+  if (c.hasMaskedLogits && o.ms.status != ROW_OK) {
+    o.status = o.ms.status;
+    o.onMasked = 1;
+    return;
+  }
+  if (!c.hasMaskedLogits) o.a = c.tok.maskedLogProbs ? c.tok.maskedLogProbs[row] : 0.0;
+  if (!c.terms) return;
+  const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
+  if (m == 0.0) return;  // o.t stays zero: no loss, zero gradient
+  if (isinf(o.lp) || isinf(o.a)) {
+    o.status = kTargetExcluded;
+    o.onMasked = !isinf(o.lp);
+    return;
+  }
+  o.t = token_terms(c.params, o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0,
+                    c.tok.oldLogProbs ? c.tok.oldLogProbs[row] : 0.0, c.tok.refLogProbs ? c.tok.refLogProbs[row] : 0.0,
+                    c.tok.advantages[row], c.tok.wAgg[row], c.tok.wEnt[row]);
+}
+
+}  // namespace cuda
+}  // namespace papo
