@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "cpu/row_kernels.h"
+#include "row_types.h"
 #include "papo_math.h"
 
 namespace papo {

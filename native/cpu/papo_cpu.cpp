@@ -8,7 +8,8 @@
 
 #include "../aggregation.h"
 #include "../row_errors.h"
-#include "thread_pool.h"
+#include "../thread_pool.h"
+#include "row_kernels.h"
 
 namespace papo {
 

@@ -4,21 +4,9 @@
 
 #include <stdint.h>
 
+#include "../row_types.h"
+
 namespace papo {
-
-enum DType : int32_t { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
-
-enum RowStatus : int32_t { ROW_OK = 0, ROW_NAN = 1, ROW_POS_INF = 2, ROW_NO_FINITE = 3 };
-
-// Statistics of x = z / tau over one row. lse = maxScaled + logSum, entropy = logSum - sum(e (x - max)) / sum(e).
-struct RowStats {
-  double lse;
-  double entropy;
-  float maxScaled;     // max_j x_j
-  float logSum;        // log sum_j exp(x_j - max)
-  float targetScaled;  // x_o, the sampled token's scaled logit
-  int32_t status;
-};
 
 // dL/dz_j = invTau * [ gLp (1[j = o] - p_j) - gH p_j (log p_j + H) ], p_j recomputed from the row statistics.
 struct RowGrad {

@@ -55,7 +55,10 @@ RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t t
       }
     const float bm = hmax(mx) * invTau;
     if (bm == INFINITY) {
+      // NaN anywhere in the row outranks +Infinity (row_types.h), so look at the rest of the row first.
       st.status = ROW_POS_INF;
+      for (int64_t j = b0 + len; j < V; ++j)
+        if (load_one<S>(row + j) != load_one<S>(row + j)) st.status = ROW_NAN;
       return st;
     }
     if (bm == -INFINITY) continue;  // an all-excluded block adds nothing

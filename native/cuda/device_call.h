@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../cpu/row_kernels.h"
+#include "../row_types.h"
 #include "../papo_math.h"
 
 namespace papo {

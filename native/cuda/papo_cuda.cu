@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../aggregation.h"
-#include "../cpu/thread_pool.h"
+#include "../thread_pool.h"
 #include "../row_errors.h"
 #include "cuda_resources.h"
 #include "device_call.h"

@@ -17,7 +17,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "../cpu/row_kernels.h"
+#include "../row_types.h"
 
 namespace papo {
 namespace cuda {

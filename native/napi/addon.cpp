@@ -7,7 +7,7 @@
 #include <string>
 
 #include "../cpu/papo_cpu.h"
-#include "../cpu/thread_pool.h"
+#include "../thread_pool.h"
 #include "../cuda/device_probe.h"
 #include "../cuda/papo_cuda.h"
 #include "args.h"

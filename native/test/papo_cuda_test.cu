@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "../../cpu/papo_cpu.h"
-#include "../papo_cuda.h"
+#include "../cpu/papo_cpu.h"
+#include "../cuda/papo_cuda.h"
 
 using namespace papo;
 
