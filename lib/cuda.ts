@@ -11,7 +11,14 @@ export interface DeviceOptions {
   device?: number;
 }
 export interface WrapOptions extends DeviceOptions {
-  /** A cudaStream_t of the owning runtime: papo-kernels' kernels on this tensor run on it. */
+  /**
+   * The cudaStream_t the owning runtime writes this memory on (default 0n). A papoLoss or logProbs call with
+   * these logits runs its copies and kernels on that stream, after the work already enqueued there, and
+   * returns once they are done; its gradient DeviceTensors carry the same stream. 0n is the legacy default
+   * stream (cudaStream_t 0), which also orders the call after the work of every blocking stream of the device
+   * (a stream created without cudaStreamNonBlocking): pass the producer's real stream when it has one. A
+   * maskedLogits tensor on another stream is waited for too, and its stream waits for the call.
+   */
   stream?: bigint;
 }
 
@@ -25,7 +32,8 @@ export class DeviceTensor {
   readonly type: DType;
   readonly device: number;
   readonly byteLength: number;
-  /** The stream the owning runtime uses for this memory (0n: the call's own stream). */
+  /** The stream this memory is used on (WrapOptions.stream): papo-kernels' work on it is ordered on this stream.
+   * 0n is the legacy default stream; cuda.upload() gives 0n, papoLoss gradients their logits' stream. */
   readonly stream: bigint;
   #pointer: bigint;
   #handle: unknown;  // the native allocation when owned, else null
@@ -101,11 +109,12 @@ export function requireDevice(device: number, what: string): void {
     throw rangeError(`${what}.device`, `device ${device} does not exist (${i.cudaDevices.length} device(s))`);
 }
 
-/** Device memory of papo-kernels' own (uninitialised unless zero). */
-export function allocDevice(dims: readonly number[], type: DType, device: number, zero: boolean): DeviceTensor {
+/** Device memory of papo-kernels' own (uninitialised unless zero), used on `stream` (default 0n: the legacy
+ * default stream). The allocation itself is complete on return (zeroing too), whatever the stream. */
+export function allocDevice(dims: readonly number[], type: DType, device: number, zero: boolean, stream = 0n): DeviceTensor {
   const bytes = dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[type];
   const { handle, ptr } = native().cudaAlloc(bytes, device, zero);
-  return new DeviceTensor(owner, ptr, dims, type, device, 0n, handle);
+  return new DeviceTensor(owner, ptr, dims, type, device, stream, handle);
 }
 
 export const cuda = {
@@ -115,7 +124,7 @@ export const cuda = {
     return !!b && b.info().cudaDevices.length > 0;
   },
 
-  /** Copies a host tensor to a device. */
+  /** Copies a host tensor to a device (complete on return). The tensor's stream is 0n, the legacy default stream. */
   upload(tensor: TensorLike, options?: DeviceOptions): DeviceTensor {
     const t = toTensor('tensor', tensor);
     if (t.device) throw typeError('tensor', 'a host tensor (this one is already a DeviceTensor)');
@@ -142,6 +151,22 @@ export const cuda = {
     const stream = options?.stream ?? 0n;
     if (typeof stream !== 'bigint' || stream < 0n) throw typeError('options.stream', 'a cudaStream_t as a bigint', stream);
     return new DeviceTensor(owner, pointer, dims, type, device, stream, null);
+  },
+
+  /** A non-blocking CUDA stream on `device` (for cuda.wrap's `stream` when the caller has none of its own, and
+   * for ordering work around papo-kernels' calls). Release it with destroyStream. */
+  createStream(options?: DeviceOptions): bigint {
+    const device = deviceIndex(options, 'options');
+    requireDevice(device, 'cuda.createStream');
+    return native().cudaStreamCreate(device);
+  },
+
+  /** Releases a stream from createStream: returns at once, work already on it completes. */
+  destroyStream(stream: bigint, options?: DeviceOptions): void {
+    if (typeof stream !== 'bigint' || stream <= 0n) throw typeError('stream', 'a stream from cuda.createStream()', stream);
+    const device = deviceIndex(options, 'options');
+    requireDevice(device, 'cuda.destroyStream');
+    native().cudaStreamDestroy(stream, device);
   },
 
   /** Device memory counters: free/total bytes, and papo-kernels' live allocations (for leak checks). */

@@ -17,7 +17,12 @@ export type NativeTensor = Float32Array | Uint16Array | NativeDeviceRecord;
 export interface NativePlacement {
   onDevice: boolean;
   device?: number;
+  /** onDevice: the logits' cudaStream_t, which the call runs on (0n: the legacy default stream). Host data: a
+   * stream of the call's own. */
   stream?: bigint;
+  /** onDevice with DeviceTensor maskedLogits: their stream. When it differs from `stream`, the call waits for
+   * its earlier work and its later work waits for the call. */
+  maskedStream?: bigint;
 }
 
 /** What lib/papo.ts hands native code for papoLoss (validated already; native checks again). */
@@ -84,7 +89,26 @@ export interface NativeInfo {
   cudaDevices: { index: number; name: string; computeCapability: string; totalMemory: number; multiprocessors: number }[];
 }
 
-export interface NativeBinding {
+/** What the emulated CUDA runtime counts (build/Emulated only). */
+export interface NativeEmulatorStats {
+  deviceSyncs: number;
+  hostAllocs: number;
+  liveHostBytes: number;
+  liveDeviceBytes: number;
+  contexts: number[];
+}
+
+/** The test hooks of the emulated build (build/Emulated, PAPO_CUDA_EMULATE=1); release builds lack them. */
+export interface NativeEmulator {
+  /** Makes the nth next call of that kind fail. */
+  emuInjectFault(kind: 'cudaMalloc' | 'cudaHostAlloc' | 'launch' | 'memcpy', nth: number): void;
+  emuStats(): NativeEmulatorStats;
+  emuReset(): void;
+  /** Makes the next cudaAlloc throw (PAPO_INTERNAL) right before its allocation gets a JavaScript handle. */
+  emuFailNextExternal(): void;
+}
+
+export interface NativeBinding extends Partial<NativeEmulator> {
   info(): NativeInfo;
   papoLoss(desc: NativePapoDesc, async: false): NativeMetrics;
   papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
@@ -95,6 +119,8 @@ export interface NativeBinding {
   cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
   cudaCopyDevice(dst: bigint, src: bigint, bytes: number, device: number): void;
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
+  cudaStreamCreate(device: number): bigint;
+  cudaStreamDestroy(stream: bigint, device: number): void;
 }
 
 export function packageRoot(): string {
@@ -111,10 +137,20 @@ export function packageRoot(): string {
 let binding: NativeBinding | null = null;
 let loadError: Error | null = null;
 
-/** The addon, or null with the reason in nativeLoadError(). */
+/** The addon, or null with the reason in nativeLoadError(). PAPO_ADDON_PATH names the file; else
+ * PAPO_CUDA_EMULATE=1 picks the build on the emulated CUDA runtime (build/Emulated, the tests' GPU stand-in),
+ * and build/Release otherwise. Both variables are read at the first load. */
 export function tryNative(): NativeBinding | null {
   if (binding || loadError) return binding;
-  const file = process.env.PAPO_ADDON_PATH || path.join(packageRoot(), 'build', 'Release', 'papo_kernels.node');
+  const emulated = !process.env.PAPO_ADDON_PATH && process.env.PAPO_CUDA_EMULATE === '1';
+  const file = process.env.PAPO_ADDON_PATH ||
+    path.join(packageRoot(), 'build', emulated ? 'Emulated' : 'Release', 'papo_kernels.node');
+  if (emulated && !fs.existsSync(file)) {
+    loadError = new Error(`papo-kernels: PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing ` +
+      `(${file}); 'npm install' in the papo-kernels repository builds it (a consumer install of the package does ` +
+      `not). Only backend 'reference' works without it.`);
+    return null;
+  }
   try {
     binding = require(file) as NativeBinding;
   } catch (e) {

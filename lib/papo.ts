@@ -3,7 +3,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
 import { resolveOptions, klEstimators, lossAggs, type ResolvedOptions } from './options';
-import { BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics, type NativePapoDesc } from './native';
+import {
+  BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
+  type NativePapoDesc, type NativePlacement,
+} from './native';
 import { fromFloat64 } from './dtype';
 import { referencePapo } from './reference';
 import { allocDevice, cuda, DeviceTensor, requireDevice } from './cuda';
@@ -45,7 +48,9 @@ function gradBuffer(call: PreparedCall, path: 'logits' | 'maskedLogits'): Grad {
   const t = call[path]!;
   if (call.opts.inPlace) return { data: t.data, device: t.device, type: t.type };
   const type: DType = call.opts.gradType === 'float32' ? 'float32' : t.type;
-  if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false), type };
+  // Written by the call on the logits' stream (the masked gradient too), so download() is ordered after it.
+  const stream = call.logits.device?.stream ?? 0n;
+  if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false, stream), type };
   const n = call.N * call.V;
   return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), device: null, type };
 }
@@ -55,9 +60,13 @@ function nativeTensor(t: { data: Float32Array | Uint16Array | null; device: Devi
   return t.device ? { ptr: t.device.pointer, bytes: t.device.byteLength } : t.data!;
 }
 
-function placement(call: PreparedCall) {
+/** Device data runs on the logits' stream (0n: the legacy default stream), ordered with the masked logits' own
+ * stream when that differs; host data on a stream of the call's own. */
+function placement(call: PreparedCall): NativePlacement {
   const d = call.logits.device;
-  return d ? { onDevice: true, device: d.device, stream: d.stream } : { onDevice: false };
+  if (!d) return { onDevice: false };
+  const m = call.maskedLogits?.device;
+  return { onDevice: true, device: d.device, stream: d.stream, ...(m ? { maskedStream: m.stream } : {}) };
 }
 
 function nativeDesc(call: PreparedCall, backend: Resolved) {

@@ -10,6 +10,12 @@ const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
 const addonPath = path.join(root, 'build', 'Release', 'papo_kernels.node');
+const emulatedPath = path.join(root, 'build', 'Emulated', 'papo_kernels.node');
+
+// The emulated CUDA device (native/cuda/emulator) is for this repository's own tests: built by `npm install`
+// in a checkout (which has test/), not in a consumer's install. PAPO_EMULATED_BUILD=1|0 overrides.
+const ownCheckout = fs.existsSync(path.join(root, 'test')) && !root.split(path.sep).includes('node_modules');
+const emulated = process.env.PAPO_EMULATED_BUILD ? process.env.PAPO_EMULATED_BUILD !== '0' : ownCheckout;
 
 function onPath(cmd) {
   return spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
@@ -36,7 +42,14 @@ if (wanted === 'gyp' || (wanted !== 'cmake' && !onPath('cmake'))) {
   ok = run(process.execPath, [nodeGypScript(), 'rebuild', '-j', jobs]);
 } else {
   how = 'cmake-js';
-  ok = run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'build', '--parallel', jobs, '--log-level', 'warn']);
+  // cmake-js build reuses a configured tree as it is: configure again when PAPO_EMULATED must change.
+  const cache = path.join(root, 'build', 'CMakeCache.txt');
+  const cached = fs.existsSync(cache) && /^PAPO_EMULATED:BOOL=(\w+)/m.exec(fs.readFileSync(cache, 'utf8'));
+  if (cached && (cached[1] === 'ON') !== emulated)
+    run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'configure', '--log-level', 'warn',
+      `--CDPAPO_EMULATED=${emulated ? 'ON' : 'OFF'}`]);
+  ok = run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'build', '--parallel', jobs, '--log-level', 'warn',
+    `--CDPAPO_EMULATED=${emulated ? 'ON' : 'OFF'}`]);
 }
 if (!ok || !fs.existsSync(addonPath)) {
   console.error(`papo-kernels: the native build with ${how} failed (see above).` +
@@ -49,4 +62,7 @@ const cuda = info.cudaBuilt
   ? `CUDA ${Math.floor(info.cudaRuntimeVersion / 1000)}.${(info.cudaRuntimeVersion % 1000) / 10} for sm ${info.cudaArchitectures}` +
     (info.cudaDevices.length ? ` (${info.cudaDevices.length} device(s))` : ` (no device here: ${info.cudaStatus})`)
   : `CUDA skipped: ${info.cudaStatus}`;
-console.log(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}`);
+const emu = how !== 'cmake-js' || !emulated ? '' : fs.existsSync(emulatedPath)
+  ? '; emulated CUDA device for the tests (PAPO_CUDA_EMULATE=1)' : '; the emulated CUDA device did not build';
+console.log(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}${emu}`);
+if (how === 'cmake-js' && emulated && !fs.existsSync(emulatedPath)) process.exit(1);

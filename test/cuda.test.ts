@@ -1,101 +1,42 @@
-// The CUDA backends. On a machine without a GPU: info() reports no device, every CUDA entry point fails with
-// PAPO_UNSUPPORTED and the reason, and DeviceTensor views are checked in TypeScript. On a GPU machine: parity of
-// 'cuda' and 'cuda-naive' with 'cpu' on every option, preset, dtype and layout, host-staged and device-resident,
-// in place and not (fp32 within 1e-5 relative, fp16/bf16 within 1e-2).
+// The CUDA backends against the CPU backend (itself checked against the float64 reference): every kernel family
+// (fused v2, two-pass v1, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
+// in place and not. On a machine without a GPU this runs on the emulated device (native/cuda/emulator), which
+// executes the same CUDA sources and fails where a GPU would; on a GPU machine it runs on the GPU. Same
+// assertions either way. Tolerances: fp32 within 1e-5 relative, fp16/bf16 within 1e-2.
+import { cudaTarget, emulated } from './cuda-target';
 import { describe, expect, it } from 'vitest';
-import { cuda, DeviceTensor, info, logProbsSync, papoLoss, papoLossSync, presets } from '../lib';
+import { cuda, DeviceTensor, info, logProbs, logProbsSync, papoLoss, papoLossSync, presets } from '../lib';
 import type { DType, PapoInputs, PapoOptions, PapoResult, Tensor } from '../lib/types';
-import { expectClose, expectNumberClose, makeInputs, maxAbs, values } from './helpers';
+import { codeOf, expectClose, expectNumberClose, makeInputs, maxAbs, values } from './helpers';
 
-const gpu = cuda.available();
-const noGpuReason = gpu ? '' : `no CUDA device here (${info().cudaStatus})`;
-if (!gpu) console.warn(`test/cuda.test.ts: GPU parity tests skipped: ${noGpuReason}`);
-
-function codeOf(fn: () => unknown): { code?: string; message: string; name: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as { code?: string; message: string; name: string };
+/** Runs fn with environment variables set (read by native code at each call), then restores them. */
+async function withEnv<T>(env: Record<string, string | undefined>, fn: () => T | Promise<T>): Promise<T> {
+  const saved: Record<string, string | undefined> = {};
+  for (const k of Object.keys(env)) {
+    saved[k] = process.env[k];
+    if (env[k] === undefined) delete process.env[k];
+    else process.env[k] = env[k];
   }
-  throw new Error('expected a throw');
+  try {
+    return await fn();
+  } finally {
+    for (const k of Object.keys(saved)) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  }
 }
 
-describe('CUDA without a device', () => {
-  it.skipIf(gpu)('info() reports no device and the reason', () => {
-    const i = info();
-    expect(i.cudaDevices).toEqual([]);
-    expect(i.cudaStatus.length).toBeGreaterThan(0);
-    expect(i.backends).not.toContain('cuda');
-  });
-  it.skipIf(gpu)("backends 'cuda' and 'cuda-naive' fail with PAPO_UNSUPPORTED and the reason", () => {
-    for (const backend of ['cuda', 'cuda-naive'] as const) {
-      const e = codeOf(() => papoLossSync(makeInputs(), { backend }));
-      expect(e.code).toBe('PAPO_UNSUPPORTED');
-      expect(e.message).toMatch(new RegExp(`backend '${backend}' is not available: .*(no CUDA device|not part of this build)`));
-      expect(codeOf(() => logProbsSync(makeInputs().logits, makeInputs().tokens, { backend })).code).toBe('PAPO_UNSUPPORTED');
-    }
-  });
-  it.skipIf(gpu)('cuda.upload fails with PAPO_UNSUPPORTED', () => {
-    const e = codeOf(() => cuda.upload(makeInputs().logits as Tensor));
-    expect(e.code).toBe('PAPO_UNSUPPORTED');
-    expect(e.message).toMatch(/cuda.upload is not available/);
-  });
-  it("'auto' runs small host data on the CPU", () => {
-    expect(papoLossSync(makeInputs(), { backend: 'auto' }).backend).toBe('cpu');
-  });
-});
-
-describe('DeviceTensor views (no device needed)', () => {
-  const wrapped = () => cuda.wrap(0x7f0000000000n, [8, 300], 'float32');
-  it('wrap describes the memory without touching it', () => {
-    const t = wrapped();
-    expect(t).toBeInstanceOf(DeviceTensor);
-    expect(t.dims).toEqual([8, 300]);
-    expect(t.byteLength).toBe(8 * 300 * 4);
-    expect(t.owned).toBe(false);
-    expect(t.pointer).toBe(0x7f0000000000n);
-  });
-  it('wrap checks its arguments', () => {
-    expect(codeOf(() => cuda.wrap(0n, [2, 3], 'float32')).name).toBe('TypeError');
-    expect(codeOf(() => cuda.wrap(0x1001n, [2, 3], 'bfloat16')).message).toMatch(/pointer: not aligned/);
-    expect(codeOf(() => cuda.wrap(0x1000n, [2, 0], 'float32')).message).toMatch(/dims/);
-    expect(codeOf(() => cuda.wrap(0x1000n, [2, 3], 'int8' as DType)).message).toMatch(/type: expected/);
-    expect(codeOf(() => cuda.wrap(0x1000n, [2, 3], 'float32', { device: -1 })).message).toMatch(/options.device/);
-  });
-  it('a host backend refuses DeviceTensor logits, naming the argument', () => {
-    const inputs = { ...makeInputs(), logits: wrapped(), maskedLogits: wrapped() };
-    for (const backend of ['cpu', 'reference'] as const) {
-      const e = codeOf(() => papoLossSync(inputs, { backend }));
-      expect(e.name).toBe('RangeError');
-      expect(e.message).toMatch(new RegExp(`logits: is a DeviceTensor; backend '${backend}' needs host data`));
-    }
-  });
-  it('host and device paths cannot be mixed', () => {
-    const inputs = { ...makeInputs(), maskedLogits: wrapped() };
-    expect(codeOf(() => papoLossSync(inputs)).message).toMatch(/maskedLogits: expected host data like logits/);
-  });
-  it('a disposed DeviceTensor cannot be used', () => {
-    const t = wrapped();
-    t.dispose();
-    t.dispose();  // idempotent
-    expect(t.disposed).toBe(true);
-    expect(codeOf(() => t.pointer).message).toMatch(/pointer: the DeviceTensor was disposed/);
-    expect(codeOf(() => t.download()).message).toMatch(/download: the DeviceTensor was disposed/);
-    const e = codeOf(() => papoLossSync({ ...makeInputs(), logits: t, maskedLogits: undefined }, { perceptionCoef: 0, maskedEntropyCoef: 0 }));
-    expect(e.name).toBe('RangeError');
-    expect(e.message).toMatch(/logits: the DeviceTensor was disposed/);
-  });
-  it('using disposes', () => {
-    let t: DeviceTensor;
-    {
-      using u = wrapped();
-      t = u;
-    }
-    expect(t.disposed).toBe(true);
-  });
-});
-
-// ---- parity on a GPU -------------------------------------------------------------------------------------------
+interface Family {
+  name: string;
+  backend: 'cuda' | 'cuda-naive';
+  env: Record<string, string | undefined>;
+}
+const families: Family[] = [
+  { name: 'fused (v2)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2' } },
+  { name: 'two-pass (v1)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1' } },
+  { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },
+];
 
 const tol: Record<DType, { rtol: number; grad: number }> = {
   float32: { rtol: 1e-5, grad: 1e-5 },
@@ -130,11 +71,30 @@ function expectParity(got: PapoResult, want: PapoResult, type: DType) {
   }
 }
 
-function cudaVsCpu(inputs: PapoInputs, options: PapoOptions, backend: 'cuda' | 'cuda-naive', type: DType) {
+async function vsCpu(inputs: PapoInputs, options: PapoOptions, f: Family, type: DType) {
   const want = papoLossSync(inputs, { ...options, backend: 'cpu', inPlace: false });
-  const got = papoLossSync(inputs, { ...options, backend, inPlace: false });
-  expect(got.backend).toBe(backend);
+  const got = await withEnv(f.env, () => papoLossSync(inputs, { ...options, backend: f.backend, inPlace: false }));
+  expect(got.backend).toBe(f.backend);
   expectParity(got, want, type);
+  return got;
+}
+
+/** Every position where logits holds -Infinity has a gradient of exactly +0. */
+function expectExactZeroAtNegInf(logits: Tensor, grad: Tensor | DeviceTensor | undefined, what: string) {
+  const z = values(logits), g = hostGrad(grad);
+  let n = 0;
+  for (let i = 0; i < z.length; i++)
+    if (z[i] === -Infinity) {
+      n++;
+      if (!Object.is(g[i], 0)) expect.fail(`${what}[${i}] = ${g[i]} at a -Infinity logit, expected exactly +0`);
+    }
+  expect(n, 'cases with -Infinity logits').toBeGreaterThan(0);
+}
+
+/** Inputs whose sampled tokens alternate between the first and the last column. */
+function edgeTargets(inputs: PapoInputs, V: number): PapoInputs {
+  const tokens = Int32Array.from(inputs.tokens as Int32Array, (_, i) => (i % 2 ? V - 1 : 0));
+  return { ...inputs, tokens };
 }
 
 const optionSets: [string, PapoOptions][] = [
@@ -143,39 +103,107 @@ const optionSets: [string, PapoOptions][] = [
   ['perceptionClip', { perceptionClip: [0, 0.05] }],
   ['full entropy', { entropyMode: 'full', entropyCoef: 0.01, maskedEntropyCoef: 0.02 }],
   ['detachMasked', { detachMasked: true }],
-  ['seq-mean-token-sum-norm, temperature', { lossAgg: 'seq-mean-token-sum-norm', temperature: 0.7 }],
-  ['seq-mean-token-mean', { lossAgg: 'seq-mean-token-mean' }],
+  ['seq-mean-token-sum-norm, temperature 0.7', { lossAgg: 'seq-mean-token-sum-norm', temperature: 0.7 }],
+  ['seq-mean-token-mean, temperature 1.3', { lossAgg: 'seq-mean-token-mean', temperature: 1.3 }],
 ];
 
-describe.skipIf(!gpu)(`cuda parity with cpu${gpu ? '' : ` (skipped: ${noGpuReason})`}`, () => {
-  for (const backend of ['cuda', 'cuda-naive'] as const) {
-    for (const [name, options] of optionSets)
-      it(`${backend}: ${name}`, () => cudaVsCpu(makeInputs({ N: 12, V: 1003, mask: true }), options, backend, 'float32'));
-    for (const type of ['float32', 'float16', 'bfloat16'] as const) {
-      it(`${backend}: ${type}, -inf logits, [B, T, V]`, () =>
-        cudaVsCpu(makeInputs({ dims: [3, 4, 4099], type, negInf: 0.05, mask: true }), {}, backend, type));
-      it(`${backend}: ${type} with float32 gradients`, () =>
-        cudaVsCpu(makeInputs({ N: 7, V: 2049, type }), { gradType: 'float32' }, backend, type));
+describe(`the CUDA device (${cudaTarget})`, () => {
+  it('is listed by info(), and says when it is emulated', () => {
+    const d = info().cudaDevices;
+    expect(d.length).toBeGreaterThan(0);
+    expect(info().backends).toContain('cuda');
+    if (emulated) {
+      expect(d).toHaveLength(1);
+      expect(d[0].name).toMatch(/emulat/i);
+      expect(d[0].multiprocessors).toBe(132);
+      expect(d[0].computeCapability).toBe('9.0');
     }
-    it(`${backend}: maskedLogProbs`, () => {
+  });
+});
+
+for (const f of families) {
+  describe(`${f.name} on the ${cudaTarget} device`, () => {
+    for (const [name, options] of optionSets)
+      it(name, () => vsCpu(makeInputs({ N: 12, V: 1003, mask: true }), options, f, 'float32'));
+
+    for (const type of ['float32', 'float16', 'bfloat16'] as const) {
+      it(`${type}, [B, T, V], -Infinity logits with gradient exactly 0`, async () => {
+        const inputs = makeInputs({ dims: [3, 4, 4099], type, negInf: 0.05, mask: true });
+        const got = await vsCpu(inputs, {}, f, type);
+        expectExactZeroAtNegInf(inputs.logits as Tensor, got.gradLogits, 'gradLogits');
+      });
+      it(`${type} with float32 gradients`, () => vsCpu(makeInputs({ N: 7, V: 2049, type }), { gradType: 'float32' }, f, type));
+    }
+
+    it('V in {1, 7, 8, 9, 33, 1000, 4099}, bf16 rows off 16-byte boundaries, targets at the first and last column', async () => {
+      for (const V of [1, 7, 8, 9, 33, 1000, 4099]) {
+        const inputs = edgeTargets(makeInputs({ N: 6, V, type: 'bfloat16', seed: V }), V);
+        await vsCpu(inputs, {}, f, 'bfloat16');
+        const z = cuda.upload(inputs.logits as Tensor), zm = cuda.upload(inputs.maskedLogits as Tensor);
+        const want = papoLossSync(inputs, { backend: 'cpu' });
+        const got = await withEnv(f.env, () => papoLossSync({ ...inputs, logits: z, maskedLogits: zm }, { backend: f.backend }));
+        expectParity(got, want, 'bfloat16');
+        z.dispose();
+        zm.dispose();
+      }
+    });
+
+    it('maskedLogProbs (masked path precomputed)', () => {
       const inputs = makeInputs({ N: 9, V: 777, masked: false });
       inputs.maskedLogProbs = Float32Array.from({ length: 9 }, (_, i) => -1 - i / 10);
-      cudaVsCpu(inputs, {}, backend, 'float32');
+      return vsCpu(inputs, {}, f, 'float32');
     });
-    it(`${backend}: V = 1 and V = 7`, () => {
-      cudaVsCpu(makeInputs({ N: 3, V: 1 }), {}, backend, 'float32');
-      cudaVsCpu(makeInputs({ N: 5, V: 7 }), {}, backend, 'float32');
+
+    it('host data staged in several chunks (PAPO_CUDA_STAGING_MB=1)', async () => {
+      for (const type of ['float32', 'bfloat16'] as const)
+        await withEnv({ PAPO_CUDA_STAGING_MB: '1' }, () => vsCpu(makeInputs({ N: 64, V: 4099, type, mask: true }), {}, f, type));
     });
-    it(`${backend}: in place into host logits equals out of place`, () => {
+
+    it('in place into host logits equals out of place, bit for bit', async () => {
       const a = makeInputs({ N: 6, V: 3001, type: 'bfloat16' }), b = makeInputs({ N: 6, V: 3001, type: 'bfloat16' });
-      const out = papoLossSync(a, { backend });
-      const inp = papoLossSync(b, { backend, inPlace: true });
+      const out = await withEnv(f.env, () => papoLossSync(a, { backend: f.backend }));
+      const inp = await withEnv(f.env, () => papoLossSync(b, { backend: f.backend, inPlace: true }));
       expect(inp.gradLogits!.data === (b.logits as Tensor).data).toBe(true);
       expect(Array.from((inp.gradLogits as Tensor).data)).toEqual(Array.from((out.gradLogits as Tensor).data));
+      expect(Array.from((inp.gradMaskedLogits as Tensor).data)).toEqual(Array.from((out.gradMaskedLogits as Tensor).data));
     });
-  }
 
-  it('device-resident logits give DeviceTensor gradients equal to the host path', async () => {
+    it('a row with NaN and +Infinity gives the CPU backend\'s error; a rejected in-place call leaves the logits intact', async () => {
+      const inputs = makeInputs({ N: 5, V: 3000, type: 'float32' });
+      const z = (inputs.maskedLogits as Tensor).data as Float32Array;
+      z[3 * 3000 + 2500] = NaN;  // NaN after +Infinity in the same row: NaN wins on both backends
+      z[3 * 3000 + 10] = Infinity;
+      const cpu = codeOf(() => papoLossSync(inputs, { backend: 'cpu' }));
+      expect(cpu.message).toMatch(/maskedLogits contains NaN in row 3/);
+      const before = Float32Array.from((inputs.logits as Tensor).data as Float32Array);
+      const beforeMasked = Float32Array.from(z);
+      const got = await withEnv(f.env, () => codeOf(() => papoLossSync(inputs, { backend: f.backend, inPlace: true })));
+      expect(got.message).toBe(cpu.message);
+      expect(got.code).toBe('PAPO_INVALID_ARGUMENT');
+      expect(Array.from((inputs.logits as Tensor).data)).toEqual(Array.from(before));
+      expect(Array.from(z)).toEqual(Array.from(beforeMasked));
+    });
+
+    it('logProbs (forward only) on host and device data, every dtype', async () => {
+      for (const type of ['float32', 'float16', 'bfloat16'] as const)
+        for (const V of [7, 4099]) {
+          const inputs = edgeTargets(makeInputs({ N: 9, V, type, negInf: 0.02 }), V);
+          const want = logProbsSync(inputs.logits, inputs.tokens, { backend: 'cpu', temperature: 0.8 });
+          const host = await withEnv(f.env, () => logProbsSync(inputs.logits, inputs.tokens, { backend: f.backend, temperature: 0.8 }));
+          const z = cuda.upload(inputs.logits as Tensor);
+          const dev = await withEnv(f.env, () => logProbs(z, inputs.tokens, { backend: f.backend, temperature: 0.8 }));
+          z.dispose();
+          for (const got of [host, dev]) {
+            expectClose(got.logProbs, want.logProbs, tol[type].rtol, 1e-6, `logProbs ${type} V=${V}`);
+            expectClose(got.entropy, want.entropy, tol[type].rtol, 1e-6, `entropy ${type} V=${V}`);
+          }
+        }
+    });
+  });
+}
+
+describe(`DeviceTensor on the ${cudaTarget} device`, () => {
+  it('upload, papoLoss, DeviceTensor gradients equal to the host path, dispose frees everything', async () => {
     for (const type of ['float32', 'bfloat16'] as const) {
       const inputs = makeInputs({ N: 10, V: 5003, type, mask: true });
       const want = papoLossSync(inputs, { backend: 'cpu' });
@@ -189,6 +217,49 @@ describe.skipIf(!gpu)(`cuda parity with cpu${gpu ? '' : ` (skipped: ${noGpuReaso
       expect(cuda.memInfo().liveAllocations).toBe(before);
     }
   });
+
+  it('wrap of memory papo-kernels does not own, on the legacy stream (0n) and on a stream of the caller', async () => {
+    const inputs = makeInputs({ N: 8, V: 3001, type: 'bfloat16', mask: true });
+    const want = papoLossSync(inputs, { backend: 'cpu' });
+    const owner = cuda.upload(inputs.logits as Tensor), ownerMasked = cuda.upload(inputs.maskedLogits as Tensor);
+    const dims = [8, 3001];
+    const plain = cuda.wrap(owner.pointer, dims, 'bfloat16');
+    const plainMasked = cuda.wrap(ownerMasked.pointer, dims, 'bfloat16', { stream: 0n });
+    expect(plain.owned).toBe(false);
+    expectParity(papoLossSync({ ...inputs, logits: plain, maskedLogits: plainMasked }), want, 'bfloat16');
+    const stream = cuda.createStream();
+    try {
+      const onStream = cuda.wrap(owner.pointer, dims, 'bfloat16', { stream });
+      const maskedOnStream = cuda.wrap(ownerMasked.pointer, dims, 'bfloat16', { stream });
+      const got = await papoLoss({ ...inputs, logits: onStream, maskedLogits: maskedOnStream });
+      expect((got.gradLogits as DeviceTensor).stream).toBe(stream);
+      expectParity(got, want, 'bfloat16');
+      onStream.dispose();
+      expect(owner.disposed).toBe(false);
+    } finally {
+      cuda.destroyStream(stream);
+    }
+    // Disposing a view leaves the memory with its owner.
+    plain.dispose();
+    expect(Array.from(owner.download().data)).toEqual(Array.from((inputs.logits as Tensor).data));
+    owner.dispose();
+    ownerMasked.dispose();
+  });
+
+  it('a wrapped tensor whose dims exceed its allocation is rejected, naming it, and nothing is written', () => {
+    const inputs = makeInputs({ N: 4, V: 1000, type: 'float32' });
+    const z = cuda.upload(inputs.logits as Tensor), zm = cuda.upload(inputs.maskedLogits as Tensor);
+    const tooLong = cuda.wrap(z.pointer, [5, 1000], 'float32');
+    const e = codeOf(() => papoLossSync({ ...inputs, logits: tooLong, maskedLogits: cuda.wrap(zm.pointer, [5, 1000], 'float32'),
+      tokens: new Int32Array(5), advantages: new Float32Array(5), oldLogProbs: undefined, refLogProbs: undefined }, { inPlace: true, klCoef: 0 }));
+    expect(e.name).toBe('RangeError');
+    expect(e.message).toMatch(/^logits: .*allocation/);
+    expect(Array.from(z.download().data)).toEqual(Array.from((inputs.logits as Tensor).data));
+    expect(Array.from(zm.download().data)).toEqual(Array.from((inputs.maskedLogits as Tensor).data));
+    z.dispose();
+    zm.dispose();
+  });
+
   it('device-resident in place, and a NaN row rejected before anything is overwritten', () => {
     const inputs = makeInputs({ N: 6, V: 2000, type: 'bfloat16' });
     const want = papoLossSync(inputs, { backend: 'cpu' });
@@ -199,18 +270,22 @@ describe.skipIf(!gpu)(`cuda parity with cpu${gpu ? '' : ` (skipped: ${noGpuReaso
     const e = codeOf(() => papoLossSync({ ...inputs, logits: z, maskedLogits: zbad }, { inPlace: true }));
     expect(e.message).toMatch(/maskedLogits contains NaN in row 3/);
     expect(Array.from(z.download().data)).toEqual(Array.from((inputs.logits as Tensor).data));
+    expect(Array.from(zbad.download().data)).toEqual(Array.from(bad.data));
     const got = papoLossSync({ ...inputs, logits: z, maskedLogits: zm }, { inPlace: true });
     expect(got.gradLogits).toBe(z);
     expectParity({ ...got, gradLogits: z.download(), gradMaskedLogits: zm.download() }, want, 'bfloat16');
     for (const t of [z, zm, zbad]) t.dispose();
   });
-  it('logProbs on device data equals the CPU', () => {
-    const inputs = makeInputs({ N: 9, V: 4099, type: 'float16' });
-    const want = logProbsSync(inputs.logits, inputs.tokens, { backend: 'cpu' });
-    const z = cuda.upload(inputs.logits as Tensor);
-    const got = logProbsSync(z, inputs.tokens);
-    expectClose(got.logProbs, want.logProbs, 1e-5, 1e-6, 'logProbs');
-    expectClose(got.entropy, want.entropy, 1e-5, 1e-6, 'entropy');
-    z.dispose();
+
+  it('16 concurrent async calls, host and device data, each equal to its own CPU result', async () => {
+    const type = (i: number): DType => (i % 3 ? 'float32' : 'bfloat16');
+    const cases = Array.from({ length: 16 }, (_, i) => makeInputs({ N: 5 + i, V: 700 + 37 * i, seed: 100 + i, type: type(i) }));
+    const device = cases.map((c, i) => (i % 2 ? { z: cuda.upload(c.logits as Tensor), zm: cuda.upload(c.maskedLogits as Tensor) } : null));
+    const results = await Promise.all(cases.map((c, i) => {
+      const d = device[i];
+      return papoLoss(d ? { ...c, logits: d.z, maskedLogits: d.zm } : c, { backend: 'cuda' });
+    }));
+    results.forEach((got, i) => expectParity(got, papoLossSync(cases[i], { backend: 'cpu' }), type(i)));
+    for (const d of device) if (d) d.z.dispose(), d.zm.dispose();
   });
 });

@@ -82,3 +82,13 @@ export function maxAbs(a: ArrayLike<number>): number {
 export function expectNumberClose(a: number, b: number, rtol: number, atol: number, what = '') {
   if (!(Math.abs(a - b) <= atol + rtol * Math.abs(b))) expect.fail(`${what}: ${a} vs ${b}`);
 }
+
+/** The error fn throws (fails the test when it returns). */
+export function codeOf(fn: () => unknown): { code?: string; message: string; name: string } {
+  try {
+    fn();
+  } catch (e) {
+    return e as { code?: string; message: string; name: string };
+  }
+  throw new Error('expected a throw');
+}

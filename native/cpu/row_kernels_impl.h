@@ -117,7 +117,7 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
   auto gradOf = [&](vf z) {
     const vf y = vmax((z * vInv - vM) - vLogSum, splat(-88.0f));
     const vf p = vexp(y);
-    return -p * (va + vb * (y + vH));
+    return splat(0.0f) - p * (va + vb * (y + vH));  // 0 - 0 is +0: an excluded token's gradient is exactly +0
   };
   const int64_t full = V / kLanes * kLanes;
   for (int64_t i = 0; i < full; i += kLanes) SO::store(out + i, gradOf(SI::load(row + i)));

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "../papo_call.h"
+#include "driver_api.h"
 
 namespace papo {
 
@@ -22,19 +23,39 @@ inline void cuda_check(cudaError_t err, const char* what) {
 
 [[noreturn]] void throw_out_of_memory(const char* kind, size_t bytes, const char* what);
 
-// cudaSetDevice for the lifetime of the scope, restoring the thread's previous device.
+// Makes `device` current for the lifetime of the scope without touching any other device.
+//
+// cudaSetDevice creates the device's primary context (CUDA 12+), so a blind save/restore would create a context
+// on the device the thread merely *reported*: a fresh worker thread reports device 0 without having a context,
+// and restoring "device 0" after a call on device 1 would cost device 0 a context (hundreds of MiB) it never
+// needed. So: set the device only when it differs from the current one, and restore only when the thread had a
+// context before the scope (asked of the driver; when the driver cannot say, do not restore).
 class DeviceScope {
  public:
   explicit DeviceScope(int device) {
-    cudaGetDevice(&previous_);
+    bool hadContext = false;
+    const bool known = driver_current_context(&hadContext);
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess) {
+      cudaGetLastError();  // cudaSetDevice below reports what is wrong
+      current = -1;
+    }
+    if (current == device) return;
     cuda_check(cudaSetDevice(device), "cudaSetDevice");
+    restore_ = known && hadContext && current >= 0;
+    previous_ = current;
   }
-  ~DeviceScope() { cudaSetDevice(previous_); }
+  ~DeviceScope() {
+    if (!restore_) return;
+    cudaSetDevice(previous_);
+    cudaGetLastError();
+  }
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
 
  private:
-  int previous_ = 0;
+  int previous_ = -1;
+  bool restore_ = false;
 };
 
 template <bool Pinned>
@@ -75,39 +96,56 @@ class Buffer {
 using DeviceBuffer = Buffer<false>;
 using PinnedBuffer = Buffer<true>;
 
-// The caller's stream, or one of our own (non-blocking, so it does not serialise with the legacy stream).
+// The stream a call's work is ordered on: a caller's stream used as given (handle 0 is the legacy default
+// stream: this library is not built with per-thread default streams), or one of our own, non-blocking so that
+// it neither waits for nor holds up the legacy stream of whoever else shares the process.
 class Stream {
  public:
-  explicit Stream(uint64_t borrowed = 0) : s_(reinterpret_cast<cudaStream_t>(borrowed)), owned_(borrowed == 0) {
-    if (owned_) cuda_check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
+  static Stream borrow(uint64_t handle) { return Stream(reinterpret_cast<cudaStream_t>(handle), false); }
+  static Stream own() {
+    cudaStream_t s = nullptr;
+    cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    return Stream(s, true);
   }
   ~Stream() {
-    if (owned_ && s_) cudaStreamDestroy(s_);
+    if (owned_) cudaStreamDestroy(s_);
   }
+  Stream(Stream&& o) noexcept : s_(o.s_), owned_(std::exchange(o.owned_, false)) {}
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
+  Stream& operator=(Stream&&) = delete;
   cudaStream_t get() const { return s_; }
   void sync() const { cuda_check(cudaStreamSynchronize(s_), "cudaStreamSynchronize"); }
 
  private:
+  Stream(cudaStream_t s, bool owned) : s_(s), owned_(owned) {}
   cudaStream_t s_ = nullptr;
-  bool owned_ = true;
+  bool owned_ = false;
 };
 
 class Event {
  public:
-  Event() { cuda_check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreate"); }
+  Event() { cuda_check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreateWithFlags"); }
   ~Event() {
     if (e_) cudaEventDestroy(e_);
   }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
   void record(cudaStream_t s) { cuda_check(cudaEventRecord(e_, s), "cudaEventRecord"); }
   void sync() { cuda_check(cudaEventSynchronize(e_), "cudaEventSynchronize"); }
 
  private:
   cudaEvent_t e_ = nullptr;
 };
+
+// Orders everything enqueued on `waiter` from now on after everything enqueued on `producer` so far, without
+// blocking the host (an event recorded on the producer, waited for on the waiter).
+inline void stream_after(cudaStream_t waiter, cudaStream_t producer, const char* what) {
+  Event e;
+  e.record(producer);
+  cuda_check(cudaStreamWaitEvent(waiter, e.get(), 0), what);
+}  // destroying a recorded event is fine: the wait keeps what it needs
 
 // A kernel launch's configuration errors show up in cudaGetLastError, its execution errors at the next sync.
 inline void check_launch(const char* kernel) { cuda_check(cudaGetLastError(), kernel); }

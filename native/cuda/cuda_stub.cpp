@@ -30,7 +30,9 @@ void cuda_free(void*, int) noexcept {}
 void cuda_copy(void*, const void*, size_t, bool, int, uint64_t) { not_built(); }
 void cuda_memset_zero(void*, size_t, int) { not_built(); }
 void cuda_copy_d2d(void*, const void*, size_t, int) { not_built(); }
-void cuda_check_pointer(const void*, int, const char*) { not_built(); }
+void cuda_check_pointer(const void*, size_t, int, const char*) { not_built(); }
 CudaMemInfo cuda_mem_info(int) { not_built(); }
+uint64_t cuda_stream_create(int) { not_built(); }
+void cuda_stream_destroy(uint64_t, int) { not_built(); }
 
 }  // namespace papo

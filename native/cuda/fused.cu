@@ -1,7 +1,7 @@
 // The fast CUDA kernels: one thread block per row (rows looped over the grid's x dimension, never y/z).
 //
 //   v1 (KERNEL_TWO_PASS): papo_rows<PHASE_FORWARD> reads both rows once for their statistics and the token terms,
-//       then papo_rows<PHASE_BACKWARD> reads them again and writes both gradients: 3 reads + 1 write of [N,V]
+//       then papo_rows<PHASE_BACKWARD> reads them again and writes both gradients: 2 reads + 1 write of [N,V]
 //       per path where 1 read + 1 write is the minimum.
 //   v2 (KERNEL_FUSED): one launch, the block computes the statistics, the token terms and both gradient rows of
 //       its row pair back to back, so the second read of a row comes from L2 when the rows in flight fit in
@@ -16,6 +16,7 @@
 
 #include "cuda_resources.h"
 #include "device_call.h"
+#include "launch.cuh"
 #include "papo_cuda.h"
 #include "row_block.cuh"
 #include "row_terms.cuh"
@@ -74,8 +75,7 @@ __global__ void __launch_bounds__(kThreads, 2) papo_rows(const DeviceCall c, con
 template <class SI, class SO>
 void launch(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
   const int64_t blocks = std::min<int64_t>(ch.rows, std::max(c.blocks, 1));
-  papo_rows<SI, SO><<<(unsigned)blocks, kThreads, 0, stream>>>(c, ch, phase);
-  check_launch("papo_rows kernel launch");
+  launch_kernel("papo_rows", papo_rows<SI, SO>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, c, ch, phase);
 }
 
 // The instance for the call's dtypes (the gradient is the input's type or fp32).

@@ -7,13 +7,14 @@
 //   terms                         (thread per row, token_terms() from papo_math.h)
 //   grad = (1/tau)(gLp (onehot - p) - gH p (logp + H)), cast to the output type   (elementwise)
 // It is the baseline of the benchmarks and a second oracle for the fused kernels, so it stays simple: plain
-// scalar loads, no fusion. Its only concession is the guard p = 0 -> p log p = 0, without which -inf logits
-// give NaN (the pitfall SPEC lists).
+// scalar loads, no fusion. Its only concessions are the guards for p = 0 (p log p = 0, and an exact +0
+// gradient), without which -inf logits give NaN (the pitfall SPEC lists) or -0.
 #include <algorithm>
 #include <memory>
 
 #include "cuda_resources.h"
 #include "device_call.h"
+#include "launch.cuh"
 #include "row_block.cuh"
 #include "row_terms.cuh"
 
@@ -29,7 +30,7 @@ __device__ float block_reduce(float v, bool isMax) {
   sh[threadIdx.x] = v;
   __syncthreads();
   for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) sh[threadIdx.x] = isMax ? fmaxf(sh[threadIdx.x], sh[threadIdx.x + s]) : sh[threadIdx.x] + sh[threadIdx.x + s];
+    if ((int)threadIdx.x < s) sh[threadIdx.x] = isMax ? fmaxf(sh[threadIdx.x], sh[threadIdx.x + s]) : sh[threadIdx.x] + sh[threadIdx.x + s];
     __syncthreads();
   }
   const float r = sh[0];
@@ -113,7 +114,8 @@ __global__ void naive_backward(const float* p, const float* logp, typename SO::T
     const float H = (float)(masked ? o.ms.entropy : o.s.entropy);
     const float onehot = j == tokens[r] ? 1.f : 0.f;
     const float ent = p[i] > 0.f ? p[i] * (logp[i] + H) : 0.f;  // p = 0 where logp = -inf
-    grad[i] = SO::from_float(invTau * (gLp * (onehot - p[i]) - gH * ent));
+    // An excluded token (p = 0, not the target) gets exactly +0, not a signed zero from 0 * gLp.
+    grad[i] = SO::from_float(p[i] == 0.f && onehot == 0.f ? 0.f : invTau * (gLp * (onehot - p[i]) - gH * ent));
   }
 }
 
@@ -133,24 +135,22 @@ template <class S>
 void forward_path(const DeviceCall& c, const void* z, int64_t rowBegin, int64_t rows, PathScratch& s,
                   cudaStream_t stream) {
   const unsigned rowBlocks = (unsigned)std::min<int64_t>(rows, 65535 * 8);
-  naive_log_softmax<S><<<rowBlocks, kNaiveThreads, 0, stream>>>(static_cast<const typename S::T*>(z),
-                                                                 s.logp.as<float>(), rows, c.V, c.invTau,
-                                                                 s.status.as<int32_t>());
-  naive_exp<<<elementwise_blocks(rows * c.V), 256, 0, stream>>>(s.logp.as<float>(), s.p.as<float>(), rows * c.V);
-  naive_gather<<<(unsigned)((rows + 255) / 256), 256, 0, stream>>>(s.logp.as<float>(), c.tok.tokens + rowBegin, rows,
-                                                                    c.V, s.lp.as<float>());
-  naive_entropy<<<rowBlocks, kNaiveThreads, 0, stream>>>(s.p.as<float>(), s.logp.as<float>(), rows, c.V,
-                                                         s.H.as<float>());
-  check_launch("cuda-naive forward kernels");
+  launch_kernel("naive_log_softmax", naive_log_softmax<S>, dim3(rowBlocks), dim3(kNaiveThreads), 0, stream,
+                static_cast<const typename S::T*>(z), s.logp.as<float>(), rows, c.V, c.invTau, s.status.as<int32_t>());
+  launch_kernel("naive_exp", naive_exp, dim3(elementwise_blocks(rows * c.V)), dim3(256), 0, stream,
+                s.logp.as<float>(), s.p.as<float>(), rows * c.V);
+  launch_kernel("naive_gather", naive_gather, dim3((unsigned)((rows + 255) / 256)), dim3(256), 0, stream,
+                s.logp.as<float>(), c.tok.tokens + rowBegin, rows, c.V, s.lp.as<float>());
+  launch_kernel("naive_entropy", naive_entropy, dim3(rowBlocks), dim3(kNaiveThreads), 0, stream, s.p.as<float>(),
+                s.logp.as<float>(), rows, c.V, s.H.as<float>());
 }
 
 template <class SO>
 void backward_path(const DeviceCall& c, int64_t rowBegin, int64_t rows, PathScratch& s, void* grad, bool masked,
                    cudaStream_t stream) {
-  naive_backward<SO><<<elementwise_blocks(rows * c.V), 256, 0, stream>>>(
-      s.p.as<float>(), s.logp.as<float>(), static_cast<typename SO::T*>(grad), c.out + rowBegin,
-      c.tok.tokens + rowBegin, rows, c.V, c.invTau, masked);
-  check_launch("cuda-naive backward kernel");
+  launch_kernel("naive_backward", naive_backward<SO>, dim3(elementwise_blocks(rows * c.V)), dim3(256), 0, stream,
+                s.p.as<float>(), s.logp.as<float>(), static_cast<typename SO::T*>(grad), c.out + rowBegin,
+                c.tok.tokens + rowBegin, rows, c.V, c.invTau, masked);
 }
 
 template <class S>
@@ -166,10 +166,9 @@ void run_typed(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t
     const int64_t rows = std::min(slice, ch.rows - r0), rowBegin = ch.rowBegin + r0;
     forward_path<S>(c, static_cast<const char*>(ch.logits) + r0 * c.V * esz, rowBegin, rows, s, stream);
     if (ms) forward_path<S>(c, static_cast<const char*>(ch.maskedLogits) + r0 * c.V * esz, rowBegin, rows, *ms, stream);
-    naive_terms<<<(unsigned)((rows + 255) / 256), 256, 0, stream>>>(
-        c, rowBegin, rows, s.lp.as<float>(), s.H.as<float>(), s.status.as<int32_t>(), ms ? ms->lp.as<float>() : nullptr,
-        ms ? ms->H.as<float>() : nullptr, ms ? ms->status.as<int32_t>() : nullptr);
-    check_launch("cuda-naive terms kernel");
+    launch_kernel("naive_terms", naive_terms, dim3((unsigned)((rows + 255) / 256)), dim3(256), 0, stream, c, rowBegin,
+                  rows, s.lp.as<float>(), s.H.as<float>(), s.status.as<int32_t>(), ms ? ms->lp.as<float>() : nullptr,
+                  ms ? ms->H.as<float>() : nullptr, ms ? ms->status.as<int32_t>() : nullptr);
     if (!(phase & PHASE_BACKWARD)) continue;
     for (int path = 0; path < 2; ++path) {
       void* g = path ? ch.maskedGrad : ch.grad;

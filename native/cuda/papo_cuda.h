@@ -2,8 +2,11 @@
 // cuda_stub.cpp implements it there by throwing Unsupported).
 //
 // Logits and gradients are either host memory (staged through pinned buffers in chunks of rows, so device
-// memory stays bounded for any N) or device memory (PapoCall::onDevice: the caller's pointers, never copied).
+// memory stays bounded for any N) or device memory (CudaExec::onDevice: the caller's pointers, never copied).
 // The small per-token arrays are always host memory.
+//
+// The kernels compute the same quantities as the CPU backend by the same definitions, but not in the same
+// order nor with the same exp (__expf): the backends agree within floating-point tolerance, not bit for bit.
 #pragma once
 
 #include <stddef.h>
@@ -20,10 +23,21 @@ enum CudaKernel : int32_t {
   KERNEL_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
 };
 
+// Where and on which stream a call runs.
+//
+// Host data (onDevice false): the call creates a non-blocking stream of its own, and stream is ignored.
+// Device data (onDevice true): every kernel and copy of the call runs on `stream`, the cudaStream_t the logits
+// belong to, ordered after what the caller enqueued there before; 0 is the legacy default stream. The call
+// returns once its work on that stream is complete.
 struct CudaExec {
   int device = 0;
-  uint64_t stream = 0;  // a cudaStream_t of the caller's (device-resident data only); 0: a stream of our own
+  uint64_t stream = 0;
   bool onDevice = false;
+  // Device data whose masked logits belong to another stream: the call's work also waits for what was enqueued
+  // on maskedStream before the call (0: the legacy default stream), and later work on maskedStream waits for
+  // the call's. Without hasMaskedStream, the masked logits belong to `stream`.
+  bool hasMaskedStream = false;
+  uint64_t maskedStream = 0;
   int32_t kernel = KERNEL_FUSED;
 };
 
@@ -31,18 +45,27 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec);
 void log_probs_cuda(const LogProbsCall& call, const CudaExec& exec);
 
 // Device memory for DeviceTensor (lib/cuda.ts). All throw papo::Error (CudaError, OutOfMemory with the bytes).
+// None of them makes a device other than `device` current, nor leaves one current that the thread did not
+// already use (see DeviceScope, cuda_resources.h).
 void* cuda_alloc(size_t bytes, int device);
 void cuda_free(void* ptr, int device) noexcept;
-// bytes between host memory and device memory, synchronously (on `stream` when given).
+// bytes between host memory and device memory, ordered on `stream` (0: the legacy default stream); returns
+// when the copy is complete.
 void cuda_copy(void* dst, const void* src, size_t bytes, bool toDevice, int device, uint64_t stream);
+// Zeroes device memory on a stream of its own; returns when done (other streams are not waited for).
 void cuda_memset_zero(void* ptr, size_t bytes, int device);
-// A device-to-device copy, synchronous: the benchmarks' roofline.
+// A device-to-device copy on a stream of its own, complete on return: the benchmarks' roofline.
 void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device);
-// Checks that ptr is device (or managed) memory of `device`, as far as the driver can tell.
-void cuda_check_pointer(const void* ptr, int device, const char* name);
+// Checks that [ptr, ptr + bytes) is device (or managed) memory of `device` within one allocation, as far as the
+// driver can tell; throws InvalidArgument naming `name` otherwise.
+void cuda_check_pointer(const void* ptr, size_t bytes, int device, const char* name);
 struct CudaMemInfo {
   size_t free = 0, total = 0;
 };
 CudaMemInfo cuda_mem_info(int device);
+// A non-blocking stream on `device` for the caller's own work (cuda.createStream), and its release. Destroying
+// returns at once; work already on the stream completes.
+uint64_t cuda_stream_create(int device);
+void cuda_stream_destroy(uint64_t stream, int device);
 
 }  // namespace papo

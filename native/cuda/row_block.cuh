@@ -2,8 +2,9 @@
 //
 //   block_row_stats: max, log-sum-exp, the sampled token's scaled logit and the full entropy, in one read of
 //     the row (online softmax: each thread keeps (m, s, t) = (running max, sum e^(x-m), sum e^(x-m)(x-m)) and
-//     the block merges them). Same definitions as the CPU's RowStats, so the backends agree bit for bit on
-//     everything that follows.
+//     the block merges them). Same definitions as the CPU's RowStats; the sums run in another order and
+//     __expf is an approximation, so the backends agree to within rounding (the tests' tolerances), not bit for
+//     bit.
 //   block_row_grad: dL/dz_j = (1/tau) [ gLp (1[j=o] - p_j) - gH p_j (log p_j + H) ], p_j recomputed in fp32 from
 //     the statistics and rounded once to the output type. Safe in place (out == row): each element is read
 //     and written by the same thread, and the one-hot term is added from the saved target logit after a
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 #include "../row_types.h"
+#include "device_prims.cuh"
 
 namespace papo {
 namespace cuda {
@@ -55,7 +57,7 @@ union Vec16 {
 template <class S>
 __device__ __forceinline__ void load_vec(const typename S::T* p, float invTau, float (&x)[S::kVec]) {
   Vec16<S> v;
-  v.raw = *reinterpret_cast<const uint4*>(p);
+  v.raw = load16(p);
 #pragma unroll
   for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(v.e[k]) * invTau;
 }
@@ -70,7 +72,7 @@ __device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n])
     Vec16<S> v;
 #pragma unroll
     for (int k = 0; k < per; ++k) v.e[k] = S::from_float(g[w * per + k]);
-    reinterpret_cast<uint4*>(p)[w] = v.raw;
+    store16(p + w * per, v.raw);
   }
 }
 
@@ -92,8 +94,8 @@ struct OnlineSoftmax {
 
   static __device__ __forceinline__ OnlineSoftmax empty() { return OnlineSoftmax{-INFINITY, 0.f, 0.f, 0}; }
 
-  // Values already scaled by 1/tau. -inf entries (excluded tokens) add nothing; y is clamped at -88 as on the
-  // CPU, so that e * y never meets 0 * -inf.
+  // Values already scaled by 1/tau. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and
+  // y is clamped at -88 only where it multiplies e, so that e * y never meets 0 * -inf.
   template <int n>
   __device__ __forceinline__ void add(const float (&x)[n]) {
     float vm = -INFINITY;
@@ -113,10 +115,10 @@ struct OnlineSoftmax {
     }
 #pragma unroll
     for (int k = 0; k < n; ++k) {
-      const float y = fmaxf(x[k] - m, -88.f);
+      const float y = x[k] - m;
       const float e = __expf(y);
       s += e;
-      t = fmaf(e, y, t);
+      t = fmaf(e, fmaxf(y, -88.f), t);
     }
   }
 
@@ -236,10 +238,12 @@ __device__ __forceinline__ GradCoef grad_coef(float invTau, const RowStats& s, d
 }
 
 __device__ __forceinline__ float grad_of(const GradCoef& c, float x /* scaled */) {
-  // log p = (x - max) - logSum: both differences small, so p keeps its digits for large logits.
-  const float y = fmaxf((x - c.M) - c.L, -88.f);
+  // log p = (x - max) - logSum: both differences small, so p keeps its digits for large logits. An excluded
+  // token (x = -inf) has p = 0 exactly, hence a gradient of exactly 0 as on the CPU; the clamp of log p only
+  // keeps 0 * -inf out of the entropy term.
+  const float y = (x - c.M) - c.L;
   const float p = __expf(y);
-  return -p * (c.a + c.b * (y + c.H));
+  return p == 0.f ? 0.f : -p * (c.a + c.b * (fmaxf(y, -88.f) + c.H));
 }
 
 // All threads of the block call this (it ends with a barrier). out may equal row.

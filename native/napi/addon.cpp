@@ -13,6 +13,9 @@
 #include "args.h"
 #include "device_tensors.h"
 #include "js_errors.h"
+#ifdef PAPO_CUDA_EMULATED
+#include "emulator_hooks.h"
+#endif
 
 #ifndef PAPO_VERSION
 #define PAPO_VERSION "0.0.0"
@@ -172,6 +175,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
   init_device_tensors(env, exports);
+#ifdef PAPO_CUDA_EMULATED
+  init_emulator_hooks(env, exports);  // emuInjectFault, emuStats, emuReset: the emulated build's tests only
+#endif
   return exports;
 }
 

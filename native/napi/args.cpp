@@ -44,7 +44,7 @@ napi_typedarray_type storage_of(int32_t dtype) { return dtype == DT_F32 ? napi_f
 bool on_device(const Napi::Object& desc) { return desc.Get("onDevice").ToBoolean().Value(); }
 
 // A logits or gradient tensor: a typed array of the dtype's storage, or with onDevice a { ptr, bytes } record
-// of device memory (checked with the driver: device memory of the call's device).
+// of device memory (checked with the driver: device memory of the call's device, all of it in one allocation).
 Span tensor(const Napi::Object& desc, const char* key, int32_t dtype, int64_t elements) {
   if (!on_device(desc)) return typed(desc, key, storage_of(dtype), elements);
   const Napi::Value v = desc.Get(key);
@@ -60,7 +60,7 @@ Span tensor(const Napi::Object& desc, const char* key, int32_t dtype, int64_t el
   const double bytes = o.Get("bytes").ToNumber().DoubleValue();
   if (bytes != (double)s.bytes)
     fail(std::string(key) + ": expected " + std::to_string(s.bytes) + " bytes of device memory, got " + std::to_string((int64_t)bytes));
-  cuda_check_pointer(s.data, desc.Get("device").ToNumber().Int32Value(), key);
+  cuda_check_pointer(s.data, s.bytes, desc.Get("device").ToNumber().Int32Value(), key);
   return s;
 }
 
@@ -135,8 +135,14 @@ Target parse_target(const Napi::Object& desc) {
     if (!(d >= 0 && d < 1024) || floor(d) != d) fail("device: expected a device index >= 0");
     t.cuda.device = (int)d;
   }
+  // Device data runs on its tensor's stream as given, 0 being the legacy default stream (CudaExec).
   t.cuda.stream = parse_address(desc.Get("stream"), "stream");
   if (t.cuda.stream && !t.cuda.onDevice) fail("stream: only for device-resident tensors");
+  if (has(desc, "maskedStream")) {
+    if (!t.cuda.onDevice) fail("maskedStream: only for device-resident tensors");
+    t.cuda.maskedStream = parse_address(desc.Get("maskedStream"), "maskedStream");
+    t.cuda.hasMaskedStream = t.cuda.maskedStream != t.cuda.stream;
+  }
   return t;
 }
 

@@ -12,8 +12,9 @@ namespace papo {
 
 enum class Backend { Cpu = 0, Cuda = 1, CudaNaive = 2 };
 
-// Which backend runs a call, and for CUDA where: desc.backend, desc.device, desc.stream (bigint) and
-// desc.onDevice (logits and gradients are { ptr: bigint, bytes } device memory instead of typed arrays).
+// Which backend runs a call, and for CUDA where: desc.backend, desc.device, desc.onDevice (logits and gradients
+// are { ptr: bigint, bytes } device memory instead of typed arrays), desc.stream (bigint: the logits' stream,
+// 0n the legacy default stream) and desc.maskedStream (bigint: the masked logits' stream when it may differ).
 struct Target {
   Backend backend = Backend::Cpu;
   CudaExec cuda;

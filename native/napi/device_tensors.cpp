@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <string>
+#include <utility>
 
 #include "../cuda/papo_cuda.h"
 #include "args.h"
@@ -35,30 +36,58 @@ int device_arg(const Napi::Value& v) {
   return (int)d;
 }
 
+// Owns an Allocation until a JavaScript External takes it over: every failure before that (a failed memset, an
+// exception from N-API) frees the device memory on the way out.
+struct AllocationOwner {
+  Allocation* a = nullptr;
+  ~AllocationOwner() {
+    if (!a) return;
+    release(a);
+    delete a;
+  }
+  Allocation* hand_over() { return std::exchange(a, nullptr); }
+};
+
+#ifdef PAPO_CUDA_EMULATED
+// Test hook of the emulated build (emuFailNextExternal): the next cudaAlloc fails right before the External
+// is created, where a leak would hide.
+std::atomic<bool> failNextExternal{false};
+#endif
+
 // cudaAlloc(bytes, device, zero) -> { handle, ptr }
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
+    const Napi::Env env = info.Env();
     const double bytes = info[0].ToNumber().DoubleValue();
     if (!(bytes >= 0 && bytes <= 9007199254740991.0)) throw Error(ErrorCode::InvalidArgument, "bytes: expected a size >= 0");
     const int device = device_arg(info[1]);
-    void* p = cuda_alloc((size_t)bytes, device);
-    if (info[2].ToBoolean().Value()) {
+    AllocationOwner owner;
+    {
+      void* p = cuda_alloc((size_t)bytes, device);
       try {
-        cuda_memset_zero(p, (size_t)bytes, device);
+        owner.a = new Allocation{p, device, (size_t)bytes};
       } catch (...) {
         cuda_free(p, device);
         throw;
       }
+      liveAllocations++;
+      liveBytes += (int64_t)owner.a->bytes;
     }
-    auto* a = new Allocation{p, device, (size_t)bytes};
-    liveAllocations++;
-    liveBytes += (int64_t)a->bytes;
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("handle", Napi::External<Allocation>::New(info.Env(), a, [](Napi::Env, Allocation* a) {
+    if (info[2].ToBoolean().Value()) cuda_memset_zero(owner.a->ptr, owner.a->bytes, device);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ptr", Napi::BigInt::New(env, (uint64_t)(uintptr_t)owner.a->ptr));
+#ifdef PAPO_CUDA_EMULATED
+    if (failNextExternal.exchange(false))
+      throw Error(ErrorCode::Internal, "emuFailNextExternal: Napi::External::New failed (injected)");
+#endif
+    // Once the External exists its finalizer owns the allocation (the garbage collector frees it even if what
+    // follows throws); if creating it throws, the owner still does.
+    const Napi::External<Allocation> handle = Napi::External<Allocation>::New(env, owner.a, [](Napi::Env, Allocation* a) {
       release(a);
       delete a;
-    }));
-    o.Set("ptr", Napi::BigInt::New(info.Env(), (uint64_t)(uintptr_t)p));
+    });
+    owner.hand_over();
+    o.Set("handle", handle);
     return o;
   });
 }
@@ -72,7 +101,9 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   });
 }
 
-// cudaCopy(ptr, device, typedArray, toDevice, stream): the whole typed array, synchronously.
+// cudaCopy(ptr, device, typedArray, toDevice, stream): the whole typed array, ordered on `stream` (0n: the legacy
+// default stream), complete on return. The device range is checked first: a wrapped tensor may claim more
+// bytes than its allocation has.
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
     void* ptr = reinterpret_cast<void*>((uintptr_t)parse_address(info[0], "ptr"));
@@ -83,6 +114,7 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
     void* host = static_cast<char*>(t.ArrayBuffer().Data()) + t.ByteOffset();
     const bool toDevice = info[3].ToBoolean().Value();
     const uint64_t stream = parse_address(info[4], "stream");
+    cuda_check_pointer(ptr, t.ByteLength(), device, toDevice ? "upload" : "download");
     if (toDevice) cuda_copy(ptr, host, t.ByteLength(), true, device, stream);
     else cuda_copy(host, ptr, t.ByteLength(), false, device, stream);
     return info.Env().Undefined();
@@ -100,6 +132,20 @@ Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
   });
 }
 
+// cudaStreamCreate(device) -> bigint; cudaStreamDestroy(stream, device)
+Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    return Napi::BigInt::New(info.Env(), cuda_stream_create(device_arg(info[0])));
+  });
+}
+
+Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    cuda_stream_destroy(parse_address(info[0], "stream"), device_arg(info[1]));
+    return info.Env().Undefined();
+  });
+}
+
 // cudaMemInfo(device) -> { free, total, liveAllocations, liveBytes }
 Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
@@ -113,6 +159,13 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+#ifdef PAPO_CUDA_EMULATED
+Napi::Value EmuFailNextExternal(const Napi::CallbackInfo& info) {
+  failNextExternal = true;
+  return info.Env().Undefined();
+}
+#endif
+
 }  // namespace
 
 void init_device_tensors(Napi::Env env, Napi::Object exports) {
@@ -121,6 +174,11 @@ void init_device_tensors(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaCopy", Napi::Function::New(env, Copy, "cudaCopy"));
   exports.Set("cudaCopyDevice", Napi::Function::New(env, CopyDevice, "cudaCopyDevice"));
   exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
+  exports.Set("cudaStreamCreate", Napi::Function::New(env, StreamCreate, "cudaStreamCreate"));
+  exports.Set("cudaStreamDestroy", Napi::Function::New(env, StreamDestroy, "cudaStreamDestroy"));
+#ifdef PAPO_CUDA_EMULATED
+  exports.Set("emuFailNextExternal", Napi::Function::New(env, EmuFailNextExternal, "emuFailNextExternal"));
+#endif
 }
 
 }  // namespace papo

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "../cpu/papo_cpu.h"
+#include "../cuda/cuda_resources.h"
+#include "../cuda/launch.cuh"
 #include "../cuda/papo_cuda.h"
 
 using namespace papo;
@@ -228,6 +230,51 @@ void run_case(const Case& c) {
     }
 }
 
+// Device data written by the caller's asynchronous work: the call must be ordered after it on the tensors'
+// streams, whether that is the legacy default stream (0), a non-blocking stream of the caller's, or, for the
+// masked logits, a second stream. The copies are not waited for; a call that ran early would read zeros.
+void stream_ordering() {
+  const Case c{"f32 ordered", 6, 3001, DT_F32, DT_F32};
+  const char* modes[] = {"legacy stream", "caller's stream", "masked logits on a second stream"};
+  for (int mode = 0; mode < 3; ++mode) {
+    Data dw = make(c, 11), dg = make(c, 11);
+    PapoCall want = call_of(c, dw), got = call_of(c, dg);
+    const PapoMetrics mw = papo_loss_cpu(want);
+    cudaStream_t s1 = nullptr, s2 = nullptr;
+    if (mode >= 1) cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+    if (mode == 2) cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+    const std::string tag = std::string("ordered after the producer on the ") + modes[mode];
+    try {
+      OnDevice dev;
+      const size_t bytes = c.N * c.V * esz(c.dtype);
+      PapoCall dc = got;
+      dc.logits = dev.up(nullptr, bytes);
+      dc.maskedLogits = dev.up(nullptr, bytes);
+      dc.gradLogits = dev.up(nullptr, bytes);
+      dc.gradMaskedLogits = dev.up(nullptr, bytes);
+      cuda_check(cudaMemcpyAsync(const_cast<void*>(dc.logits), got.logits, bytes, cudaMemcpyHostToDevice, s1), "copy");
+      cuda_check(cudaMemcpyAsync(const_cast<void*>(dc.maskedLogits), got.maskedLogits, bytes, cudaMemcpyHostToDevice,
+                                 mode == 2 ? s2 : s1), "copy");
+      CudaExec ex;
+      ex.onDevice = true;
+      ex.stream = (uint64_t)(uintptr_t)s1;
+      ex.hasMaskedStream = mode == 2;
+      ex.maskedStream = (uint64_t)(uintptr_t)s2;
+      const PapoMetrics mg = papo_loss_cuda(dc, ex);
+      cuda_copy(got.gradLogits, dc.gradLogits, bytes, false, 0, (uint64_t)(uintptr_t)s1);
+      cuda_copy(got.gradMaskedLogits, dc.gradMaskedLogits, bytes, false, 0, (uint64_t)(uintptr_t)(mode == 2 ? s2 : s1));
+      const int before = failures;
+      compare(tag, c, got, want, mg, mw);
+      printf("%s %s\n", failures == before ? "ok  " : "FAIL", tag.c_str());
+    } catch (const Error& e) {
+      fprintf(stderr, "  FAIL %s: %s\n", tag.c_str(), e.what());
+      ++failures;
+    }
+    if (s1) cudaStreamDestroy(s1);
+    if (s2) cudaStreamDestroy(s2);
+  }
+}
+
 int parity() {
   std::vector<Case> cases = {
       {"f32 masked", 9, 1000, DT_F32, DT_F32},
@@ -260,6 +307,7 @@ int parity() {
     printf("%s in place NaN rejected, logits intact\n", threw && intact ? "ok  " : "FAIL");
     failures += !(threw && intact);
   }
+  stream_ordering();
   printf("%s\n", failures ? "FAILED" : "all CUDA parity checks passed");
   return failures ? 1 : 0;
 }
@@ -325,8 +373,9 @@ int bench(int64_t N, int64_t V) {
   }, reps);
   unsigned* sink = static_cast<unsigned*>(dev.up(nullptr, 4));
   const double readMs = median_ms([&] {
-    read_only<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const uint4*>(z), (int64_t)(bytes / 16), sink);
-    read_only<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const uint4*>(zm), (int64_t)(bytes / 16), sink);
+    for (const void* p : {z, zm})
+      cuda::launch_kernel("read_only", read_only, dim3(prop.multiProcessorCount * 8), dim3(512), 0, nullptr,
+                          static_cast<const uint4*>(p), (int64_t)(bytes / 16), sink);
   }, reps);
   auto row = [&](const char* name, double ms, double moved, double roofMs) {
     printf("%-28s %9.3f ms %8.1f GB/s %6.2fx the roofline\n", name, ms, moved / ms / 1e6, ms / roofMs);

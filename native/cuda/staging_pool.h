@@ -1,0 +1,51 @@
+// A process-wide pool of the buffers CUDA calls use for their duration (papo_cuda.cu): the pinned and device
+// staging buffers that host-data calls copy their logits and gradients through (class Staging), and the device
+// buffer of every call's per-token inputs and per-row results. Per device.
+//
+// Pinning a few hundred MiB with cudaHostAlloc costs tens of milliseconds (the pages are locked one by one) and
+// cudaFree waits for all work on the device, every stream's, so a call that allocated and freed them every time
+// would spend much of a training step doing that and hold up other streams' producers. The pool lends buffers
+// out instead:
+//   - a buffer is lent to one call at a time (taken, then given back when the call's streams are idle);
+//   - at most 2 idle pinned and 3 idle device buffers are kept per device (two staging slots' worth, plus a
+//     call's per-token buffer), the least recently returned going first;
+//   - an idle buffer is freed after PAPO_CUDA_PINNED_IDLE_MS milliseconds (default 2000, read once per
+//     process; 0 disables the pool) by a background thread, so the memory comes back without another call;
+//   - when an allocation runs out of memory, the idle buffers are freed and the allocation is tried again.
+#pragma once
+
+#include <stddef.h>
+
+namespace papo {
+
+enum class PoolKind { Pinned, Device };
+
+// A buffer of the pool, lent for this object's lifetime (move-only). Its memory is uninitialised and may be
+// larger than asked. Give it back (destroy it) only when no stream still uses it.
+class PooledBuffer {
+ public:
+  PooledBuffer() = default;
+  // At least `bytes` (> 0) of `kind` for `device`, which must be the current device (a new buffer is
+  // allocated there). Throws papo::Error: OutOfMemory naming `what`, or CudaError.
+  PooledBuffer(PoolKind kind, int device, size_t bytes, const char* what);
+  ~PooledBuffer();
+  PooledBuffer(PooledBuffer&& o) noexcept;
+  PooledBuffer& operator=(PooledBuffer&& o) noexcept;
+  PooledBuffer(const PooledBuffer&) = delete;
+  PooledBuffer& operator=(const PooledBuffer&) = delete;
+
+  template <class T = void>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  void give_back() noexcept;
+  PoolKind kind_ = PoolKind::Pinned;
+  int device_ = 0;
+  void* p_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+}  // namespace papo

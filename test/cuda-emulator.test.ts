@@ -1,0 +1,111 @@
+// What only the emulated device can show: its own checks (native/test/emulator_test.cpp), the kernels' test
+// program on it, injected failures, and the counters behind the review's host-side defects (pinned staging
+// reused and released, no device-wide synchronisation, no leak when a DeviceTensor's wrapper fails).
+// On a GPU machine the same kernels' test program runs on the hardware instead (last block).
+import { cudaTarget, emulated } from './cuda-target';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cuda, papoLossSync } from '../lib';
+import { native } from '../lib/native';
+import type { Tensor } from '../lib/types';
+import { codeOf, makeInputs } from './helpers';
+
+const build = path.join(__dirname, '..', 'build');
+
+function runProgram(file: string, args: string[] = []) {
+  expect(fs.existsSync(file), `${file} (built by npm install)`).toBe(true);
+  const r = spawnSync(file, args, { encoding: 'utf8', timeout: 120_000 });
+  const out = `${r.stdout}\n${r.stderr}`;
+  expect(r.status, out.slice(-4000)).toBe(0);
+  return out;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.runIf(emulated)('the emulated device', () => {
+  it('passes its own checks against what a GPU does (barriers, shuffles, bounds, alignment, streams, faults)', () => {
+    const out = runProgram(path.join(build, 'Emulated', 'emulator_test'));
+    expect(out).toMatch(/\d+ passed, 0 failed/);
+  });
+
+  it('runs the kernels\' test program (papo_cuda_test) on every family, staged and device-resident', () => {
+    const out = runProgram(path.join(build, 'Emulated', 'papo_cuda_test'));
+    expect(out).toMatch(/all CUDA parity checks passed/);
+  });
+
+  it('an injected cudaMalloc failure is PAPO_OUT_OF_MEMORY with the bytes; the next call works', () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 4, V: 500 });
+    emu.emuInjectFault!('cudaMalloc', 1);
+    const e = codeOf(() => papoLossSync(inputs, { backend: 'cuda' }));
+    expect(e.code).toBe('PAPO_OUT_OF_MEMORY');
+    expect(e.message).toMatch(/\d+ bytes/);
+    expect(papoLossSync(inputs, { backend: 'cuda' }).loss).toBeCloseTo(papoLossSync(inputs, { backend: 'cpu' }).loss, 6);
+  });
+
+  it('an injected launch or copy failure is PAPO_CUDA_ERROR; the next call works', () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 4, V: 500 });
+    for (const kind of ['launch', 'memcpy'] as const) {
+      emu.emuInjectFault!(kind, 1);
+      const e = codeOf(() => papoLossSync(inputs, { backend: 'cuda' }));
+      expect(e.code, kind).toBe('PAPO_CUDA_ERROR');
+      expect(e.message).toMatch(/injected/);
+    }
+    const z = cuda.upload(inputs.logits as Tensor);
+    emu.emuInjectFault!('memcpy', 1);
+    expect(codeOf(() => z.download()).code).toBe('PAPO_CUDA_ERROR');
+    expect(Array.from(z.download().data)).toEqual(Array.from((inputs.logits as Tensor).data));
+    z.dispose();
+    expect(papoLossSync(inputs, { backend: 'cuda' }).loss).toBeCloseTo(papoLossSync(inputs, { backend: 'cpu' }).loss, 6);
+  });
+
+  it('pinned staging is reused across host-data calls and released when idle', async () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 16, V: 3000, type: 'bfloat16' });
+    process.env.PAPO_CUDA_PINNED_IDLE_MS = '300';
+    try {
+      papoLossSync(inputs, { backend: 'cuda' });
+      const first = emu.emuStats!().hostAllocs;
+      for (let i = 0; i < 3; i++) papoLossSync(inputs, { backend: 'cuda' });
+      expect(emu.emuStats!().hostAllocs).toBe(first);
+      expect(emu.emuStats!().liveHostBytes).toBeGreaterThan(0);
+      for (let i = 0; i < 40 && emu.emuStats!().liveHostBytes > 0; i++) await sleep(100);
+      expect(emu.emuStats!().liveHostBytes).toBe(0);
+    } finally {
+      delete process.env.PAPO_CUDA_PINNED_IDLE_MS;
+    }
+  });
+
+  it('nothing synchronises the whole device: upload, memset, copy, download, papoLoss, logProbs', () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 6, V: 1000, type: 'float32' });
+    emu.emuReset!();
+    const z = cuda.upload(inputs.logits as Tensor), zm = cuda.upload(inputs.maskedLogits as Tensor);
+    const r = papoLossSync({ ...inputs, logits: z, maskedLogits: zm });
+    papoLossSync(inputs, { backend: 'cuda' });
+    (r.gradLogits as { download(): Tensor }).download();
+    for (const t of [z, zm, r.gradLogits, r.gradMaskedLogits] as { dispose(): void }[]) t.dispose();
+    expect(emu.emuStats!().deviceSyncs).toBe(0);
+  });
+
+  it('a failure while wrapping a new allocation frees it', () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 4, V: 1000 });
+    const before = emu.emuStats!().liveDeviceBytes;
+    const liveBefore = cuda.memInfo().liveAllocations;
+    emu.emuFailNextExternal!();
+    expect(codeOf(() => cuda.upload(inputs.logits as Tensor)).code).toBe('PAPO_INTERNAL');
+    expect(emu.emuStats!().liveDeviceBytes).toBe(before);
+    expect(cuda.memInfo().liveAllocations).toBe(liveBefore);
+  });
+});
+
+describe.runIf(!emulated)(`the kernels' test program on the ${cudaTarget} GPU`, () => {
+  it('papo_cuda_test passes against the hardware', () => {
+    const out = runProgram(path.join(build, 'Release', 'papo_cuda_test'));
+    expect(out).toMatch(/all CUDA parity checks passed/);
+  });
+});
