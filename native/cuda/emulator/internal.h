@@ -61,16 +61,29 @@ int64_t live_pinned_bytes();
 void install_fault_handler();
 
 // ---- streams (streams.cpp) -------------------------------------------------------------------------------------
+// Streams are lazy: an operation runs only once something needs it (a host synchronisation, or another
+// stream's operation that waits for it through an event or the legacy stream's rules), or after
+// PAPO_EMU_LAZY_MS (default 200) when nothing does, as a GPU runs queued work eventually. So work that nothing
+// orders after a producer runs before the producer, every time, instead of racing it.
+struct Demand {
+  std::mutex m;
+  std::condition_variable cv;
+  uint64_t upTo = 0;  // the stream's operations up to this sequence number are wanted now
+  void want(uint64_t seq);
+};
+
 struct Completion {
   std::mutex m;
   std::condition_variable cv;
+  std::shared_ptr<Demand> demand;  // of the stream this operation belongs to
+  uint64_t seq = 0;
   bool done = false;
   cudaError_t err = cudaSuccess;
   std::string detail;
   double when = 0;  // steady-clock seconds at completion, for event timing
   void signal(cudaError_t e, const std::string& d);
-  cudaError_t wait(std::string* d = nullptr);
-  bool finished();
+  cudaError_t wait(std::string* d = nullptr);  // demands the operation first
+  bool finished();                              // a poll: demands nothing
 };
 using CompletionPtr = std::shared_ptr<Completion>;
 

@@ -27,6 +27,8 @@ struct CUstream_st {
   };
   std::deque<Op> q;
   papo_emu::CompletionPtr tail;  // of the last operation enqueued
+  std::shared_ptr<papo_emu::Demand> demand = std::make_shared<papo_emu::Demand>();
+  uint64_t seq = 0;
   bool destroyed = false;
   cudaError_t sticky = cudaSuccess;  // a failed operation faults the stream until a synchronisation reports it
   std::string stickyDetail;
@@ -59,6 +61,12 @@ void run_stream(CUstream_st* st) {
       if (st->q.empty()) break;
       op = std::move(st->q.front());
       st->q.pop_front();
+    }
+    {  // lazy: wait until the operation is wanted, or until nothing has wanted it for a while
+      static const int64_t lazyMs = env_int("PAPO_EMU_LAZY_MS", 200);
+      Demand& dm = *st->demand;
+      std::unique_lock<std::mutex> lock(dm.m);
+      dm.cv.wait_for(lock, std::chrono::milliseconds(lazyMs), [&] { return dm.upTo >= op.done->seq; });
     }
     cudaError_t err = cudaSuccess;
     std::string detail;
@@ -112,6 +120,15 @@ CUstream_st* resolve(cudaStream_t s) {
 
 }  // namespace
 
+void Demand::want(uint64_t seq) {
+  {
+    std::lock_guard<std::mutex> lock(m);
+    if (seq <= upTo) return;
+    upTo = seq;
+  }
+  cv.notify_all();
+}
+
 void Completion::signal(cudaError_t e, const std::string& d) {
   {
     std::lock_guard<std::mutex> lock(m);
@@ -124,6 +141,7 @@ void Completion::signal(cudaError_t e, const std::string& d) {
 }
 
 cudaError_t Completion::wait(std::string* d) {
+  if (demand) demand->want(seq);
   std::unique_lock<std::mutex> lock(m);
   cv.wait(lock, [this] { return done; });
   if (d) *d = detail;
@@ -143,6 +161,7 @@ CompletionPtr enqueue(cudaStream_t stream, const char* what, OpBody body, std::v
   CUstream_st::Op op{what, std::move(body), std::move(deps), std::make_shared<Completion>()};
   CompletionPtr done = op.done;
   std::lock_guard<std::mutex> reg(regMu);
+  done->demand = st->demand;
   if (st->legacy) {
     for (CUstream_st* x : live)
       if (x != st && x->device == st->device && !x->nonBlocking && !x->legacy && x->tail) op.deps.push_back(x->tail);
@@ -152,6 +171,7 @@ CompletionPtr enqueue(cudaStream_t stream, const char* what, OpBody body, std::v
   }
   {
     std::lock_guard<std::mutex> lock(st->m);
+    done->seq = ++st->seq;
     st->tail = done;
     st->q.push_back(std::move(op));
   }
