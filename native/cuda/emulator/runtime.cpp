@@ -60,7 +60,7 @@ cudaDeviceProp make_prop(int device) {
 }
 
 int copy_latency_us() {
-  static const int us = (int)env_int("PAPO_EMU_COPY_LATENCY_US", 500);
+  static const int us = (int)env_int("PAPO_EMU_COPY_LATENCY_US", 0);
   return us;
 }
 
