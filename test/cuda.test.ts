@@ -127,10 +127,14 @@ for (const f of families) {
       it(name, () => vsCpu(makeInputs({ N: 12, V: 1003, mask: true }), options, f, 'float32'));
 
     for (const type of ['float32', 'float16', 'bfloat16'] as const) {
-      it(`${type}, [B, T, V], -Infinity logits with gradient exactly 0`, async () => {
+      it(`${type}, [B, T, V], -Infinity logits and masked-out tokens with gradient exactly +0`, async () => {
         const inputs = makeInputs({ dims: [3, 4, 4099], type, negInf: 0.05, mask: true });
         const got = await vsCpu(inputs, {}, f, type);
         expectExactZeroAtNegInf(inputs.logits as Tensor, got.gradLogits, 'gradLogits');
+        const g = hostGrad(got.gradMaskedLogits), V = 4099;
+        for (let row = 3; row < 12; row += 4)  // makeInputs masks every fourth token
+          for (let j = 0; j < V; j++)
+            if (!Object.is(g[row * V + j], 0)) expect.fail(`gradMaskedLogits[${row}, ${j}] = ${g[row * V + j]} for a masked-out token`);
       });
       it(`${type} with float32 gradients`, () => vsCpu(makeInputs({ N: 7, V: 2049, type }), { gradType: 'float32' }, f, type));
     }

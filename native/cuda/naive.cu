@@ -114,8 +114,10 @@ __global__ void naive_backward(const float* p, const float* logp, typename SO::T
     const float H = (float)(masked ? o.ms.entropy : o.s.entropy);
     const float onehot = j == tokens[r] ? 1.f : 0.f;
     const float ent = p[i] > 0.f ? p[i] * (logp[i] + H) : 0.f;  // p = 0 where logp = -inf
-    // An excluded token (p = 0, not the target) gets exactly +0, not a signed zero from 0 * gLp.
-    grad[i] = SO::from_float(p[i] == 0.f && onehot == 0.f ? 0.f : invTau * (gLp * (onehot - p[i]) - gH * ent));
+    // An excluded token (p = 0, not the target) and a token without loss (gLp = gH = 0) get exactly +0, not a
+    // signed zero from 0 * gLp.
+    const bool zero = (p[i] == 0.f && onehot == 0.f) || (gLp == 0.f && gH == 0.f);
+    grad[i] = SO::from_float(zero ? 0.f : invTau * (gLp * (onehot - p[i]) - gH * ent));
   }
 }
 

@@ -490,11 +490,20 @@ void cuda_check_pointer(const void* ptr, size_t bytes, int device, const char* n
                                                 std::to_string(a.device) + ", not device " + std::to_string(device));
   // The whole range must lie in the allocation the pointer starts in: a tensor wrapped with dims too large for
   // its memory would otherwise have the kernels read (and write) past its end.
+  // Memory mapped in pieces (cuMemMap, e.g. PyTorch's expandable segments) reports only the piece holding an
+  // address: follow the pieces while each starts exactly where the last one ended.
   uintptr_t base = 0;
   size_t size = 0;
   if (!driver_address_range(ptr, &base, &size)) return;  // the driver cannot tell (no entry point): trust the caller
-  const uintptr_t p = reinterpret_cast<uintptr_t>(ptr), end = base + size;
-  if (p < base || p - base > size || bytes > end - p)
+  const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+  uintptr_t end = base + size;
+  for (int piece = 0; piece < 4096 && p >= base && end - p < bytes; ++piece) {
+    uintptr_t nextBase = 0;
+    size_t nextSize = 0;
+    if (!driver_address_range(reinterpret_cast<const void*>(end), &nextBase, &nextSize) || nextBase != end) break;
+    end = nextBase + nextSize;
+  }
+  if (p < base || p >= end || bytes > end - p)
     throw Error(ErrorCode::InvalidArgument, std::string(name) + ": the device tensor needs " + std::to_string(bytes) +
                                                 " bytes from " + hex(p) + ", but its allocation ends after " +
                                                 std::to_string(p < end && p >= base ? end - p : 0) + " bytes (at " +

@@ -70,6 +70,16 @@ __global__ void shuffle_outside_mask(int* out) {
   if (threadIdx.x < 16) out[threadIdx.x] = __shfl_sync(0x0000ffffu, (int)threadIdx.x, threadIdx.x == 0 ? 16 : 1);
 }
 
+__global__ void ballot_after_exit(int* out) {
+  if (threadIdx.x >= 20) return;  // lanes 20..31 exit: a full-mask ballot of the rest is legal
+  const unsigned b = __ballot_sync(0xffffffffu, threadIdx.x % 2 == 0);
+  out[threadIdx.x] = (int)b;
+}
+
+__global__ void fault_then_nothing(float* p) {
+  if (threadIdx.x == 0) p[1 << 20] = 1.f;  // far past a small allocation
+}
+
 __global__ void barrier_or(int* out) {
   const int any = __syncthreads_or(threadIdx.x == 77);
   const int count = __syncthreads_count(threadIdx.x % 3 == 0);
@@ -136,6 +146,9 @@ void warps(int* d) {
   cudaMemcpy(h.data(), d, 64 * 4, cudaMemcpyDeviceToHost);
   check(e == cudaSuccess && h[0] == 496 && h[31] == 496 && h[32] == 32 * 32 + 496 && h[63] == h[32],
         "__shfl_xor_sync butterflies within each warp", msg);
+  e = run(&msg, ballot_after_exit, dim3(1), dim3(32), nullptr, d);
+  cudaMemcpy(h.data(), d, 32 * 4, cudaMemcpyDeviceToHost);
+  check(e == cudaSuccess && h[0] == 0x55555 && h[19] == 0x55555, "a full-mask ballot after some lanes exited counts the rest", msg);
   e = run(&msg, shuffle_outside_mask, dim3(1), dim3(32), nullptr, d);
   check(e == cudaErrorIllegalInstruction && contains(msg, "not in mask"), "a shuffle that reads a lane outside its mask is reported", msg);
 }
@@ -185,6 +198,11 @@ void memory() {
   cudaMalloc(&u, 4);
   e = run(&msg, vector_load, dim3(1), dim3(32), nullptr, (const char*)a, 8, u);
   check(e == cudaErrorMisalignedAddress && contains(msg, "not 16-byte aligned"), "a misaligned 16-byte load fails the launch", msg);
+  // An asynchronous fault is reported by the next synchronising call, cudaMemcpy from pageable memory included.
+  launch_kernel("fault_then_nothing", fault_then_nothing, dim3(1), dim3(32), 0, nullptr, b);
+  e = cudaMemcpy(b, fresh.data(), 16, cudaMemcpyHostToDevice);
+  cudaGetLastError();
+  check(e == cudaErrorIllegalAddress, "cudaMemcpy reports an earlier kernel's fault", cudaGetErrorName(e));
   cudaFree(a);
   e = run(&msg, read_at, dim3(1), dim3(32), nullptr, (const float*)a, (int64_t)0, out);
   check(e == cudaErrorIllegalAddress, "a read after cudaFree fails the launch", msg);

@@ -167,29 +167,21 @@ bool resolve_warps(Worker& w) {
         w.fault(cudaErrorIllegalInstruction, buf);
         return false;
       }
+      // The lanes the operation waits for: those of the mask that exist and have not exited (CUDA requires
+      // only the non-exited lanes named in the mask to take part).
+      unsigned members = 0;
+      for (int m = 0; m < lanes; ++m)
+        if (((mask >> m) & 1u) && w.threads[base + m].state != State::Exited) members |= 1u << m;
       bool ready = true;
       for (int m = 0; m < 32 && ready; ++m) {
-        if (!((mask >> m) & 1u)) continue;
-        char buf[300];
-        if (m >= lanes) {
-          snprintf(buf, sizeof buf, "%s at %s names lane %d in mask 0x%08x, but warp %d has only %d threads",
-                   warp_op_name(t.kind), site(t).c_str(), m, mask, base / 32, lanes);
-          w.fault(cudaErrorIllegalInstruction, buf);
-          return false;
-        }
+        if (!((members >> m) & 1u)) continue;
         const CudaThread& o = w.threads[base + m];
-        if (o.state == State::Exited) {
-          snprintf(buf, sizeof buf, "%s at %s (mask 0x%08x) waits for lane %d of warp %d, which exited",
-                   warp_op_name(t.kind), site(t).c_str(), mask, m, base / 32);
-          w.fault(cudaErrorIllegalInstruction, buf);
-          return false;
-        }
         if (o.state != State::AtWarp || o.mask != mask) ready = false;
       }
       if (!ready) continue;
-      // Every lane of the mask waits here: they must be at the same operation.
+      // Every lane taking part waits here: they must be at the same operation.
       for (int m = 0; m < 32; ++m) {
-        if (!((mask >> m) & 1u)) continue;
+        if (!((members >> m) & 1u)) continue;
         const CudaThread& o = w.threads[base + m];
         if (o.kind != t.kind || o.width != t.width || o.file != t.file || o.line != t.line) {
           w.fault(cudaErrorIllegalInstruction, "lanes of warp " + std::to_string(base / 32) + " meet at different warp operations: " +
@@ -201,9 +193,9 @@ bool resolve_warps(Worker& w) {
       const int width = t.width;
       uint64_t ballot = 0;
       for (int m = 0; m < 32; ++m)
-        if ((mask >> m) & 1u) ballot |= (uint64_t)(w.threads[base + m].value != 0) << m;
+        if ((members >> m) & 1u) ballot |= (uint64_t)(w.threads[base + m].value != 0) << m;
       for (int m = 0; m < 32; ++m) {
-        if (!((mask >> m) & 1u)) continue;
+        if (!((members >> m) & 1u)) continue;
         CudaThread& o = w.threads[base + m];
         const int seg = m & ~(width - 1);
         int src = m;
@@ -217,10 +209,10 @@ bool resolve_warps(Worker& w) {
         if (t.kind == W_BALLOT) {
           o.result = ballot;
         } else if (t.kind != W_SYNC) {
-          if (src < 0 || src >= 32 || !((mask >> src) & 1u)) {
+          if (src < 0 || src >= 32 || !((members >> src) & 1u)) {
             char buf[200];
-            snprintf(buf, sizeof buf, "%s at %s: lane %d reads lane %d, which is not in mask 0x%08x (undefined)",
-                     warp_op_name(t.kind), site(t).c_str(), m, src, mask);
+            snprintf(buf, sizeof buf, "%s at %s: lane %d reads lane %d, which is not in mask 0x%08x or has exited "
+                     "(undefined)", warp_op_name(t.kind), site(t).c_str(), m, src, mask);
             w.fault(cudaErrorIllegalInstruction, buf);
             return false;
           }
@@ -228,7 +220,7 @@ bool resolve_warps(Worker& w) {
         }
       }
       for (int m = 0; m < 32; ++m)
-        if ((mask >> m) & 1u) w.threads[base + m].state = State::Runnable;
+        if ((members >> m) & 1u) w.threads[base + m].state = State::Runnable;
       progressed = true;
     }
   }

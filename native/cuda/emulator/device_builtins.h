@@ -94,7 +94,7 @@ inline int __any_sync(unsigned mask, int predicate, const char* file = __builtin
   return __ballot_sync(mask, predicate, file, line) != 0;
 }
 inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  return __ballot_sync(mask, predicate, file, line) == mask;
+  return __ballot_sync(mask, !predicate, file, line) == 0;  // over the lanes that take part (exited ones do not)
 }
 
 // ---- arithmetic intrinsics: the accurate libm functions stand in for the hardware approximations ----------

@@ -76,7 +76,8 @@ struct Completion {
   std::mutex m;
   std::condition_variable cv;
   std::shared_ptr<Demand> demand;  // of the stream this operation belongs to
-  uint64_t seq = 0;
+  uint64_t seq = 0;                // in its stream
+  uint64_t order = 0;              // among all operations: a device synchronisation runs the newest first
   bool done = false;
   cudaError_t err = cudaSuccess;
   std::string detail;
@@ -94,6 +95,8 @@ using OpBody = std::function<cudaError_t(std::string& detail)>;
 CompletionPtr enqueue(cudaStream_t stream, const char* what, OpBody body, std::vector<CompletionPtr> deps = {});
 // The legacy default stream's semantics apply to stream 0 and cudaStreamLegacy.
 bool is_legacy(cudaStream_t stream);
+// The device a stream belongs to (the legacy and per-thread streams: the calling thread's current device).
+int stream_device(cudaStream_t stream);
 cudaError_t synchronize_stream(cudaStream_t stream);
 cudaError_t synchronize_device(int device);
 // Waits for one operation of `stream`; an error is reported (and the stream's fault cleared) like a sync.

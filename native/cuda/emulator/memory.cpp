@@ -1,5 +1,6 @@
 // Emulated device memory: every cudaMalloc is its own mapping, 256-byte aligned as on a GPU, with its end as
-// close to a PROT_NONE guard page as that alignment allows and another guard page before it:
+// close to a PROT_NONE guard page as that alignment allows and another guard page before the page-rounded span
+// (so up to a page of poisoned slack precedes a small allocation):
 //
 //   [guard][lead slack, poison][ptr ... ptr + bytes)[tail slack < 256 B, poison][guard]
 //

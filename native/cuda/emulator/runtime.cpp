@@ -212,6 +212,12 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
     fail(cudaErrorInvalidConfiguration, buf);
     return;
   }
+  if (stream_device(stream) != host_thread().device) {
+    fail(cudaErrorInvalidResourceHandle, std::string("kernel ") + name + ": launched on a stream of device " +
+                                             std::to_string(stream_device(stream)) + " while device " +
+                                             std::to_string(host_thread().device) + " is current");
+    return;
+  }
   if ((int64_t)smem > max_dynamic_smem(kernel)) {
     fail(cudaErrorInvalidValue, std::string("kernel ") + name + ": " + std::to_string(smem) +
                                     " bytes of dynamic shared memory exceed its limit (cudaFuncSetAttribute)");
@@ -403,7 +409,8 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
   ensure_context();
   if (!ptr) return cudaSuccess;
-  drain_device(host_thread().device);  // cudaFree synchronises with the device before it frees
+  const Region r = find_region(ptr, 0, nullptr);
+  drain_device(r.space == Space::Device ? r.device : host_thread().device);  // cudaFree waits for the device first
   const cudaError_t e = release(ptr, Space::Device);
   return e == cudaSuccess ? e : fail(e, "cudaFree of a pointer that is not the start of a device allocation");
 }
@@ -422,7 +429,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaHostAlloc(ptr,
 cudaError_t cudaFreeHost(void* ptr) {
   ensure_context();
   if (!ptr) return cudaSuccess;
-  drain_device(host_thread().device);
+  for (int d = 0; d < device_count(); ++d) drain_device(d);  // pinned memory may be in use by any device
   const cudaError_t e = release(ptr, Space::Pinned);
   return e == cudaSuccess ? e : fail(e, "cudaFreeHost of a pointer that cudaHostAlloc did not return");
 }
@@ -438,6 +445,7 @@ cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* totalBytes) {
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* ptr) {
   if (!a) return fail(cudaErrorInvalidValue);
+  ensure_context();
   const Region r = find_region(ptr, 0, nullptr);
   *a = cudaPointerAttributes{};
   a->device = r.space == Space::Device ? r.device : host_thread().device;
@@ -485,7 +493,10 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
     return cudaSuccess;
   }
   if (s.space == Space::Pageable) {  // host to device, staged now
-    if (syncApi) synchronize_stream(stream);
+    if (syncApi) {  // "a stream sync is performed before the copy is initiated", and reports earlier failures
+      const cudaError_t e = synchronize_stream(stream);
+      if (e != cudaSuccess) return e;
+    }
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
     enqueue(stream, "copy from pageable memory", [=](std::string& detail) {
       if (inject) return injected(detail);

@@ -7,6 +7,7 @@
 // So code that forgot a cudaStreamWaitEvent, or relied on the legacy stream to order a non-blocking one, runs
 // its kernel before its data arrives (the copies below take a little while on purpose) and reads poison.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -35,6 +36,7 @@ struct CUstream_st {
 };
 
 struct CUevent_st {
+  int device = 0;
   std::mutex m;
   papo_emu::CompletionPtr c;  // the last record's marker; null: never recorded (complete)
   bool timing = true;
@@ -113,9 +115,36 @@ CUstream_st* legacy_stream(int device) {
   return s;
 }
 
-CUstream_st* resolve(cudaStream_t s) {
-  if (is_legacy(s) || s == cudaStreamPerThread) return legacy_stream(host_thread().device);
+// cudaStreamPerThread: a blocking stream of the host thread's own (it does not wait for other blocking streams).
+CUstream_st* per_thread_stream() {
+  static thread_local CUstream_st* s = nullptr;
+  if (!s) {
+    s = new CUstream_st();
+    s->device = host_thread().device;
+    start(s);
+  }
   return s;
+}
+
+CUstream_st* resolve(cudaStream_t s) {
+  if (is_legacy(s)) return legacy_stream(host_thread().device);
+  if (s == cudaStreamPerThread) return per_thread_stream();
+  return s;
+}
+
+std::atomic<uint64_t> globalOrder{0};
+
+// Waits for every tail, the most recently enqueued first: work that nothing orders after another runs before
+// it, also when a device-wide synchronisation demands both.
+cudaError_t wait_newest_first(std::vector<CompletionPtr> tails, std::string* detail) {
+  std::sort(tails.begin(), tails.end(), [](const CompletionPtr& a, const CompletionPtr& b) { return a->order > b->order; });
+  cudaError_t first = cudaSuccess;
+  for (const CompletionPtr& t : tails) {
+    std::string d;
+    const cudaError_t e = t->wait(&d);
+    if (e != cudaSuccess && first == cudaSuccess) first = e, *detail = d;
+  }
+  return first;
 }
 
 }  // namespace
@@ -155,6 +184,8 @@ bool Completion::finished() {
 
 bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy; }
 
+int stream_device(cudaStream_t s) { return resolve(s)->device; }
+
 CompletionPtr enqueue(cudaStream_t stream, const char* what, OpBody body, std::vector<CompletionPtr> deps) {
   ensure_context();
   CUstream_st* st = resolve(stream);
@@ -172,6 +203,7 @@ CompletionPtr enqueue(cudaStream_t stream, const char* what, OpBody body, std::v
   {
     std::lock_guard<std::mutex> lock(st->m);
     done->seq = ++st->seq;
+    done->order = ++globalOrder;
     st->tail = done;
     st->q.push_back(std::move(op));
   }
@@ -209,13 +241,8 @@ cudaError_t synchronize_device(int device) {
         if (x->tail) tails.push_back(x->tail), streams.push_back(x);
       }
   }
-  cudaError_t first = cudaSuccess;
   std::string detail;
-  for (const CompletionPtr& t : tails) {
-    std::string d;
-    const cudaError_t e = t->wait(&d);
-    if (e != cudaSuccess && first == cudaSuccess) first = e, detail = d;
-  }
+  const cudaError_t first = wait_newest_first(tails, &detail);
   if (first != cudaSuccess) {
     std::lock_guard<std::mutex> lock(regMu);
     for (CUstream_st* x : live) {
@@ -249,7 +276,8 @@ void drain_device(int device) {
       if (x->device == device && x->tail) tails.push_back(x->tail);
     }
   }
-  for (const CompletionPtr& t : tails) t->wait();
+  std::string ignored;
+  wait_newest_first(tails, &ignored);
 }
 
 }  // namespace papo_emu
@@ -306,6 +334,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   if (!event) return fail(cudaErrorInvalidValue);
   ensure_context();
   *event = new CUevent_st();
+  (*event)->device = host_thread().device;
   (*event)->timing = !(flags & cudaEventDisableTiming);
   return cudaSuccess;
 }
@@ -318,6 +347,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
+  if (stream_device(stream) != event->device)
+    return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: the event and the stream belong to different devices");
   CompletionPtr c = enqueue(stream, "cudaEventRecord", [](std::string&) { return cudaSuccess; });
   std::lock_guard<std::mutex> lock(event->m);
   event->c = c;
