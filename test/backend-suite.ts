@@ -177,6 +177,23 @@ export function backendSuite(backend: 'cpu' | 'cuda'): void {
       expect(() => papoLossSync(inputs, { backend })).toThrow(/maskedLogits contains NaN in row 3/);
       expect(() => papoLossSync(inputs, { backend: 'reference' })).toThrow(/maskedLogits: contains NaN in row 3/);
     });
+    it('NaN is found wherever it sits in a long row, and outranks +Infinity', () => {
+      const V = 5000;  // several of the CPU's 2048-element blocks
+      const cases: [string, (z: Float32Array) => void, RegExp][] = [
+        ['the last element', (z) => { z[2 * V + V - 1] = NaN; }, /logits contains NaN in row 2/],
+        ['lane 0 of a block', (z) => { z[2 * V + 2048] = NaN; }, /logits contains NaN in row 2/],
+        ['a block of excluded tokens', (z) => { z.fill(-Infinity, 2 * V + 2048, 2 * V + 4096); z[2 * V + 3000] = NaN; }, /logits contains NaN in row 2/],
+        ['after +Infinity in an earlier block', (z) => { z[2 * V + 10] = Infinity; z[2 * V + 4500] = NaN; }, /logits contains NaN in row 2/],
+        ['before +Infinity in a later block', (z) => { z[2 * V + 10] = NaN; z[2 * V + 4500] = Infinity; }, /logits contains NaN in row 2/],
+        ['+Infinity alone', (z) => { z[2 * V + 4500] = Infinity; }, /logits contains \+Infinity in row 2/],
+      ];
+      for (const [where, spoil, message] of cases) {
+        const inputs = makeInputs({ N: 4, V, masked: false, seed: 12 });
+        inputs.tokens = Int32Array.of(1, 1, 1, 1);
+        spoil((inputs.logits as { data: Float32Array }).data);
+        expect(() => papoLossSync(inputs, { backend, perceptionCoef: 0, maskedEntropyCoef: 0 }), where).toThrow(message);
+      }
+    });
     it('a response token with logit -inf is rejected; as padding it is allowed', () => {
       const inputs = makeInputs({ mask: true });
       const tok = (inputs.tokens as Int32Array)[3];

@@ -25,6 +25,19 @@ namespace {
 // A block stays in L1 between its two sweeps (max, then exp-sums), so each row is read from memory once.
 constexpr int64_t kBlock = 2048;
 
+// A row whose sums went NaN or whose max is +Infinity, classified by one scalar pass (rare: the call fails).
+// NaN anywhere outranks +Infinity (row_types.h).
+template <class S>
+int32_t classify_bad_row(const typename S::T* row, int64_t V, float invTau) {
+  int32_t status = ROW_OK;
+  for (int64_t j = 0; j < V; ++j) {
+    const float x = load_one<S>(row + j);
+    if (x != x) return ROW_NAN;
+    if (x * invTau == INFINITY) status = ROW_POS_INF;
+  }
+  return status == ROW_OK ? ROW_NAN : status;  // ROW_OK cannot happen: the sums were NaN for a reason
+}
+
 template <class S>
 RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t target) {
   RowStats st{};
@@ -36,32 +49,23 @@ RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t t
     const int64_t len = V - b0 < kBlock ? V - b0 : kBlock;
     const int64_t full = len / kLanes * kLanes;
 
+    // The max alone: NaN is found from the block's sums below (vexp keeps it), not element by element.
     vf mx = splat(-INFINITY);
-    vi nan{};
-    for (int64_t i = 0; i < full; i += kLanes) {
-      const vf z = S::load(p + i);
-      nan |= z != z;
-      mx = vmax(mx, z);
-    }
-    if (full < len) {
-      const vf z = load_partial<S>(p + full, len - full, -INFINITY);
-      nan |= z != z;
-      mx = vmax(mx, z);
-    }
-    for (int i = 0; i < kLanes; ++i)
-      if (nan[i]) {
-        st.status = ROW_NAN;
-        return st;
-      }
+    for (int64_t i = 0; i < full; i += kLanes) mx = vmax(mx, S::load(p + i));
+    if (full < len) mx = vmax(mx, load_partial<S>(p + full, len - full, -INFINITY));
     const float bm = hmax(mx) * invTau;
-    if (bm == INFINITY) {
-      // NaN anywhere in the row outranks +Infinity (row_types.h), so look at the rest of the row first.
-      st.status = ROW_POS_INF;
-      for (int64_t j = b0 + len; j < V; ++j)
-        if (load_one<S>(row + j) != load_one<S>(row + j)) st.status = ROW_NAN;
+    if (bm == INFINITY || bm != bm) {
+      st.status = classify_bad_row<S>(row, V, invTau);
       return st;
     }
-    if (bm == -INFINITY) continue;  // an all-excluded block adds nothing
+    if (bm == -INFINITY) {  // an all-excluded block adds nothing, unless it hides a NaN the max skipped
+      for (int64_t j = 0; j < len; ++j)
+        if (load_one<S>(p + j) != load_one<S>(p + j)) {
+          st.status = classify_bad_row<S>(row, V, invTau);
+          return st;
+        }
+      continue;
+    }
     if (bm > M) {
       if (sumE > 0.0) {
         const double shift = (double)M - (double)bm;
@@ -75,18 +79,23 @@ RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t t
     const vf vM = splat(M);
     vf s{}, t{};
     for (int64_t i = 0; i < full; i += kLanes) {
-      const vf y = vmax(S::load(p + i) * vInv - vM, splat(-88.0f));
+      const vf y = vmax(splat(-88.0f), S::load(p + i) * vInv - vM);
       const vf e = vexp(y);
       s += e;
       t += e * y;
     }
     if (full < len) {
-      const vf y = vmax(load_partial<S>(p + full, len - full, -INFINITY) * vInv - vM, splat(-88.0f));
+      const vf y = vmax(splat(-88.0f), load_partial<S>(p + full, len - full, -INFINITY) * vInv - vM);
       const vf e = vexp(y);
       s += e;
       t += e * y;
     }
-    sumE += hsum(s);
+    const double bs = hsum(s);
+    if (bs != bs) {  // a NaN logit in this block
+      st.status = classify_bad_row<S>(row, V, invTau);
+      return st;
+    }
+    sumE += bs;
     sumEY += hsum(t);
   }
   if (M == -INFINITY) {

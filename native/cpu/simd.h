@@ -1,37 +1,45 @@
-// 16-lane float vectors over GCC/Clang vector extensions. This header is compiled once per instruction set
-// (see row_kernels_impl.h): the compiler lowers the same source to one zmm (AVX-512), two ymm (AVX2) or four
-// xmm (baseline x86-64, or NEON on Arm), so the math is written once and dispatched at run time.
+// Float vectors over GCC/Clang vector extensions, as wide as one register of the instruction set: 16 lanes on
+// AVX-512 (zmm), 8 on AVX2 (ymm), 4 on baseline x86-64 or NEON (xmm / q). The translation unit of each
+// instruction set sets PAPO_LANES (kernels_*.cpp); the math is written once. A vector wider than a register
+// is what GCC 12 lowers badly (spills and scalarised lanes on AVX2), hence one register exactly.
 //
 // Included only from row_kernels_impl.h, inside the per-ISA namespace: every inline function here must be a
 // distinct symbol per ISA, or the linker could hand AVX-512 code to a machine without it.
 
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-typedef uint32_t vu __attribute__((vector_size(64)));
-typedef uint16_t vh __attribute__((vector_size(32)));
+#ifndef PAPO_LANES
+#error "define PAPO_LANES (4, 8 or 16) before including simd.h"
+#endif
+constexpr int kLanes = PAPO_LANES;
+static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "one register of 128, 256 or 512 bits");
 
-constexpr int kLanes = 16;
+typedef float vf __attribute__((vector_size(4 * PAPO_LANES)));
+typedef int32_t vi __attribute__((vector_size(4 * PAPO_LANES)));
+typedef uint32_t vu __attribute__((vector_size(4 * PAPO_LANES)));
+typedef uint16_t vh __attribute__((vector_size(2 * PAPO_LANES)));
 
 static inline vf splat(float x) { return vf{} + x; }
+// NaN in b comes out (a > NaN is false): the clamps below keep a NaN input NaN, so one NaN logit turns its
+// block's sums into NaN and the row is checked once per block instead of per element.
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 static inline float hmax(vf v) {
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = v[i] > m ? v[i] : m;
   return m;
 }
-// Pairwise, in a fixed order, so the result does not depend on anything but the data.
+// Pairwise, in a fixed order, so the result does not depend on anything but the data (and the width).
 static inline double hsum(vf v) {
-  double s[8];
-  for (int i = 0; i < 8; ++i) s[i] = (double)v[i] + (double)v[i + 8];
-  for (int i = 0; i < 4; ++i) s[i] += s[i + 4];
-  return (s[0] + s[2]) + (s[1] + s[3]);
+  double s[kLanes];
+  for (int i = 0; i < kLanes; ++i) s[i] = (double)v[i];
+  for (int w = kLanes / 2; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) s[i] += s[i + w];
+  return s[0];
 }
 
-// e^y for y <= ~88, exactly 0 below -87 so that excluded (-inf) logits get p = 0 and gradient 0.
+// e^y for y <= ~88, exactly 0 below -87 so that excluded (-inf) logits get p = 0 and gradient 0, NaN for NaN.
 // Cephes' expf: y = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, about 1 ulp.
 static inline vf vexp(vf y) {
-  vf x = vmax(y, splat(-87.0f));
-  x = x < splat(88.0f) ? x : splat(88.0f);
+  vf x = vmax(splat(-87.0f), y);
+  x = x > splat(88.0f) ? splat(88.0f) : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
   const vf t = x * 1.44269504088896341f + magic;
   const vf n = t - magic;
@@ -63,21 +71,19 @@ static inline vh f32_to_bf16_bits(vf x) {
 }
 
 static inline vf f16_bits_to_f32(vh h) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && PAPO_LANES == 16
   __m256i raw;
   memcpy(&raw, &h, sizeof raw);
   __m512 f = _mm512_cvtph_ps(raw);
   vf out;
   memcpy(&out, &f, sizeof out);
   return out;
-#elif defined(__F16C__)
-  __m128i lo, hi;
-  memcpy(&lo, &h, 16);
-  memcpy(&hi, reinterpret_cast<const char*>(&h) + 16, 16);
-  __m256 a = _mm256_cvtph_ps(lo), b = _mm256_cvtph_ps(hi);
+#elif defined(__F16C__) && PAPO_LANES == 8
+  __m128i raw;
+  memcpy(&raw, &h, 16);
+  __m256 f = _mm256_cvtph_ps(raw);
   vf out;
-  memcpy(&out, &a, 32);
-  memcpy(reinterpret_cast<char*>(&out) + 32, &b, 32);
+  memcpy(&out, &f, 32);
   return out;
 #else
   // Exponent rebias by a float multiply handles normals and subnormals alike; inf/NaN get the top exponent.
@@ -113,21 +119,19 @@ static inline uint16_t f32_to_f16_scalar(float f) {
 }
 
 static inline vh f32_to_f16_bits(vf x) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && PAPO_LANES == 16
   __m512 f;
   memcpy(&f, &x, sizeof f);
   __m256i h = _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   vh out;
   memcpy(&out, &h, sizeof out);
   return out;
-#elif defined(__F16C__)
-  __m256 a, b;
-  memcpy(&a, &x, 32);
-  memcpy(&b, reinterpret_cast<const char*>(&x) + 32, 32);
-  __m128i lo = _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT), hi = _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT);
+#elif defined(__F16C__) && PAPO_LANES == 8
+  __m256 f;
+  memcpy(&f, &x, 32);
+  __m128i h = _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT);
   vh out;
-  memcpy(&out, &lo, 16);
-  memcpy(reinterpret_cast<char*>(&out) + 16, &hi, 16);
+  memcpy(&out, &h, 16);
   return out;
 #else
   vh out;
