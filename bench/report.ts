@@ -16,6 +16,7 @@ export interface Row {
   rooflineGBs: number;  // copy rate measured in this run for this case's placement (host or device)
   speedup: number;    // per element, over the reference backend
   vsNaiveGpu?: number;  // per element, over cuda-naive (GPU rows)
+  expFloorFraction?: number;  // CPU rows: exponentials per second over the exp floor of the same run
 }
 
 export interface Machine {
@@ -27,20 +28,27 @@ export interface Machine {
   cpuIsa: string;
   threads: number;
   gpu: string | null;
+  expFloorMelemPerS?: number;
 }
 
 const gbs = (r: Row) => r.bytes / r.timing.medianMs / 1e6;
 
-export function printTable(rows: Row[]) {
-  console.log('| case | dtype | V | backend | N | median ms | spread ms (min–max) | ±rme | Melem/s | GB/s | % roofline | speedup |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+/** Where a row ran: the CPU model, kernels and threads, or the GPU. */
+export function machineOf(r: Row, m: Machine): string {
+  return r.backend.startsWith('cuda') ? m.gpu ?? 'GPU' : `${m.cpu}, ${m.cpuIsa}, ${m.threads} threads`;
+}
+
+export function printTable(rows: Row[], m: Machine) {
+  console.log('| case | dtype | V | backend | machine | N | median ms | spread ms (min–max) | ±rme | Melem/s | GB/s | % roofline | % exp floor | speedup |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const t = r.timing;
     const speed = `${r.speedup >= 100 ? r.speedup.toFixed(0) : r.speedup.toFixed(1)}x` +
       (r.vsNaiveGpu !== undefined ? ` (${r.vsNaiveGpu.toFixed(1)}x cuda-naive)` : '');
-    console.log(`| ${r.kind} | ${r.dtype} | ${r.V} | ${r.backend} | ${r.N} | ${t.medianMs.toFixed(2)} | ` +
+    const floor = r.expFloorFraction !== undefined ? `${(100 * r.expFloorFraction).toFixed(0)}%` : '';
+    console.log(`| ${r.kind} | ${r.dtype} | ${r.V} | ${r.backend} | ${machineOf(r, m)} | ${r.N} | ${t.medianMs.toFixed(2)} | ` +
       `${t.minMs.toFixed(2)}–${t.maxMs.toFixed(2)} | ${t.rme.toFixed(1)}% | ${(r.elements / t.medianMs / 1e3).toFixed(1)} | ` +
-      `${gbs(r).toFixed(2)} | ${(100 * gbs(r) / r.rooflineGBs).toFixed(1)}% | ${speed} |`);
+      `${gbs(r).toFixed(2)} | ${(100 * gbs(r) / r.rooflineGBs).toFixed(1)}% | ${floor} | ${speed} |`);
   }
 }
 
@@ -51,6 +59,7 @@ export function appendJsonLines(file: string, m: Machine, rows: Row[]) {
     medianMs: r.timing.medianMs, minMs: r.timing.minMs, maxMs: r.timing.maxMs, rme: r.timing.rme, samples: r.timing.samples,
     melemPerS: r.elements / r.timing.medianMs / 1e3, gbPerS: gbs(r), rooflineGbPerS: r.rooflineGBs,
     rooflineFraction: gbs(r) / r.rooflineGBs, speedup: r.speedup, ...(r.vsNaiveGpu !== undefined ? { vsCudaNaive: r.vsNaiveGpu } : {}),
+    ...(r.expFloorFraction !== undefined ? { expFloorFraction: r.expFloorFraction } : {}),
   }));
   fs.appendFileSync(file, lines.join('\n') + '\n');
 }

@@ -2,9 +2,14 @@
 // the machine measured in the same run (a copy moving the same minimal bytes), for vocab 32000 and 151936,
 // float32 and bfloat16, forward only (logProbs) and forward + backward (papoLoss, both paths).
 //
-//   npm run bench                 quick (CPU cases only when there is no GPU; a few minutes at most)
+//   npm run bench                 quick (CPU cases only when there is no GPU; a few minutes at most); JSON lines
+//                                 and chart go to bench/results/local/ (untracked)
 //   npm run bench -- --full       everything: more vocab sizes, more rows, longer sampling
+//   npm run bench -- --save       update the committed bench/results/ instead
 //   npm run bench -- --no-save    print only (no JSON lines, no chart)
+//
+// CPU rows also say how close they come to the exponential floor measured in the same run: the kernels' vexp
+// over data in L1 on every thread, since an exp per element (two with gradients) is what bounds them.
 //
 // GPU cases run on DeviceTensor data (host transfers excluded): papoLoss returns after the kernels finish, so
 // the time measured around the call is the GPU time plus its fixed host costs.
@@ -12,6 +17,7 @@ import { execSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
+import { native } from '../lib/native';
 import type { DType, PapoInputs, Tensor } from '../lib/types';
 import { elements, makeBatch, minimalBytes, type Kind } from './cases';
 import { measure, type Timing } from './harness';
@@ -21,6 +27,7 @@ import { deviceCopy, hostCopy } from './roofline';
 const args = process.argv.slice(2);
 const full = args.includes('--full');
 const save = !args.includes('--no-save');
+const committed = args.includes('--save');
 const gpu = cuda.available();
 
 const vocabs = full ? [4096, 32000, 65536, 151936] : [32000, 151936];
@@ -53,6 +60,7 @@ function onDevice(batch: PapoInputs): { batch: PapoInputs; release: () => void }
 }
 
 const i = info();
+const expFloor = native().cpuExpFloor() / 1e6;  // Melem/s, all threads
 const machine: Machine = {
   date: new Date().toISOString(), commit: commitOf(), host: os.hostname(), cpu: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
   cores: os.cpus().length, cpuIsa: i.cpuIsa, threads: i.threads, gpu: gpu ? i.cudaDevices[0].name : null,
@@ -60,6 +68,7 @@ const machine: Machine = {
 console.log(`papo-kernels ${i.version} @ ${machine.commit}, ${machine.date}`);
 console.log(`${machine.cpu}, ${machine.cores} cores, cpu kernels ${i.cpuIsa} on ${i.threads} threads; ` +
   (gpu ? `GPU ${machine.gpu}` : `no GPU (${i.cudaStatus}): CPU cases only`));
+console.log(`exp floor: ${expFloor.toFixed(0)} Melem/s (${i.cpuIsa} kernels' vexp on ${i.threads} threads, data in L1)`);
 console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
 const rows: Row[] = [];
@@ -93,6 +102,8 @@ for (const V of vocabs) {
       const naive = caseRows.find((r) => r.backend === 'cuda-naive');
       for (const r of caseRows) {
         r.speedup = perElem(ref) / perElem(r);
+        // exponentials per element: one for the statistics, one more for the gradient
+        if (r.backend === 'cpu') r.expFloorFraction = (r.elements / r.timing.medianMs / 1e3) * (kind === 'fwd' ? 1 : 2) / expFloor;
         if (naive && r.backend === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
       }
       rows.push(...caseRows);
@@ -102,12 +113,14 @@ for (const V of vocabs) {
 }
 
 console.log('');
-printTable(rows);
+printTable(rows, machine);
 console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
 if (save) {
-  const dir = path.join(__dirname, '..', '..', 'bench', 'results');
+  const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
+  const dir = path.join(__dirname, '..', '..', rel);
   const name = gpu ? 'gpu' : 'cpu';
-  appendJsonLines(path.join(dir, `${name}.jsonl`), machine, rows);
+  appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);
   writeChart(path.join(dir, `chart-${name}.svg`), machine, rows);
-  console.log(`appended ${rows.length} lines to bench/results/${name}.jsonl; chart: bench/results/chart-${name}.svg`);
+  console.log(`appended ${rows.length} lines to ${rel}/${name}.jsonl; chart: ${rel}/chart-${name}.svg` +
+    (committed ? '' : ' (untracked; --save updates the committed results)'));
 }

@@ -119,6 +119,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
   cudaCopyDevice(dst: bigint, src: bigint, bytes: number, device: number): void;
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
+  /** Exponentials per second of the CPU kernels on all their threads (the benchmarks' floor). */
+  cpuExpFloor(): number;
   cudaStreamCreate(device: number): bigint;
   cudaStreamDestroy(stream: bigint, device: number): void;
 }

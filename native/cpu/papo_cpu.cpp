@@ -48,6 +48,19 @@ void throw_first_row_error(const RowErrors& errors, const char* tensor, const ch
 
 const char* cpu_isa() { return select_row_kernels().isa; }
 
+double cpu_exp_floor() {
+  const RowKernels& k = select_row_kernels();
+  const int64_t threads = ThreadPool::instance().size();
+  std::vector<double> rates(threads, 0.0);
+  k.exp_rate(200);  // warm-up (clock, caches)
+  ThreadPool::instance().parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) rates[t] = k.exp_rate(4000);
+  });
+  double sum = 0;
+  for (double r : rates) sum += r;
+  return sum;
+}
+
 PapoMetrics papo_loss_cpu(const PapoCall& call) {
   const RowKernels& k = select_row_kernels();
   const int64_t N = call.N, V = call.V;

@@ -12,4 +12,8 @@ void log_probs_cpu(const LogProbsCall& call);
 // The instruction set the row kernels use on this CPU ("avx512", "avx2" or "baseline").
 const char* cpu_isa();
 
+// Exponentials per second of the selected kernels on every thread of the pool at once: the floor that
+// fwd+bwd (two per element: statistics, then gradient) and logProbs (one) are measured against.
+double cpu_exp_floor();
+
 }  // namespace papo

@@ -21,6 +21,8 @@ struct RowKernels {
   RowStats (*stats)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);
   // out may alias row (in-place gradient); outType is the input's type or DT_F32.
   void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g);
+  // The benchmarks' floor: exponentials per second on the calling thread (the kernels' vexp over data in L1).
+  double (*exp_rate)(int64_t reps);
 };
 
 namespace baseline {

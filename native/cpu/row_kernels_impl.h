@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <chrono>
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #endif
@@ -175,10 +177,27 @@ void grad(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V,
   }
 }
 
+double exp_rate(int64_t reps) {
+  alignas(64) float buf[kBlock];
+  for (int64_t i = 0; i < kBlock; ++i) buf[i] = -0.25f * (float)(i % 61);
+  vf acc{};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r)
+    for (int64_t i = 0; i < kBlock; i += kLanes) {
+      vf y;
+      memcpy(&y, buf + i, sizeof y);
+      acc += vexp(y);
+    }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float sink = acc[0];  // keeps the loop
+  (void)sink;
+  return (double)reps * (double)kBlock / s;
+}
+
 }  // namespace
 
 const RowKernels& row_kernels() {
-  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, grad};
+  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, grad, exp_rate};
   return k;
 }
 

@@ -170,10 +170,13 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value CpuExpFloor(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cpu_exp_floor()); }
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
+  exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
   init_device_tensors(env, exports);
 #ifdef PAPO_CUDA_EMULATED
   init_emulator_hooks(env, exports);  // emuInjectFault, emuStats, emuReset: the emulated build's tests only
