@@ -35,7 +35,8 @@ const gbs = (r: Row) => r.bytes / r.timing.medianMs / 1e6;
 
 /** Where a row ran: the CPU model, kernels and threads, or the GPU. */
 export function machineOf(r: Row, m: Machine): string {
-  return r.backend.startsWith('cuda') ? m.gpu ?? 'GPU' : `${m.cpu}, ${m.cpuIsa}, ${m.threads} threads`;
+  if (r.backend.startsWith('cuda')) return m.gpu ?? 'GPU';
+  return r.backend === 'reference' ? `${m.cpu}, TypeScript, 1 thread` : `${m.cpu}, ${m.cpuIsa}, ${m.threads} threads`;
 }
 
 export function printTable(rows: Row[], m: Machine) {
