@@ -1,5 +1,5 @@
 // The CUDA backends against the CPU backend (itself checked against the float64 reference): every kernel family
-// (fused v2, two-pass v1, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
+// (cluster v3, fused v2, two-pass v1, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
 // in place and not. On a machine without a GPU this runs on the emulated device (native/cuda/emulator), which
 // executes the same CUDA sources and fails where a GPU would; on a GPU machine it runs on the GPU. Same
 // assertions either way. Tolerances: fp32 within 1e-5 relative, fp16/bf16 within 1e-2.
@@ -33,6 +33,9 @@ interface Family {
   env: Record<string, string | undefined>;
 }
 const families: Family[] = [
+  // v3 holds a row pair in a thread-block cluster (sm_90+); clusters of 2 and 4 blocks make the slices meet.
+  { name: 'cluster (v3) of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2' } },
+  { name: 'cluster (v3) of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4' } },
   { name: 'fused (v2)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2' } },
   { name: 'two-pass (v1)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1' } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },

@@ -63,6 +63,8 @@ struct Chunk {
 // Each kernel family runs `phase` of `call` on one chunk, on `stream` (fused.cu, naive.cu).
 void run_rows_fused(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_naive(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// v3 (cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
+bool run_rows_cluster(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
 int fused_blocks(const DeviceCall& call);
 

@@ -24,6 +24,103 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
   return papo_dynamic_smem;
 }
 
+// A 16-byte store that bypasses the caches' keep policy (evict first): gradients are written once, never read.
+__device__ __forceinline__ void store16_streaming(void* p, const uint4& v) { __stcs(reinterpret_cast<uint4*>(p), v); }
+
+// ---- Hopper (sm_90): thread-block clusters, distributed shared memory, mbarriers, bulk copies ----------------
+// Compiled for every architecture; below sm_90 they trap (the host launches cluster kernels on sm_90+ only).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PAPO_SM90 1
+#else
+#define PAPO_SM90 0
+#endif
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// Every thread of every block of the cluster; orders shared-memory writes before it with reads after it.
+__device__ __forceinline__ void cluster_sync() {
+#if PAPO_SM90
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned r = 0;
+#if PAPO_SM90
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+
+__device__ __forceinline__ unsigned cluster_size() {
+  unsigned n = 1;
+#if PAPO_SM90
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+#endif
+  return n;
+}
+
+// The same shared-memory variable in block `rank` of the cluster (a generic address: plain loads work).
+template <class T>
+__device__ __forceinline__ T* map_shared_rank(T* p, unsigned rank) {
+  uint64_t out = 0;
+#if PAPO_SM90
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(out) : "l"(reinterpret_cast<uint64_t>(p)), "r"(rank));
+#else
+  __trap();
+#endif
+  return reinterpret_cast<T*>(out);
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+#if PAPO_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // visible to the bulk-copy engine
+#else
+  __trap();
+#endif
+}
+
+// One arrival that also expects `bytes` of bulk copies to complete on the barrier.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+#if PAPO_SM90
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Global to this block's shared memory by the copy engine; dst, src and bytes multiples of 16.
+__device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+#if PAPO_SM90
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Waits until the barrier's phase with this parity completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+#if PAPO_SM90
+  uint32_t done = 0;
+  while (!done)
+    asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                 : "=r"(done) : "r"(smem_u32(bar)), "r"(parity) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Generic-proxy reads of shared memory done before the copy engine overwrites it.
+__device__ __forceinline__ void fence_proxy_async() {
+#if PAPO_SM90
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
 }  // namespace cuda
 }  // namespace papo
 

@@ -103,6 +103,7 @@ int env_int(const char* name) {
 }  // namespace
 
 void run_rows_fused(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (c.kernel == KERNEL_CLUSTER && run_rows_cluster(c, ch, phase, stream)) return;
   with_kernel(c, [&](Kernel, Launch run) {
     if (c.kernel == KERNEL_TWO_PASS && phase == PHASE_BOTH) {
       run(c, ch, PHASE_FORWARD, stream);
@@ -124,7 +125,7 @@ int fused_blocks(const DeviceCall& c) {
     return cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, k, kThreads, 0), "cudaOccupancy"), 0;
   });
   const int64_t full = (int64_t)sms * std::max(perSm, 1);
-  if (c.kernel != KERNEL_FUSED) return (int)full;
+  if (c.kernel != KERNEL_FUSED && c.kernel != KERNEL_CLUSTER) return (int)full;  // v3's own grid; v2 where it falls back
   // The fused kernel re-reads each row of its pair after the statistics: keep the pairs in flight within half of
   // L2 (the other half serves the streaming traffic), but never fewer blocks than SMs.
   const int64_t esz = c.dtype == DT_F32 ? 4 : 2;

@@ -287,10 +287,10 @@ void check_rows(const std::vector<RowOut>& rows, const int32_t* tokens) {
 }
 
 int32_t kernel_choice(int32_t requested) {
-  // PAPO_CUDA_KERNEL=1|2 picks the fast family for experiments; the naive backend is always the naive chain.
+  // PAPO_CUDA_KERNEL=1|2|3 picks the fast family for experiments; the naive backend is always the naive chain.
   if (requested == KERNEL_NAIVE) return KERNEL_NAIVE;
   const int64_t forced = env_int64("PAPO_CUDA_KERNEL", 0);
-  return forced == KERNEL_TWO_PASS || forced == KERNEL_FUSED ? (int32_t)forced : requested;
+  return forced == KERNEL_TWO_PASS || forced == KERNEL_FUSED || forced == KERNEL_CLUSTER ? (int32_t)forced : requested;
 }
 
 DeviceCall device_call(int64_t N, int64_t V, double temperature, int32_t dtype, const CallBuffers& up) {

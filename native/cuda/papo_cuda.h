@@ -21,6 +21,7 @@ enum CudaKernel : int32_t {
   KERNEL_NAIVE = 0,     // the eager chain: log-softmax, softmax, gather, entropy, terms, backward (cuda-naive)
   KERNEL_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
   KERNEL_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
+  KERNEL_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (v2 elsewhere)
 };
 
 // Where and on which stream a call runs.

@@ -157,6 +157,10 @@ struct StatsScratch {
   OnlineSoftmax total;
 };
 
+__device__ __forceinline__ OnlineSoftmax block_merge(OnlineSoftmax st, StatsScratch& sh);
+template <class S>
+__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau);
+
 // Every thread of the block returns the same RowStats. Starts and ends with a barrier, so sh can be reused.
 template <class S>
 __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float invTau, int64_t target,
@@ -191,6 +195,12 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
     st.add(x);
   }
 
+  return finish_stats<S>(block_merge(st, sh), row, target, invTau);
+}
+
+// The block's merge of every thread's (m, s, t): every thread returns the same total. Starts and ends with a
+// barrier, so sh can be reused.
+__device__ __forceinline__ OnlineSoftmax block_merge(OnlineSoftmax st, StatsScratch& sh) {
   st = warp_merge(st);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   __syncthreads();  // the previous call's readers of sh are done
@@ -202,8 +212,12 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
     if (lane == 0) sh.total = w;
   }
   __syncthreads();
-  const OnlineSoftmax tot = sh.total;
+  return sh.total;
+}
 
+// A row's RowStats from the merged (m, s, t) of all its elements; reads the sampled token's logit.
+template <class S>
+__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau) {
   RowStats r{};
   if (tot.bad & 1) {
     r.status = ROW_NAN;

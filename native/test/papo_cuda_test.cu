@@ -191,10 +191,23 @@ struct OnDevice {
 };
 
 void run_case(const Case& c) {
-  for (int kernel : {KERNEL_NAIVE, KERNEL_TWO_PASS, KERNEL_FUSED})
+  // v3 (cluster) twice: clusters of 2 and of 4 blocks (PAPO_CUDA_CLUSTER), so that slices meet in the middle.
+  struct Family {
+    int kernel;
+    const char* name;
+    const char* cluster;
+  };
+  const Family families[] = {{KERNEL_NAIVE, " naive", nullptr},
+                             {KERNEL_TWO_PASS, " two-pass", nullptr},
+                             {KERNEL_FUSED, " fused", nullptr},
+                             {KERNEL_CLUSTER, " cluster x2", "2"},
+                             {KERNEL_CLUSTER, " cluster x4", "4"}};
+  for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
-      const std::string tag = c.name + (kernel == 0 ? " naive" : kernel == 1 ? " two-pass" : " fused") +
-                              (where ? " device" : " staged");
+      const int kernel = fam.kernel;
+      if (fam.cluster) setenv("PAPO_CUDA_CLUSTER", fam.cluster, 1);
+      else unsetenv("PAPO_CUDA_CLUSTER");
+      const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);
       PapoCall want = call_of(c, dw), got = call_of(c, dg);
       const PapoMetrics mw = papo_loss_cpu(want);
@@ -228,6 +241,7 @@ void run_case(const Case& c) {
       compare(tag, c, got, want, mg, mw);
       printf("%s %s\n", failures == before ? "ok  " : "FAIL", tag.c_str());
     }
+  unsetenv("PAPO_CUDA_CLUSTER");
 }
 
 // Device data written by the caller's asynchronous work: the call must be ordered after it on the tensors'
@@ -384,10 +398,11 @@ int bench(int64_t N, int64_t V) {
   row("d2d copy (roofline, r+w)", copyMs, rw, copyMs);
   row("read-only pass (roofline, r)", readMs, r, readMs);
   double fusedMs = 0, naiveMs = 0;
-  for (int kernel : {KERNEL_FUSED, KERNEL_TWO_PASS, KERNEL_NAIVE}) {
+  for (int kernel : {KERNEL_CLUSTER, KERNEL_FUSED, KERNEL_TWO_PASS, KERNEL_NAIVE}) {
     ex.kernel = kernel;
     const double ms = median_ms([&] { papo_loss_cuda(k, ex); }, kernel == KERNEL_NAIVE ? 3 : reps);
-    row(kernel == KERNEL_FUSED ? "papoLoss fused (v2)" : kernel == KERNEL_TWO_PASS ? "papoLoss two-pass (v1)" : "papoLoss cuda-naive", ms, rw, copyMs);
+    row(kernel == KERNEL_CLUSTER ? "papoLoss cluster (v3)" : kernel == KERNEL_FUSED ? "papoLoss fused (v2)"
+        : kernel == KERNEL_TWO_PASS ? "papoLoss two-pass (v1)" : "papoLoss cuda-naive", ms, rw, copyMs);
     if (kernel == KERNEL_FUSED) fusedMs = ms;
     if (kernel == KERNEL_NAIVE) naiveMs = ms;
   }

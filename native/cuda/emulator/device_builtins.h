@@ -33,6 +33,17 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int param, int width, 
 // The block's dynamic shared memory (the launch's smem bytes, 16-byte aligned, poisoned at block start).
 unsigned char* dynamic_smem();
 
+// Thread-block clusters (device_prims.h wraps these): the cluster barrier, the block's rank, distributed shared
+// memory, and mbarriers with bulk copies into shared memory.
+void cluster_barrier(const char* file, int line);
+unsigned cluster_rank();
+unsigned cluster_size();
+void* map_shared_rank(void* p, unsigned rank);
+void mbar_init(uint64_t* bar, unsigned count);
+void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes);
+void bulk_copy_g2s(void* dst, const void* src, unsigned bytes, uint64_t* bar);
+void mbar_wait(uint64_t* bar, unsigned parity);
+
 template <class T>
 inline uint64_t to_bits(T v) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "a register-sized value");

@@ -26,5 +26,24 @@ inline void store16(void* p, const uint4& v) {
 
 inline unsigned char* dynamic_smem() { return papo_emu::dynamic_smem(); }
 
+inline void store16_streaming(void* p, const uint4& v) { store16(p, v); }
+
+inline void cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  papo_emu::cluster_barrier(file, line);
+}
+inline unsigned cluster_rank() { return papo_emu::cluster_rank(); }
+inline unsigned cluster_size() { return papo_emu::cluster_size(); }
+template <class T>
+inline T* map_shared_rank(T* p, unsigned rank) {
+  return static_cast<T*>(papo_emu::map_shared_rank(const_cast<void*>(static_cast<const void*>(p)), rank));
+}
+inline void mbar_init(uint64_t* bar, unsigned count) { papo_emu::mbar_init(bar, count); }
+inline void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) { papo_emu::mbar_arrive_expect_tx(bar, bytes); }
+inline void bulk_copy_g2s(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  papo_emu::bulk_copy_g2s(dst, src, bytes, bar);
+}
+inline void mbar_wait(uint64_t* bar, unsigned parity) { papo_emu::mbar_wait(bar, parity); }
+inline void fence_proxy_async() {}
+
 }  // namespace cuda
 }  // namespace papo

@@ -13,8 +13,9 @@ namespace papo_emu {
 
 // Checks the configuration (a bad one is the thread's last error, as for <<<...>>>), then enqueues the grid on
 // `stream`: body() runs once per CUDA thread of every block.
+// With `cluster` (x only), the blocks of each cluster run together and share distributed shared memory.
 void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-            std::function<void()> body);
+            std::function<void()> body, dim3 cluster = dim3(1, 1, 1));
 
 enum class FaultKind { Malloc, HostAlloc, Launch, Memcpy, Count };
 // Makes the nth next call of that kind fail (1 = the next one): cudaMalloc and cudaHostAlloc with

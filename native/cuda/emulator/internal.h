@@ -108,7 +108,7 @@ void drain_device(int device);
 struct Launch {
   std::string name;
   const void* kernel = nullptr;
-  dim3 grid, block;
+  dim3 grid, block, cluster;
   size_t smem = 0;
   std::function<void()> body;
   uint64_t seed = 0;

@@ -201,7 +201,7 @@ cudaError_t occupancy(int* blocks, const void*, int blockSize, size_t dynamicSme
 }
 
 void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-            std::function<void()> body) {
+            std::function<void()> body, dim3 cluster) {
   ensure_context();
   const uint64_t threads = (uint64_t)block.x * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
@@ -209,6 +209,13 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
     char buf[160];
     snprintf(buf, sizeof buf, "kernel %s: grid (%u,%u,%u), block (%u,%u,%u) is not a valid configuration", name,
              grid.x, grid.y, grid.z, block.x, block.y, block.z);
+    fail(cudaErrorInvalidConfiguration, buf);
+    return;
+  }
+  if (cluster.y != 1 || cluster.z != 1 || cluster.x < 1 || cluster.x > 8 || grid.x % cluster.x) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "kernel %s: cluster (%u,%u,%u) for grid (%u,%u,%u): clusters of 1..8 blocks along x that divide the grid",
+             name, cluster.x, cluster.y, cluster.z, grid.x, grid.y, grid.z);
     fail(cudaErrorInvalidConfiguration, buf);
     return;
   }
@@ -233,6 +240,7 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
   L->grid = grid;
   L->block = block;
   L->smem = smem;
+  L->cluster = cluster;
   L->body = std::move(body);
   L->seed = (uint64_t)env_int("PAPO_EMU_SEED", 1) * 0x2545F4914F6CDD1Dull + launchCounter++;
   enqueue(stream, "kernel", [L](std::string& detail) {

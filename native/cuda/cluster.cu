@@ -1,0 +1,280 @@
+// v3 (KERNEL_CLUSTER, sm_90+): each row pair held on chip by a thread-block cluster, so every logits element is
+// read from memory once and every gradient element written once (v2 reads each row twice and relies on L2 for
+// the second read, which does not hold 132 row pairs of 608 KB).
+//
+// Per row pair, each of the C blocks of a cluster:
+//   1. has the copy engine bring its slice of both rows (16-byte vectors; cp.async.bulk into shared memory,
+//      completing on an mbarrier), while its threads read the few unaligned head / tail elements directly;
+//   2. reduces its slice's online-softmax statistics (m, s, t) per path and publishes them in shared memory;
+//   3. cluster barrier; block 0 merges the C partials in rank order through distributed shared memory, computes
+//      the token terms (token_terms() in doubles, as everywhere) and publishes the gradient coefficients;
+//   4. cluster barrier; every block reads them from block 0 and writes its slice of both gradient rows from
+//      its shared-memory copy, with streaming 16-byte stores; the sampled token's one-hot term last;
+//   5. a block barrier (and a proxy fence) before the copy engine refills the block's slices; one cluster barrier
+//      at the end, since no block may exit while another could still read its shared memory.
+// The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
+// PAPO_CUDA_CLUSTER; where none fits, or before sm_90, or for a phase other than forward + backward, v2 runs.
+//
+// Written for the emulated device first (native/cuda/emulator models clusters, distributed shared memory,
+// mbarriers and bulk copies): not yet measured on a GPU.
+#include <stdlib.h>
+
+#include <algorithm>
+
+#include "cuda_resources.h"
+#include "device_call.h"
+#include "device_prims.cuh"
+#include "launch.cuh"
+#include "papo_cuda.h"
+#include "row_block.cuh"
+#include "row_terms.cuh"
+
+namespace papo {
+namespace cuda {
+
+namespace {
+
+constexpr int kV3Threads = 512;
+constexpr int kMaxCluster = 8;  // the portable cluster size
+
+// What a block publishes for the cluster (at the end of its dynamic shared memory).
+struct V3Shared {
+  StatsScratch scratch;     // the block's own reductions
+  OnlineSoftmax part[2];    // this block's slice statistics, per path
+  GradCoef coef[2];         // block 0's: the gradient coefficients of the row pair
+  int32_t status;           // block 0's: the row's verdict
+  uint64_t mbar;            // completes when this block's slices have landed
+};
+
+__device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// The 16-byte vectors of one path's row that a block holds: row = head scalars, nvec vectors, tail scalars.
+struct Slice {
+  int64_t head, nvec, v0, v1;  // this block's vectors [v0, v1)
+};
+
+template <class S>
+__device__ __forceinline__ Slice slice_of(const typename S::T* row, int64_t V, int64_t per, unsigned rank) {
+  Slice s;
+  s.head = head_elems(row, V);
+  s.nvec = (V - s.head) / S::kVec;
+  s.v0 = lmin(s.nvec, (int64_t)rank * per);
+  s.v1 = lmin(s.nvec, s.v0 + per);
+  return s;
+}
+
+// Statistics of this block's part of one path: its vectors from shared memory, and (block 0 / the last block)
+// the unaligned head / tail elements from global memory.
+template <class S>
+__device__ OnlineSoftmax slice_stats(const typename S::T* row, const typename S::T* held, const Slice& sl, int64_t V,
+                                     float invTau, unsigned rank, unsigned C) {
+  constexpr int U = S::kVec;
+  OnlineSoftmax st = OnlineSoftmax::empty();
+  const int64_t tid = threadIdx.x, nt = blockDim.x;
+  if (rank == 0)
+    for (int64_t j = tid; j < sl.head; j += nt) {
+      const float x[1] = {S::to_float(row[j]) * invTau};
+      st.add(x);
+    }
+  if (rank == C - 1)
+    for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt) {
+      const float x[1] = {S::to_float(row[j]) * invTau};
+      st.add(x);
+    }
+  for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
+    float x[U];
+    load_vec<S>(held + v * U, invTau, x);
+    st.add(x);
+  }
+  return st;
+}
+
+// This block's part of one gradient row, from the held copy (so in place is safe), then the one-hot term by
+// the block that holds the sampled token. Every thread of the block calls it.
+template <class SI, class SO>
+__device__ void slice_grad(const typename SI::T* row, const typename SI::T* held, typename SO::T* out, const Slice& sl,
+                           int64_t V, const GradCoef& c, unsigned rank, unsigned C, int64_t per) {
+  constexpr int U = SI::kVec;
+  const int64_t tid = threadIdx.x, nt = blockDim.x;
+  if (c.a == 0.f && c.b == 0.f) {  // no loss on this token, or a detached path: exact zeros
+    const int64_t lo = rank == 0 ? 0 : sl.head + sl.v0 * U;
+    const int64_t hi = rank == C - 1 ? V : sl.head + sl.v1 * U;
+    for (int64_t j = lo + tid; j < hi; j += nt) out[j] = SO::from_float(0.f);
+    return;
+  }
+  if (rank == 0)
+    for (int64_t j = tid; j < sl.head; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+  if (rank == C - 1)
+    for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt)
+      out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+  typename SO::T* obody = out + sl.head + sl.v0 * U;
+  const bool outVec = (reinterpret_cast<uintptr_t>(out + sl.head) & 15) == 0;  // block-uniform
+  for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
+    float x[U], g[U];
+    load_vec<SI>(held + v * U, c.invTau, x);
+#pragma unroll
+    for (int k = 0; k < U; ++k) g[k] = grad_of(c, x[k]);
+    if (outVec) {
+      constexpr int per16 = 16 / sizeof(typename SO::T);
+#pragma unroll
+      for (int w = 0; w < U / per16; ++w) {
+        Vec16<SO> o;
+#pragma unroll
+        for (int k = 0; k < per16; ++k) o.e[k] = SO::from_float(g[w * per16 + k]);
+        store16_streaming(obody + v * U + w * per16, o.raw);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(g[k]);
+    }
+  }
+  __syncthreads();  // the slice is written; the owner of the sampled token replaces it with the one-hot value
+  const int64_t t = c.target;
+  const bool inBody = t >= sl.head && t < sl.head + sl.nvec * U;
+  const unsigned owner = t < sl.head ? 0 : inBody ? (unsigned)lmin(C - 1, (t - sl.head) / U / per) : C - 1;
+  if (rank == owner && threadIdx.x == 0) {
+    const float yo = fmaxf((c.targetScaled - c.M) - c.L, -88.f);
+    const float po = __expf(yo);
+    out[t] = SO::from_float(c.a - po * (c.a + c.b * (yo + c.H)));
+  }
+}
+
+template <class SI, class SO>
+__global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c, const Chunk ch, const int64_t per) {
+  using TI = typename SI::T;
+  using TO = typename SO::T;
+  constexpr int U = SI::kVec;
+  const int64_t V = c.V;
+  const unsigned rank = cluster_rank(), C = cluster_size();
+  unsigned char* smem = dynamic_smem();
+  TI* held0 = reinterpret_cast<TI*>(smem);
+  TI* held1 = reinterpret_cast<TI*>(smem + per * 16);
+  V3Shared& sh = *reinterpret_cast<V3Shared*>(smem + (c.hasMaskedLogits ? 2 : 1) * per * 16);
+  if (threadIdx.x == 0) mbar_init(&sh.mbar, 1);
+  __syncthreads();
+  unsigned parity = 0;
+  const int64_t clusters = gridDim.x / C;
+  for (int64_t r = blockIdx.x / C; r < ch.rows; r += clusters) {
+    const int64_t row = ch.rowBegin + r;
+    const int64_t target = c.tok.tokens[row];
+    const TI* x = static_cast<const TI*>(ch.logits) + r * V;
+    const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
+    const Slice s0 = slice_of<SI>(x, V, per, rank);
+    const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank) : Slice{};
+
+    // 1. the slices into shared memory by the copy engine
+    if (threadIdx.x == 0) {
+      const unsigned b0 = (unsigned)((s0.v1 - s0.v0) * 16), b1 = (unsigned)((s1.v1 - s1.v0) * 16);
+      mbar_arrive_expect_tx(&sh.mbar, b0 + b1);
+      if (b0) bulk_copy_g2s(held0, x + s0.head + s0.v0 * U, b0, &sh.mbar);
+      if (b1) bulk_copy_g2s(held1, xm + s1.head + s1.v0 * U, b1, &sh.mbar);
+    }
+    mbar_wait(&sh.mbar, parity);
+    parity ^= 1u;
+
+    // 2. this block's statistics, per path
+    const OnlineSoftmax p0 = block_merge(slice_stats<SI>(x, held0, s0, V, c.invTau, rank, C), sh.scratch);
+    OnlineSoftmax p1 = OnlineSoftmax::empty();
+    if (xm) p1 = block_merge(slice_stats<SI>(xm, held1, s1, V, c.invTau, rank, C), sh.scratch);
+    if (threadIdx.x == 0) sh.part[0] = p0, sh.part[1] = p1;
+    cluster_sync();
+
+    // 3. block 0: the row pair's statistics, verdict and token terms
+    if (rank == 0 && threadIdx.x == 0) {
+      OnlineSoftmax t0 = OnlineSoftmax::empty(), t1 = OnlineSoftmax::empty();
+      for (unsigned q = 0; q < C; ++q) {  // rank order: the same bits whatever ran first
+        const V3Shared* o = map_shared_rank(&sh, q);
+        t0 = OnlineSoftmax::merge(t0, o->part[0]);
+        t1 = OnlineSoftmax::merge(t1, o->part[1]);
+      }
+      RowOut o{};
+      o.s = finish_stats<SI>(t0, x, target, c.invTau);
+      if (xm) o.ms = finish_stats<SI>(t1, xm, target, c.invTau);
+      o.lp = (double)o.s.targetScaled - o.s.lse;
+      o.a = (double)o.ms.targetScaled - o.ms.lse;
+      finish_row(c, row, o);
+      c.out[row] = o;
+      sh.status = o.status;
+      sh.coef[0] = grad_coef(c.invTau, o.s, o.t.gLp, o.t.gH, target);
+      sh.coef[1] = grad_coef(c.invTau, o.ms, o.t.gA, o.t.gHm, target);
+    }
+    cluster_sync();
+
+    // 4. both gradient rows, each block its slice
+    const V3Shared* lead = map_shared_rank(&sh, 0);
+    const int32_t status = lead->status;  // cluster-uniform
+    const GradCoef c0 = lead->coef[0], c1 = lead->coef[1];  // into registers: read once from block 0
+    if (status == ROW_OK) {
+      if (ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, c0, rank, C, per);
+      if (ch.maskedGrad) slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, c1, rank, C, per);
+    }
+    // 5. this block's reads of its held slices are done before the copy engine refills them. (Block 0's
+    // partials and coefficients are safe without a cluster barrier: nobody writes them for the next row pair
+    // before every block has passed that row pair's first cluster barrier.)
+    fence_proxy_async();
+    __syncthreads();
+  }
+  cluster_sync();  // no block may exit while another could still read its shared memory
+}
+
+// The cluster size and the vectors per block for this call, or 0 when v3 does not apply.
+struct V3Plan {
+  int cluster = 0;
+  int64_t per = 0;
+  size_t smem = 0;
+};
+
+V3Plan plan(const DeviceCall& c) {
+  int dev = 0, major = 0, optin = 0, clusterOk = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&clusterOk, cudaDevAttrClusterLaunch, dev), "cudaDeviceGetAttribute");
+  V3Plan p;
+  if (major < 9 || !clusterOk) return p;
+  const int64_t esz = c.dtype == DT_F32 ? 4 : 2, perVec = 16 / esz;
+  const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
+  const int paths = c.hasMaskedLogits ? 2 : 1;
+  const char* forced = getenv("PAPO_CUDA_CLUSTER");
+  for (int C = 1; C <= kMaxCluster; C *= 2) {
+    if (forced && *forced && atoi(forced) != C) continue;
+    const int64_t per = (nvec + C - 1) / C;
+    const size_t smem = (size_t)(paths * per * 16) + sizeof(V3Shared);
+    if (smem <= (size_t)optin) return V3Plan{C, per, smem};
+  }
+  return p;
+}
+
+template <class SI, class SO>
+void launch_v3(const DeviceCall& c, const Chunk& ch, const V3Plan& p, cudaStream_t stream) {
+  int dev = 0, sms = 1;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  // One block per SM (the slices fill its shared memory), as many clusters as fit, never more than rows.
+  const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, sms / p.cluster));
+  launch_kernel_cluster("papo_rows_v3", papo_rows_v3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kV3Threads),
+                        p.smem, stream, (unsigned)p.cluster, c, ch, p.per);
+}
+
+}  // namespace
+
+bool run_rows_cluster(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (phase != PHASE_BOTH) return false;
+  const V3Plan p = plan(c);
+  if (!p.cluster) return false;
+  const bool f32grad = c.gradType == DT_F32;
+  switch (c.dtype) {
+    case DT_BF16:
+      f32grad ? launch_v3<BF16, F32>(c, ch, p, stream) : launch_v3<BF16, BF16>(c, ch, p, stream);
+      break;
+    case DT_F16:
+      f32grad ? launch_v3<F16, F32>(c, ch, p, stream) : launch_v3<F16, F16>(c, ch, p, stream);
+      break;
+    default:
+      launch_v3<F32, F32>(c, ch, p, stream);
+  }
+  return true;
+}
+
+}  // namespace cuda
+}  // namespace papo
