@@ -80,6 +80,48 @@ __global__ void fault_then_nothing(float* p) {
   if (threadIdx.x == 0) p[1 << 20] = 1.f;  // far past a small allocation
 }
 
+// Each block of a cluster of 4 publishes its rank in shared memory; every block sums all four through DSMEM.
+__global__ void cluster_ranks(int* out, int waitForCopies) {
+  int* mine = reinterpret_cast<int*>(papo::cuda::dynamic_smem());
+  if (threadIdx.x == 0) *mine = (int)papo::cuda::cluster_rank() + 1;
+  papo::cuda::cluster_sync();
+  int sum = 0;
+  for (unsigned q = 0; q < papo::cuda::cluster_size(); ++q) sum += *papo::cuda::map_shared_rank(mine, q);
+  if (threadIdx.x == 0) out[blockIdx.x] = sum;
+  papo::cuda::cluster_sync();
+}
+
+// A bulk copy into shared memory, read after (ok) or without (poison) waiting on its mbarrier.
+__global__ void bulk_then_read(const float* src, float* out, int wait) {
+  unsigned char* smem = papo::cuda::dynamic_smem();
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 256);
+  if (threadIdx.x == 0) {
+    papo::cuda::mbar_init(bar, 1);
+    papo::cuda::mbar_arrive_expect_tx(bar, 256);
+    papo::cuda::bulk_copy_g2s(smem, src, 256, bar);
+  }
+  __syncthreads();
+  if (wait) papo::cuda::mbar_wait(bar, 0);
+  if (threadIdx.x < 64) out[threadIdx.x] = reinterpret_cast<float*>(smem)[threadIdx.x];
+  if (!wait) papo::cuda::mbar_wait(bar, 0);  // the phase must complete before the block exits
+}
+
+__global__ void bulk_misaligned(const float* src) {
+  unsigned char* smem = papo::cuda::dynamic_smem();
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 256);
+  if (threadIdx.x == 0) {
+    papo::cuda::mbar_init(bar, 1);
+    papo::cuda::mbar_arrive_expect_tx(bar, 64);
+    papo::cuda::bulk_copy_g2s(smem, src + 1, 64, bar);
+  }
+}
+
+__global__ void cluster_barrier_after_exit(int* out) {
+  if (papo::cuda::cluster_rank() == 1 && threadIdx.x == 0) return;
+  papo::cuda::cluster_sync();
+  out[threadIdx.x] = 1;
+}
+
 __global__ void barrier_or(int* out) {
   const int any = __syncthreads_or(threadIdx.x == 77);
   const int count = __syncthreads_count(threadIdx.x % 3 == 0);
@@ -257,6 +299,49 @@ void streams() {
   cudaFree(dst);
 }
 
+void clusters(int* d) {
+  std::string msg;
+  auto run_cluster = [&](auto kernel, dim3 grid, dim3 block, size_t smem, unsigned cluster, auto... args) {
+    try {
+      papo::cuda::launch_kernel_cluster("test_cluster", kernel, grid, block, smem, nullptr, cluster, args...);
+    } catch (const papo::Error& e) {
+      msg = e.what();
+      return cudaErrorInvalidConfiguration;
+    }
+    const cudaError_t e = cudaStreamSynchronize(nullptr);
+    msg = e == cudaSuccess ? "" : cudaGetErrorString(e);
+    cudaGetLastError();
+    return e;
+  };
+  cudaError_t e = run_cluster(cluster_ranks, dim3(8), dim3(64), 256, 4u, d, 0);
+  std::vector<int> h(8);
+  cudaMemcpy(h.data(), d, 8 * 4, cudaMemcpyDeviceToHost);
+  bool all10 = true;
+  for (int v : h) all10 = all10 && v == 10;
+  check(e == cudaSuccess && all10, "blocks of a cluster read each other's shared memory after a cluster barrier", msg);
+  float* src = nullptr;
+  float* out = nullptr;
+  cudaMalloc(&src, 256);
+  cudaMalloc(&out, 256);
+  std::vector<float> host(64), back(64);
+  for (int i = 0; i < 64; ++i) host[i] = (float)i;
+  cudaMemcpy(src, host.data(), 256, cudaMemcpyHostToDevice);
+  e = run_cluster(bulk_then_read, dim3(1), dim3(64), 272, 1u, (const float*)src, out, 1);
+  cudaMemcpy(back.data(), out, 256, cudaMemcpyDeviceToHost);
+  check(e == cudaSuccess && back == host, "a bulk copy lands once its mbarrier phase completes", msg);
+  e = run_cluster(bulk_then_read, dim3(1), dim3(64), 272, 1u, (const float*)src, out, 0);
+  cudaMemcpy(back.data(), out, 256, cudaMemcpyDeviceToHost);
+  check(e == cudaSuccess && isnan(back[0]), "shared memory read before the mbarrier wait holds poison", msg);
+  e = run_cluster(bulk_misaligned, dim3(1), dim3(32), 272, 1u, (const float*)src);
+  check(e == cudaErrorMisalignedAddress && contains(msg, "multiples of 16"), "a misaligned bulk copy fails the launch", msg);
+  e = run_cluster(cluster_barrier_after_exit, dim3(2), dim3(32), 16, 2u, d);
+  check(e == cudaErrorIllegalInstruction && contains(msg, "cluster barrier"), "a cluster barrier some threads never reach is reported", msg);
+  e = run_cluster(cluster_ranks, dim3(6), dim3(32), 256, 4u, d, 0);
+  check(e != cudaSuccess && contains(msg, "cluster"), "a grid that is not a multiple of the cluster is rejected", msg);
+  cudaFree(src);
+  cudaFree(out);
+}
+
 void faults(int* d) {
   papo_emu::inject_fault("cudaMalloc", 1);
   void* p = nullptr;
@@ -288,6 +373,7 @@ int main() {
   races(d);
   memory();
   streams();
+  clusters(d);
   faults(d);
   cudaFree(d);
   printf("%d passed, %d failed\n", passed, failed);
