@@ -166,13 +166,19 @@ for (const f of families) {
         await withEnv({ PAPO_CUDA_STAGING_MB: '1' }, () => vsCpu(makeInputs({ N: 64, V: 4099, type, mask: true }), {}, f, type));
     });
 
-    it('in place into host logits equals out of place, bit for bit', async () => {
+    // In place, every row is checked before any is written, so v3 (one pass per row pair) hands in-place calls
+    // to v2's two phases: the same values within rounding there, the same bits for the other families.
+    const v3 = f.env.PAPO_CUDA_KERNEL === '3';
+    it(`in place into host logits equals out of place${v3 ? ' (v2 in place, within rounding)' : ', bit for bit'}`, async () => {
       const a = makeInputs({ N: 6, V: 3001, type: 'bfloat16' }), b = makeInputs({ N: 6, V: 3001, type: 'bfloat16' });
       const out = await withEnv(f.env, () => papoLossSync(a, { backend: f.backend }));
       const inp = await withEnv(f.env, () => papoLossSync(b, { backend: f.backend, inPlace: true }));
       expect(inp.gradLogits!.data === (b.logits as Tensor).data).toBe(true);
-      expect(Array.from((inp.gradLogits as Tensor).data)).toEqual(Array.from((out.gradLogits as Tensor).data));
-      expect(Array.from((inp.gradMaskedLogits as Tensor).data)).toEqual(Array.from((out.gradMaskedLogits as Tensor).data));
+      for (const g of ['gradLogits', 'gradMaskedLogits'] as const) {
+        const x = (inp[g] as Tensor).data, y = (out[g] as Tensor).data;
+        if (v3) expectClose(values(inp[g] as Tensor), values(out[g] as Tensor), tol.bfloat16.grad, 1e-6 * maxAbs(values(out[g] as Tensor)), g);
+        else expect(Array.from(x), g).toEqual(Array.from(y));
+      }
     });
 
     it('a row with NaN and +Infinity gives the CPU backend\'s error; a rejected in-place call leaves the logits intact', async () => {

@@ -12,6 +12,7 @@
 //      its shared-memory copy, with streaming 16-byte stores; the sampled token's one-hot term last;
 //   5. a block barrier (and a proxy fence) before the copy engine refills the block's slices; one cluster barrier
 //      at the end, since no block may exit while another could still read its shared memory.
+// Per element, the math is in base 2 with the scale folded in and no NaN / +Infinity test (row_base2.cuh).
 // The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
 // PAPO_CUDA_CLUSTER; where none fits, or before sm_90, or for a phase other than forward + backward, v2 runs.
 //
@@ -26,6 +27,7 @@
 #include "device_prims.cuh"
 #include "launch.cuh"
 #include "papo_cuda.h"
+#include "row_base2.cuh"
 #include "row_block.cuh"
 #include "row_terms.cuh"
 
@@ -39,9 +41,9 @@ constexpr int kMaxCluster = 8;  // the portable cluster size
 
 // What a block publishes for the cluster (at the end of its dynamic shared memory).
 struct V3Shared {
-  StatsScratch scratch;     // the block's own reductions
-  OnlineSoftmax part[2];    // this block's slice statistics, per path
-  GradCoef coef[2];         // block 0's: the gradient coefficients of the row pair
+  StatsScratch2 scratch;    // the block's own reductions
+  OnlineSoftmax2 part[2];   // this block's slice statistics, per path (base 2, row_base2.cuh)
+  GradCoef2 coef[2];        // block 0's: the gradient coefficients of the row pair
   int32_t status;           // block 0's: the row's verdict
   uint64_t mbar;            // completes when this block's slices have landed
 };
@@ -66,24 +68,24 @@ __device__ __forceinline__ Slice slice_of(const typename S::T* row, int64_t V, i
 // Statistics of this block's part of one path: its vectors from shared memory, and (block 0 / the last block)
 // the unaligned head / tail elements from global memory.
 template <class S>
-__device__ OnlineSoftmax slice_stats(const typename S::T* row, const typename S::T* held, const Slice& sl, int64_t V,
-                                     float invTau, unsigned rank, unsigned C) {
+__device__ OnlineSoftmax2 slice_stats(const typename S::T* row, const typename S::T* held, const Slice& sl, int64_t V,
+                                      float scale2, unsigned rank, unsigned C) {
   constexpr int U = S::kVec;
-  OnlineSoftmax st = OnlineSoftmax::empty();
+  OnlineSoftmax2 st = OnlineSoftmax2::empty();
   const int64_t tid = threadIdx.x, nt = blockDim.x;
   if (rank == 0)
     for (int64_t j = tid; j < sl.head; j += nt) {
-      const float x[1] = {S::to_float(row[j]) * invTau};
+      const float x[1] = {S::to_float(row[j]) * scale2};
       st.add(x);
     }
   if (rank == C - 1)
     for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt) {
-      const float x[1] = {S::to_float(row[j]) * invTau};
+      const float x[1] = {S::to_float(row[j]) * scale2};
       st.add(x);
     }
   for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
     float x[U];
-    load_vec<S>(held + v * U, invTau, x);
+    load_vec<S>(held + v * U, scale2, x);
     st.add(x);
   }
   return st;
@@ -93,50 +95,46 @@ __device__ OnlineSoftmax slice_stats(const typename S::T* row, const typename S:
 // the block that holds the sampled token. Every thread of the block calls it.
 template <class SI, class SO>
 __device__ void slice_grad(const typename SI::T* row, const typename SI::T* held, typename SO::T* out, const Slice& sl,
-                           int64_t V, const GradCoef& c, unsigned rank, unsigned C, int64_t per) {
+                           int64_t V, const GradCoef2& g2, unsigned rank, unsigned C, int64_t per) {
   constexpr int U = SI::kVec;
   const int64_t tid = threadIdx.x, nt = blockDim.x;
-  if (c.a == 0.f && c.b == 0.f) {  // no loss on this token, or a detached path: exact zeros
+  if (g2.a == 0.f && g2.b == 0.f) {  // no loss on this token, or a detached path: exact zeros
     const int64_t lo = rank == 0 ? 0 : sl.head + sl.v0 * U;
     const int64_t hi = rank == C - 1 ? V : sl.head + sl.v1 * U;
     for (int64_t j = lo + tid; j < hi; j += nt) out[j] = SO::from_float(0.f);
     return;
   }
   if (rank == 0)
-    for (int64_t j = tid; j < sl.head; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+    for (int64_t j = tid; j < sl.head; j += nt) out[j] = SO::from_float(grad_of2(g2, SI::to_float(row[j]) * g2.scale2));
   if (rank == C - 1)
     for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt)
-      out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+      out[j] = SO::from_float(grad_of2(g2, SI::to_float(row[j]) * g2.scale2));
   typename SO::T* obody = out + sl.head + sl.v0 * U;
   const bool outVec = (reinterpret_cast<uintptr_t>(out + sl.head) & 15) == 0;  // block-uniform
   for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
-    float x[U], g[U];
-    load_vec<SI>(held + v * U, c.invTau, x);
+    float x[U], gr[U];
+    load_vec<SI>(held + v * U, g2.scale2, x);
 #pragma unroll
-    for (int k = 0; k < U; ++k) g[k] = grad_of(c, x[k]);
+    for (int k = 0; k < U; ++k) gr[k] = grad_of2(g2, x[k]);
     if (outVec) {
       constexpr int per16 = 16 / sizeof(typename SO::T);
 #pragma unroll
       for (int w = 0; w < U / per16; ++w) {
         Vec16<SO> o;
 #pragma unroll
-        for (int k = 0; k < per16; ++k) o.e[k] = SO::from_float(g[w * per16 + k]);
+        for (int k = 0; k < per16; ++k) o.e[k] = SO::from_float(gr[w * per16 + k]);
         store16_streaming(obody + v * U + w * per16, o.raw);
       }
     } else {
 #pragma unroll
-      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(g[k]);
+      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(gr[k]);
     }
   }
   __syncthreads();  // the slice is written; the owner of the sampled token replaces it with the one-hot value
-  const int64_t t = c.target;
+  const int64_t t = g2.target;
   const bool inBody = t >= sl.head && t < sl.head + sl.nvec * U;
   const unsigned owner = t < sl.head ? 0 : inBody ? (unsigned)lmin(C - 1, (t - sl.head) / U / per) : C - 1;
-  if (rank == owner && threadIdx.x == 0) {
-    const float yo = fmaxf((c.targetScaled - c.M) - c.L, -88.f);
-    const float po = __expf(yo);
-    out[t] = SO::from_float(c.a - po * (c.a + c.b * (yo + c.H)));
-  }
+  if (rank == owner && threadIdx.x == 0) out[t] = SO::from_float(g2.a + grad_of2(g2, g2.target2));
 }
 
 template <class SI, class SO>
@@ -173,37 +171,38 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
     parity ^= 1u;
 
     // 2. this block's statistics, per path
-    const OnlineSoftmax p0 = block_merge(slice_stats<SI>(x, held0, s0, V, c.invTau, rank, C), sh.scratch);
-    OnlineSoftmax p1 = OnlineSoftmax::empty();
-    if (xm) p1 = block_merge(slice_stats<SI>(xm, held1, s1, V, c.invTau, rank, C), sh.scratch);
+    const float scale2 = c.invTau * kLog2e;
+    const OnlineSoftmax2 p0 = block_merge2(slice_stats<SI>(x, held0, s0, V, scale2, rank, C), sh.scratch);
+    OnlineSoftmax2 p1 = OnlineSoftmax2::empty();
+    if (xm) p1 = block_merge2(slice_stats<SI>(xm, held1, s1, V, scale2, rank, C), sh.scratch);
     if (threadIdx.x == 0) sh.part[0] = p0, sh.part[1] = p1;
     cluster_sync();
 
     // 3. block 0: the row pair's statistics, verdict and token terms
     if (rank == 0 && threadIdx.x == 0) {
-      OnlineSoftmax t0 = OnlineSoftmax::empty(), t1 = OnlineSoftmax::empty();
+      OnlineSoftmax2 t0 = OnlineSoftmax2::empty(), t1 = OnlineSoftmax2::empty();
       for (unsigned q = 0; q < C; ++q) {  // rank order: the same bits whatever ran first
         const V3Shared* o = map_shared_rank(&sh, q);
-        t0 = OnlineSoftmax::merge(t0, o->part[0]);
-        t1 = OnlineSoftmax::merge(t1, o->part[1]);
+        t0 = OnlineSoftmax2::merge(t0, o->part[0]);
+        t1 = OnlineSoftmax2::merge(t1, o->part[1]);
       }
       RowOut o{};
-      o.s = finish_stats<SI>(t0, x, target, c.invTau);
-      if (xm) o.ms = finish_stats<SI>(t1, xm, target, c.invTau);
+      o.s = finish_stats2<SI>(t0, x, V, target, c.invTau);
+      if (xm) o.ms = finish_stats2<SI>(t1, xm, V, target, c.invTau);
       o.lp = (double)o.s.targetScaled - o.s.lse;
       o.a = (double)o.ms.targetScaled - o.ms.lse;
       finish_row(c, row, o);
       c.out[row] = o;
       sh.status = o.status;
-      sh.coef[0] = grad_coef(c.invTau, o.s, o.t.gLp, o.t.gH, target);
-      sh.coef[1] = grad_coef(c.invTau, o.ms, o.t.gA, o.t.gHm, target);
+      sh.coef[0] = grad_coef2(c.invTau, o.s, t0, o.t.gLp, o.t.gH, target, SI::to_float(x[target]) * scale2);
+      if (xm) sh.coef[1] = grad_coef2(c.invTau, o.ms, t1, o.t.gA, o.t.gHm, target, SI::to_float(xm[target]) * scale2);
     }
     cluster_sync();
 
     // 4. both gradient rows, each block its slice
     const V3Shared* lead = map_shared_rank(&sh, 0);
     const int32_t status = lead->status;  // cluster-uniform
-    const GradCoef c0 = lead->coef[0], c1 = lead->coef[1];  // into registers: read once from block 0
+    const GradCoef2 c0 = lead->coef[0], c1 = lead->coef[1];  // into registers: read once from block 0
     if (status == ROW_OK) {
       if (ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, c0, rank, C, per);
       if (ch.maskedGrad) slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, c1, rank, C, per);

@@ -24,6 +24,13 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
   return papo_dynamic_smem;
 }
 
+// 2^x in one instruction, subnormal results flushed to +0 (ex2.approx.ftz: about 2 ulp; -inf gives +0, NaN NaN).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // A 16-byte store that bypasses the caches' keep policy (evict first): gradients are written once, never read.
 __device__ __forceinline__ void store16_streaming(void* p, const uint4& v) { __stcs(reinterpret_cast<uint4*>(p), v); }
 

@@ -28,6 +28,11 @@ inline unsigned char* dynamic_smem() { return papo_emu::dynamic_smem(); }
 
 inline void store16_streaming(void* p, const uint4& v) { store16(p, v); }
 
+inline float exp2_ftz(float x) {
+  const float y = exp2f(x);
+  return y < 1.17549435e-38f ? 0.f : y;  // flush subnormals, as .ftz does (NaN passes: the comparison is false)
+}
+
 inline void cluster_sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   papo_emu::cluster_barrier(file, line);
 }
