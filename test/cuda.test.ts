@@ -197,6 +197,24 @@ for (const f of families) {
       expect(Array.from(z)).toEqual(Array.from(beforeMasked));
     });
 
+    it('out of place too, NaN is found wherever it sits and outranks +Infinity', async () => {
+      const V = 5000;
+      const spoil: [string, (z: Float32Array) => void][] = [
+        ['the last element', (z) => { z[2 * V + V - 1] = NaN; }],
+        ['among excluded tokens', (z) => { z.fill(-Infinity, 2 * V + 100, 2 * V + 3000); z[2 * V + 2000] = NaN; }],
+        ['after +Infinity', (z) => { z[2 * V + 10] = Infinity; z[2 * V + 4500] = NaN; }],
+      ];
+      for (const [where, f2] of spoil) {
+        const inputs = makeInputs({ N: 4, V, seed: 21 });
+        inputs.tokens = Int32Array.of(1, 1, 1, 1);
+        f2((inputs.maskedLogits as Tensor).data as Float32Array);
+        const cpu = codeOf(() => papoLossSync(inputs, { backend: 'cpu' }));
+        const got = await withEnv(f.env, () => codeOf(() => papoLossSync(inputs, { backend: f.backend })));
+        expect(cpu.message, where).toMatch(/maskedLogits contains NaN in row 2/);
+        expect(got.message, where).toBe(cpu.message);
+      }
+    });
+
     it('logProbs (forward only) on host and device data, every dtype', async () => {
       for (const type of ['float32', 'float16', 'bfloat16'] as const)
         for (const V of [7, 4099]) {
