@@ -33,11 +33,13 @@ interface Family {
   env: Record<string, string | undefined>;
 }
 const families: Family[] = [
-  // v3 holds a row pair in a thread-block cluster (sm_90+); clusters of 2 and 4 blocks make the slices meet.
-  { name: 'cluster (v3) of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2' } },
-  { name: 'cluster (v3) of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4' } },
-  { name: 'fused (v2)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2' } },
-  { name: 'two-pass (v1)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1' } },
+  // v3 holds a row pair in a thread-block cluster (sm_90+); clusters of 2 and 4 blocks make the slices meet, and
+  // 8 blocks in all give each cluster several row pairs in turn (double buffering), or one buffer when forced.
+  { name: 'cluster (v3) of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
+  { name: 'cluster (v3) of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
+  { name: 'cluster (v3), one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_V3_BUFFERS: '1' } },
+  { name: 'fused (v2)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
+  { name: 'two-pass (v1)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },
 ];
 

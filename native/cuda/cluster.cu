@@ -13,6 +13,7 @@
 //   5. a block barrier (and a proxy fence) before the copy engine refills the block's slices; one cluster barrier
 //      at the end, since no block may exit while another could still read its shared memory.
 // Per element, the math is in base 2 with the scale folded in and no NaN / +Infinity test (row_base2.cuh).
+// While a row pair is reduced and written, the next one's slices are already coming (two buffers, where they fit).
 // The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
 // PAPO_CUDA_CLUSTER; where none fits, or before sm_90, or for a phase other than forward + backward, v2 runs.
 //
@@ -45,7 +46,7 @@ struct V3Shared {
   OnlineSoftmax2 part[2];   // this block's slice statistics, per path (base 2, row_base2.cuh)
   GradCoef2 coef[2];        // block 0's: the gradient coefficients of the row pair
   int32_t status;           // block 0's: the row's verdict
-  uint64_t mbar;            // completes when this block's slices have landed
+  uint64_t mbar[2];         // per buffer: completes when this block's slices have landed
 };
 
 __device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -137,38 +138,62 @@ __device__ void slice_grad(const typename SI::T* row, const typename SI::T* held
   if (rank == owner && threadIdx.x == 0) out[t] = SO::from_float(g2.a + grad_of2(g2, g2.target2));
 }
 
-template <class SI, class SO>
-__global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c, const Chunk ch, const int64_t per) {
+// Thread 0 has the copy engine bring this block's slices of row pair r (chunk-local) into buffer b.
+template <class SI>
+__device__ void issue_slices(const DeviceCall& c, const Chunk& ch, int64_t r, int64_t per, unsigned rank,
+                             typename SI::T* held0, typename SI::T* held1, uint64_t* bar) {
   using TI = typename SI::T;
-  using TO = typename SO::T;
   constexpr int U = SI::kVec;
   const int64_t V = c.V;
+  const TI* x = static_cast<const TI*>(ch.logits) + r * V;
+  const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
+  const Slice s0 = slice_of<SI>(x, V, per, rank);
+  const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank) : Slice{};
+  const unsigned b0 = (unsigned)((s0.v1 - s0.v0) * 16), b1 = (unsigned)((s1.v1 - s1.v0) * 16);
+  mbar_arrive_expect_tx(bar, b0 + b1);
+  if (b0) bulk_copy_g2s(held0, x + s0.head + s0.v0 * U, b0, bar);
+  if (b1) bulk_copy_g2s(held1, xm + s1.head + s1.v0 * U, b1, bar);
+}
+
+// nbuf 2: the next row pair's slices are on their way while this one is reduced and written (double buffering,
+// where two row pairs' slices fit); nbuf 1: one row pair at a time.
+template <class SI, class SO>
+__global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c, const Chunk ch, const int64_t per,
+                                                              const int nbuf) {
+  using TI = typename SI::T;
+  using TO = typename SO::T;
+  const int64_t V = c.V;
   const unsigned rank = cluster_rank(), C = cluster_size();
+  const int paths = c.hasMaskedLogits ? 2 : 1;
   unsigned char* smem = dynamic_smem();
-  TI* held0 = reinterpret_cast<TI*>(smem);
-  TI* held1 = reinterpret_cast<TI*>(smem + per * 16);
-  V3Shared& sh = *reinterpret_cast<V3Shared*>(smem + (c.hasMaskedLogits ? 2 : 1) * per * 16);
-  if (threadIdx.x == 0) mbar_init(&sh.mbar, 1);
+  // Buffer b's slice of path q (arithmetic, not an array: an indexed array would live in local memory).
+  auto held = [&](int b, int q) { return reinterpret_cast<TI*>(smem + ((b % nbuf) * paths + q % paths) * per * 16); };
+  V3Shared& sh = *reinterpret_cast<V3Shared*>(smem + nbuf * paths * per * 16);
+  if (threadIdx.x == 0)
+    for (int b = 0; b < nbuf; ++b) mbar_init(&sh.mbar[b], 1);
   __syncthreads();
-  unsigned parity = 0;
-  const int64_t clusters = gridDim.x / C;
-  for (int64_t r = blockIdx.x / C; r < ch.rows; r += clusters) {
+  unsigned parities = 0;  // bit b: the phase parity buffer b waits for next
+  const int64_t clusters = gridDim.x / C, first = blockIdx.x / C;
+  if (threadIdx.x == 0 && first < ch.rows) issue_slices<SI>(c, ch, first, per, rank, held(0, 0), held(0, 1), &sh.mbar[0]);
+  for (int64_t k = 0, r = first; r < ch.rows; ++k, r += clusters) {
+    const int b = nbuf == 2 ? (int)(k & 1) : 0;
     const int64_t row = ch.rowBegin + r;
     const int64_t target = c.tok.tokens[row];
     const TI* x = static_cast<const TI*>(ch.logits) + r * V;
     const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
     const Slice s0 = slice_of<SI>(x, V, per, rank);
     const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank) : Slice{};
+    TI* held0 = held(b, 0);
+    TI* held1 = held(b, 1);
 
-    // 1. the slices into shared memory by the copy engine
-    if (threadIdx.x == 0) {
-      const unsigned b0 = (unsigned)((s0.v1 - s0.v0) * 16), b1 = (unsigned)((s1.v1 - s1.v0) * 16);
-      mbar_arrive_expect_tx(&sh.mbar, b0 + b1);
-      if (b0) bulk_copy_g2s(held0, x + s0.head + s0.v0 * U, b0, &sh.mbar);
-      if (b1) bulk_copy_g2s(held1, xm + s1.head + s1.v0 * U, b1, &sh.mbar);
-    }
-    mbar_wait(&sh.mbar, parity);
-    parity ^= 1u;
+    // 1. this row pair's slices (issued before the loop, or during the previous row pair), and the next one's
+    if (threadIdx.x == 0 && nbuf == 1 && k > 0) issue_slices<SI>(c, ch, r, per, rank, held0, held1, &sh.mbar[0]);
+    mbar_wait(&sh.mbar[b], (parities >> b) & 1u);
+    parities ^= 1u << b;
+    // The other buffer was last read by the row pair before this one, which every thread has finished (the
+    // fence and barrier that end each row pair): the copy engine may refill it now.
+    if (threadIdx.x == 0 && nbuf == 2 && r + clusters < ch.rows)
+      issue_slices<SI>(c, ch, r + clusters, per, rank, held(b ^ 1, 0), held(b ^ 1, 1), &sh.mbar[b ^ 1]);
 
     // 2. this block's statistics, per path
     const float scale2 = c.invTau * kLog2e;
@@ -220,6 +245,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
 struct V3Plan {
   int cluster = 0;
   int64_t per = 0;
+  int buffers = 1;
   size_t smem = 0;
 };
 
@@ -234,12 +260,18 @@ V3Plan plan(const DeviceCall& c) {
   const int64_t esz = c.dtype == DT_F32 ? 4 : 2, perVec = 16 / esz;
   const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
   const int paths = c.hasMaskedLogits ? 2 : 1;
+  // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them.
+  // PAPO_CUDA_CLUSTER and PAPO_CUDA_V3_BUFFERS force either (for experiments and tests).
   const char* forced = getenv("PAPO_CUDA_CLUSTER");
-  for (int C = 1; C <= kMaxCluster; C *= 2) {
-    if (forced && *forced && atoi(forced) != C) continue;
-    const int64_t per = (nvec + C - 1) / C;
-    const size_t smem = (size_t)(paths * per * 16) + sizeof(V3Shared);
-    if (smem <= (size_t)optin) return V3Plan{C, per, smem};
+  const char* forcedBuffers = getenv("PAPO_CUDA_V3_BUFFERS");
+  for (int nbuf = 2; nbuf >= 1; --nbuf) {
+    if (forcedBuffers && *forcedBuffers && atoi(forcedBuffers) != nbuf) continue;
+    for (int C = 1; C <= kMaxCluster; C *= 2) {
+      if (forced && *forced && atoi(forced) != C) continue;
+      const int64_t per = (nvec + C - 1) / C;
+      const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(V3Shared);
+      if (smem <= (size_t)optin) return V3Plan{C, per, nbuf, smem};
+    }
   }
   return p;
 }
@@ -249,10 +281,13 @@ void launch_v3(const DeviceCall& c, const Chunk& ch, const V3Plan& p, cudaStream
   int dev = 0, sms = 1;
   cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
   cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  // One block per SM (the slices fill its shared memory), as many clusters as fit, never more than rows.
-  const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, sms / p.cluster));
+  // One block per SM (the slices fill its shared memory), as many clusters as fit, never more than rows;
+  // PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
+  const char* cap = getenv("PAPO_CUDA_BLOCKS");
+  const int64_t blocks = cap && *cap && atoi(cap) > 0 ? atoi(cap) : sms;
+  const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, blocks / p.cluster));
   launch_kernel_cluster("papo_rows_v3", papo_rows_v3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kV3Threads),
-                        p.smem, stream, (unsigned)p.cluster, c, ch, p.per);
+                        p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
 }
 
 }  // namespace
