@@ -78,6 +78,14 @@ export function backendSuite(backend: 'cpu' | 'cuda'): void {
     ];
     for (const [name, options, make] of optionCases) it(name, () => void compare(makeInputs(make), options));
 
+    it('logits masked with the most negative finite fp32 value (finfo.min), temperature 2', () => {
+      const inputs = makeInputs({ N: 4, V: 3000, seed: 33 });
+      for (const t of [inputs.logits, inputs.maskedLogits] as { data: Float32Array }[])
+        for (let row = 0; row < 4; row++)
+          for (let j = 0; j < 2500; j++) if (j !== (inputs.tokens as Int32Array)[row]) t.data[row * 3000 + j] = -3.4028234663852886e38;
+      compare(inputs, { temperature: 2 });
+    });
+
     it('on-policy (no oldLogProbs): ratio 1, gradient through lp', () => {
       const inputs = makeInputs();
       delete inputs.oldLogProbs;

@@ -157,6 +157,18 @@ for (const f of families) {
       }
     });
 
+    it('logits masked with the most negative finite fp32 value (finfo.min), temperature 1 and 2', async () => {
+      for (const temperature of [1, 2]) {
+        const inputs = makeInputs({ N: 6, V: 3000, seed: 31 });
+        for (const t of [inputs.logits, inputs.maskedLogits] as Tensor[]) {
+          const z = t.data as Float32Array;
+          for (let row = 0; row < 6; row++)  // the head of each row, a whole block's worth or more, masked out
+            for (let j = 0; j < 2500; j++) if (j !== (inputs.tokens as Int32Array)[row]) z[row * 3000 + j] = -3.4028234663852886e38;
+        }
+        await vsCpu(inputs, { temperature }, f, 'float32');
+      }
+    });
+
     it('maskedLogProbs (masked path precomputed)', () => {
       const inputs = makeInputs({ N: 9, V: 777, masked: false });
       inputs.maskedLogProbs = Float32Array.from({ length: 9 }, (_, i) => -1 - i / 10);

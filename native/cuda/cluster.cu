@@ -38,6 +38,7 @@ namespace cuda {
 namespace {
 
 constexpr int kV3Threads = 512;
+static_assert(kV3Threads == kThreads, "the block reductions' scratch (StatsScratch2) is sized for kThreads");
 constexpr int kMaxCluster = 8;  // the portable cluster size
 
 // What a block publishes for the cluster (at the end of its dynamic shared memory).
@@ -220,6 +221,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
       c.out[row] = o;
       sh.status = o.status;
       sh.coef[0] = grad_coef2(c.invTau, o.s, t0, o.t.gLp, o.t.gH, target, SI::to_float(x[target]) * scale2);
+      sh.coef[1] = GradCoef2{};
       if (xm) sh.coef[1] = grad_coef2(c.invTau, o.ms, t1, o.t.gA, o.t.gHm, target, SI::to_float(xm[target]) * scale2);
     }
     cluster_sync();
@@ -247,8 +249,10 @@ struct V3Plan {
   int64_t per = 0;
   int buffers = 1;
   size_t smem = 0;
+  int maxClusters = 0;  // that the device runs at once
 };
 
+template <class SI, class SO>
 V3Plan plan(const DeviceCall& c) {
   int dev = 0, major = 0, optin = 0, clusterOk = 0;
   cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
@@ -256,7 +260,8 @@ V3Plan plan(const DeviceCall& c) {
   cuda_check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
   cuda_check(cudaDeviceGetAttribute(&clusterOk, cudaDevAttrClusterLaunch, dev), "cudaDeviceGetAttribute");
   V3Plan p;
-  if (major < 9 || !clusterOk) return p;
+  // The device must do clusters, and the kernel must be sm_90 machine code (not older PTX JIT-compiled for it).
+  if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_v3<SI, SO>) < 90) return p;
   const int64_t esz = c.dtype == DT_F32 ? 4 : 2, perVec = 16 / esz;
   const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
   const int paths = c.hasMaskedLogits ? 2 : 1;
@@ -270,44 +275,43 @@ V3Plan plan(const DeviceCall& c) {
       if (forced && *forced && atoi(forced) != C) continue;
       const int64_t per = (nvec + C - 1) / C;
       const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(V3Shared);
-      if (smem <= (size_t)optin) return V3Plan{C, per, nbuf, smem};
+      if (smem > (size_t)optin) continue;
+      const int n = max_active_clusters(papo_rows_v3<SI, SO>, dim3(kV3Threads), smem, (unsigned)C);
+      if (n > 0) return V3Plan{C, per, nbuf, smem, n};
     }
   }
   return p;
 }
 
+// Launches v3 when it applies here; false (nothing launched) where v2 must run instead.
 template <class SI, class SO>
-void launch_v3(const DeviceCall& c, const Chunk& ch, const V3Plan& p, cudaStream_t stream) {
-  int dev = 0, sms = 1;
-  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  // One block per SM (the slices fill its shared memory), as many clusters as fit, never more than rows;
-  // PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
+bool launch_v3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
+  const V3Plan p = plan<SI, SO>(c);
+  if (!p.cluster) return false;
+  // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end),
+  // never more than rows; PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
   const char* cap = getenv("PAPO_CUDA_BLOCKS");
-  const int64_t blocks = cap && *cap && atoi(cap) > 0 ? atoi(cap) : sms;
-  const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, blocks / p.cluster));
+  int64_t clusters = std::min<int64_t>(ch.rows, p.maxClusters);
+  if (cap && *cap && atoi(cap) > 0) clusters = std::min<int64_t>(clusters, atoi(cap) / p.cluster);
+  clusters = std::max<int64_t>(1, clusters);
   launch_kernel_cluster("papo_rows_v3", papo_rows_v3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kV3Threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
+  return true;
 }
 
 }  // namespace
 
 bool run_rows_cluster(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
   if (phase != PHASE_BOTH) return false;
-  const V3Plan p = plan(c);
-  if (!p.cluster) return false;
   const bool f32grad = c.gradType == DT_F32;
   switch (c.dtype) {
     case DT_BF16:
-      f32grad ? launch_v3<BF16, F32>(c, ch, p, stream) : launch_v3<BF16, BF16>(c, ch, p, stream);
-      break;
+      return f32grad ? launch_v3<BF16, F32>(c, ch, stream) : launch_v3<BF16, BF16>(c, ch, stream);
     case DT_F16:
-      f32grad ? launch_v3<F16, F32>(c, ch, p, stream) : launch_v3<F16, F16>(c, ch, p, stream);
-      break;
+      return f32grad ? launch_v3<F16, F32>(c, ch, stream) : launch_v3<F16, F16>(c, ch, stream);
     default:
-      launch_v3<F32, F32>(c, ch, p, stream);
+      return launch_v3<F32, F32>(c, ch, stream);
   }
-  return true;
 }
 
 }  // namespace cuda

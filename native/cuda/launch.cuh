@@ -30,30 +30,83 @@ void launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block
   check_launch(name);
 }
 
-// The same for a kernel whose blocks run in clusters of `cluster` along x (sm_90+; the grid a multiple of it).
-template <class... P, class... A>
-void launch_kernel_cluster(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                           cudaStream_t stream, unsigned cluster, A&&... args) {
-  static_assert(sizeof...(P) == sizeof...(A), "launch_kernel_cluster: one argument per kernel parameter");
-  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+// Lets the kernel use the device's whole opt-in shared memory per block. Always the same value, so calls on other
+// threads with other sizes cannot undo each other's setting between it and their launch.
+template <class... P>
+void allow_max_dynamic_smem(void (*kernel)(P...)) {
+  int dev = 0, optin = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin),
              "cudaFuncSetAttribute (dynamic shared memory)");
-#if defined(PAPO_CUDA_EMULATED)
-  papo_emu::launch(name, reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
-                   [kernel, params = std::tuple<P...>(std::forward<A>(args)...)]() { std::apply(kernel, params); },
-                   dim3(cluster));
-#else
+}
+
+#if !defined(PAPO_CUDA_EMULATED)
+// A launch configuration with clusters of `cluster` blocks along x (attr is where its one attribute lives).
+inline cudaLaunchConfig_t cluster_config(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, unsigned cluster,
+                                         cudaLaunchAttribute& attr) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = cluster;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+#endif
+
+// How many clusters of `cluster` blocks of this kernel the device can run at once (a cluster must fit in one
+// GPC, and GPCs differ in size); 0 when none can, which the caller must handle instead of launching.
+template <class... P>
+int max_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned cluster) {
+  allow_max_dynamic_smem(kernel);
+#if defined(PAPO_CUDA_EMULATED)
+  return papo_emu::max_active_clusters(block, smem, cluster);
+#else
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_config(dim3(cluster), block, smem, nullptr, cluster, attr);
+  int n = 0;
+  const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // a configuration the device cannot run: none fits
+    return 0;
+  }
+  return n;
+#endif
+}
+
+// The architecture the kernel's machine code was built for (90 for sm_90); a kernel JIT-compiled from older
+// PTX reports that older version, and must not use sm_90 instructions.
+template <class... P>
+int kernel_binary_version(void (*kernel)(P...)) {
+#if defined(PAPO_CUDA_EMULATED)
+  (void)kernel;
+  return 90;
+#else
+  cudaFuncAttributes a{};
+  cuda_check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes");
+  return a.binaryVersion;
+#endif
+}
+
+// The same for a kernel whose blocks run in clusters of `cluster` along x (sm_90+; the grid a multiple of it).
+template <class... P, class... A>
+void launch_kernel_cluster(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                           cudaStream_t stream, unsigned cluster, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch_kernel_cluster: one argument per kernel parameter");
+  allow_max_dynamic_smem(kernel);
+#if defined(PAPO_CUDA_EMULATED)
+  papo_emu::launch(name, reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
+                   [kernel, params = std::tuple<P...>(std::forward<A>(args)...)]() { std::apply(kernel, params); },
+                   dim3(cluster));
+#else
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_config(grid, block, smem, stream, cluster, attr);
   cuda_check(cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(std::forward<A>(args))...), name);
 #endif
   check_launch(name);

@@ -45,7 +45,7 @@ struct OnlineSoftmax2 {
     if (vm > m) {
       if (m != -INFINITY) {
         const float d = m - vm, f = exp2f(d);
-        t = f * (t + d * s);
+        t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
         s *= f;
       }
       m = vm;
@@ -69,7 +69,7 @@ struct OnlineSoftmax2 {
     r.m = fmaxf(a.m, b.m);
     const float da = a.m - r.m, db = b.m - r.m, fa = exp2f(da), fb = exp2f(db);
     r.s = a.s * fa + b.s * fb;
-    r.t = fa * (a.t + da * a.s) + fb * (b.t + db * b.s);
+    r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
     return r;
   }
 
@@ -109,12 +109,13 @@ __device__ __forceinline__ OnlineSoftmax2 block_merge2(OnlineSoftmax2 st, StatsS
   return sh.total;
 }
 
-// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity).
+// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
+// scale the totals saw (a logit that overflows only there is +Infinity to this kernel).
 template <class S>
-__device__ int32_t classify_row(const typename S::T* row, int64_t V, float invTau) {
+__device__ int32_t classify_row(const typename S::T* row, int64_t V, float scale2) {
   int32_t status = ROW_NO_FINITE;
   for (int64_t j = 0; j < V; ++j) {
-    const float x = S::to_float(row[j]) * invTau;
+    const float x = S::to_float(row[j]) * scale2;
     if (x != x) return ROW_NAN;
     if (x == INFINITY) status = ROW_POS_INF;
     else if (status == ROW_NO_FINITE && x != -INFINITY) status = ROW_OK;
@@ -128,7 +129,7 @@ __device__ RowStats finish_stats2(const OnlineSoftmax2& tot, const typename S::T
                                   float invTau) {
   RowStats r{};
   if (tot.bad()) {
-    r.status = classify_row<S>(row, V, invTau);
+    r.status = classify_row<S>(row, V, invTau * kLog2e);
     if (r.status == ROW_OK) r.status = ROW_NAN;  // the sums went NaN without a NaN logit: never expected
     return r;
   }

@@ -108,7 +108,7 @@ struct OnlineSoftmax {
     if (vm > m) {
       if (m != -INFINITY) {
         const float d = m - vm, f = __expf(d);
-        t = f * (t + d * s);
+        t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
         s *= f;
       }
       m = vm;
@@ -134,7 +134,7 @@ struct OnlineSoftmax {
     r.m = fmaxf(a.m, b.m);
     const float da = a.m - r.m, db = b.m - r.m, fa = __expf(da), fb = __expf(db);
     r.s = a.s * fa + b.s * fb;
-    r.t = fa * (a.t + da * a.s) + fb * (b.t + db * b.s);
+    r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
     return r;
   }
 };

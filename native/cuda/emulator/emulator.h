@@ -17,6 +17,10 @@ namespace papo_emu {
 void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             std::function<void()> body, dim3 cluster = dim3(1, 1, 1));
 
+// Clusters of `cluster` blocks that fit at once: 1 block of this size per SM at most as the occupancy model
+// allows, in GPCs of an H100's sizes (a cluster stays within one GPC).
+int max_active_clusters(dim3 block, size_t smem, unsigned cluster);
+
 enum class FaultKind { Malloc, HostAlloc, Launch, Memcpy, Count };
 // Makes the nth next call of that kind fail (1 = the next one): cudaMalloc and cudaHostAlloc with
 // cudaErrorMemoryAllocation, a launch with cudaErrorLaunchOutOfResources (at once), a copy with

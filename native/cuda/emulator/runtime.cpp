@@ -257,6 +257,15 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
   });
 }
 
+int max_active_clusters(dim3 block, size_t smem, unsigned cluster) {
+  int perSm = 0;
+  occupancy(&perSm, nullptr, (int)(block.x * block.y * block.z), smem);
+  static const int gpcs[] = {18, 18, 18, 18, 16, 16, 16, 12};  // 132 SMs, as an H100 SXM's GPCs may hold them
+  int n = 0;
+  for (int sms : gpcs) n += sms * perSm / (int)std::max(1u, cluster);
+  return n;
+}
+
 void count_device_sync() { ++nDeviceSyncs; }
 void count_host_alloc(int64_t) { ++nHostAllocs; }
 
