@@ -16,6 +16,9 @@ const emulatedPath = path.join(root, 'build', 'Emulated', 'papo_kernels.node');
 // in a checkout (which has test/), not in a consumer's install. PAPO_EMULATED_BUILD=1|0 overrides.
 const ownCheckout = fs.existsSync(path.join(root, 'test')) && !root.split(path.sep).includes('node_modules');
 const emulated = process.env.PAPO_EMULATED_BUILD ? process.env.PAPO_EMULATED_BUILD !== '0' : ownCheckout;
+// The kernels' test program against the real CUDA build (build/Release/papo_cuda_test): likewise, and
+// PAPO_TEST_PROGRAMS=1|0 overrides (scripts/gpu-check.sh asks for it on a GPU machine).
+const testPrograms = process.env.PAPO_TEST_PROGRAMS ? process.env.PAPO_TEST_PROGRAMS !== '0' : emulated;
 
 function onPath(cmd) {
   return spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
@@ -42,14 +45,18 @@ if (wanted === 'gyp' || (wanted !== 'cmake' && !onPath('cmake'))) {
   ok = run(process.execPath, [nodeGypScript(), 'rebuild', '-j', jobs]);
 } else {
   how = 'cmake-js';
-  // cmake-js build reuses a configured tree as it is: configure again when PAPO_EMULATED must change.
+  const defs = [`--CDPAPO_EMULATED=${emulated ? 'ON' : 'OFF'}`, `--CDPAPO_TEST_PROGRAMS=${testPrograms ? 'ON' : 'OFF'}`];
+  // cmake-js build reuses a configured tree as it is: configure again when one of these options must change.
   const cache = path.join(root, 'build', 'CMakeCache.txt');
-  const cached = fs.existsSync(cache) && /^PAPO_EMULATED:BOOL=(\w+)/m.exec(fs.readFileSync(cache, 'utf8'));
-  if (cached && (cached[1] === 'ON') !== emulated)
-    run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'configure', '--log-level', 'warn',
-      `--CDPAPO_EMULATED=${emulated ? 'ON' : 'OFF'}`]);
+  const text = fs.existsSync(cache) ? fs.readFileSync(cache, 'utf8') : null;
+  const differs = (name, on) => {
+    const m = text && new RegExp(`^${name}:BOOL=(\\w+)`, 'm').exec(text);
+    return text !== null && (!m || (m[1] === 'ON') !== on);
+  };
+  if (differs('PAPO_EMULATED', emulated) || differs('PAPO_TEST_PROGRAMS', testPrograms))
+    run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'configure', '--log-level', 'warn', ...defs]);
   ok = run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'build', '--parallel', jobs, '--log-level', 'warn',
-    `--CDPAPO_EMULATED=${emulated ? 'ON' : 'OFF'}`]);
+    ...defs]);
 }
 if (!ok || !fs.existsSync(addonPath)) {
   console.error(`papo-kernels: the native build with ${how} failed (see above).` +

@@ -90,6 +90,7 @@ if [ $EMULATE -eq 1 ]; then
 else
   export PAPO_CUDA_TARGET=hardware
   export PAPO_EMULATED_BUILD=0
+  export PAPO_TEST_PROGRAMS=1
   CUDA_TEST=build/Release/papo_cuda_test
   # This GPU's architecture only: a build for ten architectures would spend the lease compiling.
   CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
