@@ -44,7 +44,7 @@ export interface PapoInputs {
   /** Instead of maskedLogits: the masked path's sampled-token log-probs [N] (implies detachMasked). */
   maskedLogProbs?: FloatArrayLike;
   /** Sampled token ids [N]. */
-  tokens: Int32Array | readonly number[];
+  tokens: Int32Array | BigInt64Array | readonly number[];
   /** Advantages per token [N] or per sequence [B]. */
   advantages: FloatArrayLike;
   /** Response mask [N] (0/1 or non-negative weights); absent: every token counts. */

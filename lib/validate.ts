@@ -61,7 +61,17 @@ function floats(name: string, v: unknown, n: number, what: string, needed: (i: n
 function ints(name: string, v: unknown, what: string): Int32Array {
   if (v instanceof Int32Array) return v;
   if (Array.isArray(v) && v.every((x) => Number.isInteger(x) && x >= -(2 ** 31) && x < 2 ** 31)) return Int32Array.from(v);
-  throw typeError(name, `an Int32Array (${what})`, v);
+  // int64 ids (onnxruntime's, PyTorch's) are copied to int32 when every value fits; a value that does not is
+  // named, never wrapped around.
+  if (v instanceof BigInt64Array) {
+    const out = new Int32Array(v.length);
+    for (let i = 0; i < v.length; i++) {
+      if (v[i] < -(2n ** 31n) || v[i] >= 2n ** 31n) throw rangeError(name, `element ${i} is ${v[i]}, outside the int32 range`);
+      out[i] = Number(v[i]);
+    }
+    return out;
+  }
+  throw typeError(name, `an Int32Array, a BigInt64Array or an array of integers (${what})`, v);
 }
 
 export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): PreparedCall {

@@ -30,6 +30,13 @@ describe('tensor adapters', () => {
       oldLogProbs: Array.from(inputs.oldLogProbs!), refLogProbs: Array.from(inputs.refLogProbs!) }, { backend: 'cpu' });
     expect(r.loss).toBe(expected.loss);
   });
+  it('int64 token ids (onnxruntime\'s BigInt64Array) give the same result as int32', () => {
+    const inputs = makeInputs();
+    const a = papoLossSync(inputs, { backend: 'cpu' });
+    const b = papoLossSync({ ...inputs, tokens: BigInt64Array.from(inputs.tokens as Int32Array, (t) => BigInt(t)) }, { backend: 'cpu' });
+    expect(b.loss).toBe(a.loss);
+    expect(b.logProbs).toEqual(a.logProbs);
+  });
   it('rejects a tensor whose data does not match its dims or type', () => {
     expect(() => papoLossSync({ ...inputs, logits: { ...ort, dims: [4, 49] } })).toThrow(/logits.data: dims \[4, 49\] need 196 elements, data has 200/);
     expect(() => papoLossSync({ ...inputs, logits: { ...ort, type: 'bfloat16' } })).toThrow(TypeError);
