@@ -13,6 +13,7 @@ import { allocDevice, cuda, DeviceTensor, requireDevice } from './cuda';
 import { toTensor } from './tensor';
 import type {
   BackendName, DType, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike,
+  TokenIds,
 } from './types';
 import { prepareCall, type PreparedCall } from './validate';
 
@@ -236,7 +237,7 @@ function logProbsDesc(call: PreparedCall, backend: Resolved): NativeLogProbsDesc
 }
 
 /** Sampled-token log-probs and full entropies, without gradients (rollout and reference models). */
-export function logProbsSync(logits: unknown, tokens: unknown, options?: LogProbsOptions): LogProbsResult {
+export function logProbsSync(logits: TensorLike | DeviceTensor, tokens: TokenIds, options?: LogProbsOptions): LogProbsResult {
   const { call, backend } = prepareLogProbs(logits, tokens, options);
   if (backend === 'reference') return referenceLogProbs(call);
   const desc = logProbsDesc(call, backend);
@@ -245,7 +246,7 @@ export function logProbsSync(logits: unknown, tokens: unknown, options?: LogProb
 }
 
 /** logProbsSync on a worker thread. */
-export async function logProbs(logits: unknown, tokens: unknown, options?: LogProbsOptions): Promise<LogProbsResult> {
+export async function logProbs(logits: TensorLike | DeviceTensor, tokens: TokenIds, options?: LogProbsOptions): Promise<LogProbsResult> {
   const { call, backend } = prepareLogProbs(logits, tokens, options);
   if (backend === 'reference') return referenceLogProbs(call);
   const desc = logProbsDesc(call, backend);

@@ -26,6 +26,8 @@ export interface TfjsLikeTensor {
   dataSync(): TensorData;
 }
 export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor;
+/** Sampled token ids: int32, or int64 as onnxruntime gives them (each value must fit in int32). */
+export type TokenIds = Int32Array | BigInt64Array | readonly number[];
 
 /** A tensor as papo-kernels returns it (onnxruntime-node's shape). */
 export interface Tensor {
@@ -44,7 +46,7 @@ export interface PapoInputs {
   /** Instead of maskedLogits: the masked path's sampled-token log-probs [N] (implies detachMasked). */
   maskedLogProbs?: FloatArrayLike;
   /** Sampled token ids [N]. */
-  tokens: Int32Array | BigInt64Array | readonly number[];
+  tokens: TokenIds;
   /** Advantages per token [N] or per sequence [B]. */
   advantages: FloatArrayLike;
   /** Response mask [N] (0/1 or non-negative weights); absent: every token counts. */

@@ -71,5 +71,6 @@ const cuda = info.cudaBuilt
   : `CUDA skipped: ${info.cudaStatus}`;
 const emu = how !== 'cmake-js' || !emulated ? '' : fs.existsSync(emulatedPath)
   ? '; emulated CUDA device for the tests (PAPO_CUDA_EMULATE=1)' : '; the emulated CUDA device did not build';
-console.log(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}${emu}`);
+// stderr: npm shows a dependency's install output there, where stdout is swallowed.
+console.error(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}${emu}`);
 if (how === 'cmake-js' && emulated && !fs.existsSync(emulatedPath)) process.exit(1);
