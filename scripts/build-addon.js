@@ -71,6 +71,7 @@ const cuda = info.cudaBuilt
   : `CUDA skipped: ${info.cudaStatus}`;
 const emu = how !== 'cmake-js' || !emulated ? '' : fs.existsSync(emulatedPath)
   ? '; emulated CUDA device for the tests (PAPO_CUDA_EMULATE=1)' : '; the emulated CUDA device did not build';
-// stderr: npm shows a dependency's install output there, where stdout is swallowed.
+// On stderr, the diagnostic stream (kept out of stdout that tools may parse). npm shows a dependency's script
+// output only with --foreground-scripts or when the script fails.
 console.error(`papo-kernels ${info.version}: built with ${how}: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}${emu}`);
 if (how === 'cmake-js' && emulated && !fs.existsSync(emulatedPath)) process.exit(1);
