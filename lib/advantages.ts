@@ -1,4 +1,4 @@
-// GRPO group advantages (SPEC "Around the loss"): per prompt group of n rollouts, (s - mean) / (std + eps) with
+// GRPO group advantages (docs/objective.md, "Around the loss"): per prompt group of n rollouts, (s - mean) / (std + eps) with
 // the unbiased std, as verl's compute_grpo_outcome_advantage; a one-rollout group keeps its score (mean 0, std 1,
 // as verl); normalizeStd: false is the Dr.GRPO variant (s - mean).
 import { describe, rangeError, typeError } from './errors';

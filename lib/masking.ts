@@ -1,4 +1,4 @@
-// Patch masking for PAPO's second forward pass (SPEC "Around the loss"): a grid of patchSize-px cells from (0, 0),
+// Patch masking for PAPO's second forward pass (docs/objective.md, "Around the loss"): a grid of patchSize-px cells from (0, 0),
 // edge cells partial, each cell blacked (every channel set to `fill`) independently with probability `ratio`
 // (the released code's behaviour), or exactly round(ratio * cells) of them, or the highest-scoring ones.
 // The input is never modified; the same seed gives the same mask.

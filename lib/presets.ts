@@ -1,4 +1,4 @@
-// The released PAPO / GRPO / DAPO configurations (SPEC "Presets"), frozen. papoLoss starts from one of these
+// The released PAPO / GRPO / DAPO configurations (docs/objective.md, "Presets"), frozen. papoLoss starts from one of these
 // (default 'papo-g') and applies the options the caller gives explicitly on top.
 import type { PresetName } from './types';
 

@@ -1,4 +1,4 @@
-// The float64 reference backend: SPEC.md written out for clarity, not speed. It is the oracle of the tests
+// The float64 reference backend: docs/objective.md written out for clarity, not speed. It is the oracle of the tests
 // (itself checked against finite differences) and the naive baseline of the benchmarks. It shares no code with
 // the native backends on purpose.
 import { toFloat64 } from './dtype';
@@ -59,7 +59,7 @@ export function klEstimator(kind: string, d: number): { value: number; dd: numbe
   }
 }
 
-/** The per-token loss terms of SPEC and their derivatives in lp, a, H, Hm (unweighted). */
+/** The per-token loss terms of docs/objective.md and their derivatives in lp, a, H, Hm (unweighted). */
 export function tokenTerms(o: ResolvedOptions, t: { lp: number; a: number; H: number; Hm: number; old: number | null; ref: number; adv: number; hasMasked: boolean }) {
   // Policy surrogate with dual clip.
   const old = t.old === null ? t.lp : t.old;
@@ -101,7 +101,7 @@ export function tokenTerms(o: ResolvedOptions, t: { lp: number; a: number; H: nu
   };
 }
 
-/** Aggregation weights of SPEC: the weight of each token under lossAgg, and under token-mean. */
+/** Aggregation weights of docs/objective.md: the weight of each token under lossAgg, and under token-mean. */
 export function aggregationWeights(call: PreparedCall) {
   const { N, seqLengths, mask } = call;
   const m = (i: number) => (mask ? mask[i] : 1);

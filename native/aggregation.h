@@ -1,4 +1,4 @@
-// Per-token aggregation weights (SPEC "Aggregation"): they depend only on the mask and the sequence layout, so
+// Per-token aggregation weights (docs/objective.md, "Aggregation and total"): they depend only on the mask and the sequence layout, so
 // every backend computes them once on the host, O(N), before touching the logits.
 #pragma once
 

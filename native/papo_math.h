@@ -3,7 +3,7 @@
 // Everything here is O(1) per token: the policy surrogate, the Schulman KL estimators, the clamps, their
 // derivatives with respect to the sampled-token log-probs (lp on the original path, a on the masked path) and the
 // full entropies (H, Hm), and the aggregation weights. The O(V) work per row (log-sum-exp, entropy, gradient
-// rows) lives in the backends, which call token_terms() once per row. See ../shared/SPEC.md for the formulas.
+// rows) lives in the backends, which call token_terms() once per row. See docs/objective.md for the formulas.
 //
 // Doubles throughout: this is O(N) work, and estimators such as k3 = e^d - d - 1 lose all their digits in fp32
 // for small d (which is the common case: the two paths agree closely on most tokens).

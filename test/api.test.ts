@@ -74,7 +74,7 @@ describe('options', () => {
     expect(() => papoLossSync({ ...inputs, maskedLogits: undefined }, { preset: 'papo-g' })).toThrow(/maskedLogits: required/);
     expect(papoLossSync({ ...inputs, refLogProbs: undefined, maskedLogits: undefined }, { preset: 'dapo' }).loss).toBeTypeOf('number');
   });
-  it('presets are the SPEC table, read-only', () => {
+  it('presets are the table of docs/objective.md, read-only', () => {
     expect(presets['papo-g']).toEqual({ clipLow: 0.2, clipHigh: 0.3, klCoef: 0.01, perceptionCoef: 0.02, entropyCoef: 0, maskedEntropyCoef: 0 });
     expect(presets['papo-g-7b'].entropyCoef).toBe(0.05);
     expect(presets['papo-d']).toEqual({ clipLow: 0.2, clipHigh: 0.28, klCoef: 0, perceptionCoef: 0.01, entropyCoef: 0.03, maskedEntropyCoef: 0.03 });

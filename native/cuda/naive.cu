@@ -8,7 +8,7 @@
 //   grad = (1/tau)(gLp (onehot - p) - gH p (logp + H)), cast to the output type   (elementwise)
 // It is the baseline of the benchmarks and a second oracle for the fused kernels, so it stays simple: plain
 // scalar loads, no fusion. Its only concessions are the guards for p = 0 (p log p = 0, and an exact +0
-// gradient), without which -inf logits give NaN (the pitfall SPEC lists) or -0.
+// gradient), without which -inf logits give NaN (a known pitfall, docs/objective.md) or -0.
 #include <algorithm>
 #include <memory>
 
