@@ -198,9 +198,9 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
 
     // 2. this block's statistics, per path
     const float scale2 = c.invTau * kLog2e;
-    const OnlineSoftmax2 p0 = block_merge2(slice_stats<SI>(x, held0, s0, V, scale2, rank, C), sh.scratch);
+    const OnlineSoftmax2 p0 = block_merge(slice_stats<SI>(x, held0, s0, V, scale2, rank, C), sh.scratch);
     OnlineSoftmax2 p1 = OnlineSoftmax2::empty();
-    if (xm) p1 = block_merge2(slice_stats<SI>(xm, held1, s1, V, scale2, rank, C), sh.scratch);
+    if (xm) p1 = block_merge(slice_stats<SI>(xm, held1, s1, V, scale2, rank, C), sh.scratch);
     if (threadIdx.x == 0) sh.part[0] = p0, sh.part[1] = p1;
     cluster_sync();
 

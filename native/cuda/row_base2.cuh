@@ -73,41 +73,16 @@ struct OnlineSoftmax2 {
     return r;
   }
 
+  __device__ __forceinline__ OnlineSoftmax2 shfl_xor(int o) const {
+    return OnlineSoftmax2{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                          __shfl_xor_sync(0xffffffffu, t, o)};
+  }
+
   __device__ __forceinline__ bool bad() const { return s != s || t != t || m == INFINITY; }
 };
 
-__device__ __forceinline__ OnlineSoftmax2 warp_merge2(OnlineSoftmax2 st) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    OnlineSoftmax2 other;
-    other.m = __shfl_xor_sync(0xffffffffu, st.m, o);
-    other.s = __shfl_xor_sync(0xffffffffu, st.s, o);
-    other.t = __shfl_xor_sync(0xffffffffu, st.t, o);
-    st = OnlineSoftmax2::merge(st, other);
-  }
-  return st;
-}
-
-struct StatsScratch2 {
-  OnlineSoftmax2 warp[kThreads / 32];
-  OnlineSoftmax2 total;
-};
-
-// Every thread returns the block's total. Starts and ends with a barrier, so sh can be reused.
-__device__ __forceinline__ OnlineSoftmax2 block_merge2(OnlineSoftmax2 st, StatsScratch2& sh) {
-  st = warp_merge2(st);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh.warp[warp] = st;
-  __syncthreads();
-  if (warp == 0) {
-    OnlineSoftmax2 w = lane < nwarps ? sh.warp[lane] : OnlineSoftmax2::empty();
-    w = warp_merge2(w);
-    if (lane == 0) sh.total = w;
-  }
-  __syncthreads();
-  return sh.total;
-}
+// Kernel v3's reductions: block_merge() of row_block.cuh over this accumulator.
+using StatsScratch2 = BlockScratch<OnlineSoftmax2>;
 
 // The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
 // scale the totals saw (a logit that overflows only there is +Infinity to this kernel).

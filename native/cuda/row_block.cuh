@@ -137,29 +137,70 @@ struct OnlineSoftmax {
     r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
     return r;
   }
+
+  // The lane `o` away's accumulator (a butterfly step).
+  __device__ __forceinline__ OnlineSoftmax shfl_xor(int o) const {
+    return OnlineSoftmax{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                         __shfl_xor_sync(0xffffffffu, t, o), __shfl_xor_sync(0xffffffffu, bad, o)};
+  }
 };
 
-__device__ __forceinline__ OnlineSoftmax warp_merge(OnlineSoftmax st) {
+// The reductions below serve any online-softmax accumulator with empty(), merge() and shfl_xor(): this file's
+// natural-unit one, and kernel v3's base-2 one (row_base2.cuh).
+template <class Acc>
+__device__ __forceinline__ Acc warp_merge(Acc st) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    OnlineSoftmax other = OnlineSoftmax::empty();
-    other.m = __shfl_xor_sync(0xffffffffu, st.m, o);
-    other.s = __shfl_xor_sync(0xffffffffu, st.s, o);
-    other.t = __shfl_xor_sync(0xffffffffu, st.t, o);
-    other.bad = __shfl_xor_sync(0xffffffffu, st.bad, o);
-    st = OnlineSoftmax::merge(st, other);
-  }
+  for (int o = 16; o > 0; o >>= 1) st = Acc::merge(st, st.shfl_xor(o));
   return st;
 }
 
-struct StatsScratch {
-  OnlineSoftmax warp[kThreads / 32];
-  OnlineSoftmax total;
+template <class Acc>
+struct BlockScratch {
+  Acc warp[kThreads / 32];
+  Acc total;
 };
+using StatsScratch = BlockScratch<OnlineSoftmax>;
 
-__device__ __forceinline__ OnlineSoftmax block_merge(OnlineSoftmax st, StatsScratch& sh);
+// The block's merge of every thread's accumulator: every thread returns the same total. Starts and ends with a
+// barrier, so sh can be reused.
+template <class Acc>
+__device__ __forceinline__ Acc block_merge(Acc st, BlockScratch<Acc>& sh) {
+  st = warp_merge(st);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  __syncthreads();  // the previous call's readers of sh are done
+  if (lane == 0) sh.warp[warp] = st;
+  __syncthreads();
+  if (warp == 0) {
+    Acc w = lane < nwarps ? sh.warp[lane] : Acc::empty();
+    w = warp_merge(w);
+    if (lane == 0) sh.total = w;
+  }
+  __syncthreads();
+  return sh.total;
+}
+
+// A row's RowStats from the merged (m, s, t) of all its elements; reads the sampled token's logit.
 template <class S>
-__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau);
+__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau) {
+  RowStats r{};
+  if (tot.bad & 1) {
+    r.status = ROW_NAN;
+  } else if (tot.bad & 2) {
+    r.status = ROW_POS_INF;
+  } else if (tot.m == -INFINITY) {
+    r.status = ROW_NO_FINITE;
+  } else {
+    const double logSum = log((double)tot.s);
+    r.maxScaled = tot.m;
+    r.logSum = (float)logSum;
+    r.lse = (double)tot.m + logSum;
+    r.entropy = logSum - (double)tot.t / (double)tot.s;
+    if (r.entropy < 0.0) r.entropy = 0.0;  // rounding on a one-hot row
+    r.targetScaled = S::to_float(row[target]) * invTau;
+    r.status = ROW_OK;
+  }
+  return r;
+}
 
 // Every thread of the block returns the same RowStats. Starts and ends with a barrier, so sh can be reused.
 template <class S>
@@ -196,46 +237,6 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
   }
 
   return finish_stats<S>(block_merge(st, sh), row, target, invTau);
-}
-
-// The block's merge of every thread's (m, s, t): every thread returns the same total. Starts and ends with a
-// barrier, so sh can be reused.
-__device__ __forceinline__ OnlineSoftmax block_merge(OnlineSoftmax st, StatsScratch& sh) {
-  st = warp_merge(st);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  __syncthreads();  // the previous call's readers of sh are done
-  if (lane == 0) sh.warp[warp] = st;
-  __syncthreads();
-  if (warp == 0) {
-    OnlineSoftmax w = lane < nwarps ? sh.warp[lane] : OnlineSoftmax::empty();
-    w = warp_merge(w);
-    if (lane == 0) sh.total = w;
-  }
-  __syncthreads();
-  return sh.total;
-}
-
-// A row's RowStats from the merged (m, s, t) of all its elements; reads the sampled token's logit.
-template <class S>
-__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau) {
-  RowStats r{};
-  if (tot.bad & 1) {
-    r.status = ROW_NAN;
-  } else if (tot.bad & 2) {
-    r.status = ROW_POS_INF;
-  } else if (tot.m == -INFINITY) {
-    r.status = ROW_NO_FINITE;
-  } else {
-    const double logSum = log((double)tot.s);
-    r.maxScaled = tot.m;
-    r.logSum = (float)logSum;
-    r.lse = (double)tot.m + logSum;
-    r.entropy = logSum - (double)tot.t / (double)tot.s;
-    if (r.entropy < 0.0) r.entropy = 0.0;  // rounding on a one-hot row
-    r.targetScaled = S::to_float(row[target]) * invTau;
-    r.status = ROW_OK;
-  }
-  return r;
 }
 
 // ---- gradient -----------------------------------------------------------------------------------------------
