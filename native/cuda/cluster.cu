@@ -267,12 +267,11 @@ V3Plan plan(const DeviceCall& c) {
   const int paths = c.hasMaskedLogits ? 2 : 1;
   // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them.
   // PAPO_CUDA_CLUSTER and PAPO_CUDA_V3_BUFFERS force either (for experiments and tests).
-  const char* forced = getenv("PAPO_CUDA_CLUSTER");
-  const char* forcedBuffers = getenv("PAPO_CUDA_V3_BUFFERS");
+  const int64_t forced = env_int64("PAPO_CUDA_CLUSTER", 0), forcedBuffers = env_int64("PAPO_CUDA_V3_BUFFERS", 0);
   for (int nbuf = 2; nbuf >= 1; --nbuf) {
-    if (forcedBuffers && *forcedBuffers && atoi(forcedBuffers) != nbuf) continue;
+    if (forcedBuffers && forcedBuffers != nbuf) continue;
     for (int C = 1; C <= kMaxCluster; C *= 2) {
-      if (forced && *forced && atoi(forced) != C) continue;
+      if (forced && forced != C) continue;
       const int64_t per = (nvec + C - 1) / C;
       const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(V3Shared);
       if (smem > (size_t)optin) continue;
@@ -290,9 +289,9 @@ bool launch_v3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
   if (!p.cluster) return false;
   // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end),
   // never more than rows; PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
-  const char* cap = getenv("PAPO_CUDA_BLOCKS");
+  const int64_t cap = env_int64("PAPO_CUDA_BLOCKS", 0);
   int64_t clusters = std::min<int64_t>(ch.rows, p.maxClusters);
-  if (cap && *cap && atoi(cap) > 0) clusters = std::min<int64_t>(clusters, atoi(cap) / p.cluster);
+  if (cap > 0) clusters = std::min<int64_t>(clusters, cap / p.cluster);
   clusters = std::max<int64_t>(1, clusters);
   launch_kernel_cluster("papo_rows_v3", papo_rows_v3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kV3Threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #include <string>
 #include <utility>
@@ -11,6 +13,12 @@
 #include "driver_api.h"
 
 namespace papo {
+
+// An integer setting from the environment (experiments and tests), or `fallback` when unset or empty.
+inline int64_t env_int64(const char* name, int64_t fallback) {
+  const char* v = getenv(name);
+  return v && *v ? atoll(v) : fallback;
+}
 
 // A failed CUDA call becomes papo::Error carrying the CUDA error name; allocation failures are OutOfMemory.
 inline void cuda_check(cudaError_t err, const char* what) {

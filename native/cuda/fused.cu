@@ -95,11 +95,6 @@ auto with_kernel(const DeviceCall& c, F&& f) {
 using Kernel = void (*)(DeviceCall, Chunk, int32_t);
 using Launch = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 
-int env_int(const char* name) {
-  const char* v = getenv(name);
-  return v && *v ? atoi(v) : 0;
-}
-
 }  // namespace
 
 void run_rows_fused(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
@@ -116,7 +111,7 @@ void run_rows_fused(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStr
 }
 
 int fused_blocks(const DeviceCall& c) {
-  if (const int forced = env_int("PAPO_CUDA_BLOCKS")) return forced;
+  if (const int forced = (int)env_int64("PAPO_CUDA_BLOCKS", 0)) return forced;
   int dev = 0, sms = 1, l2 = 0, perSm = 1;
   cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
   cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");

@@ -47,11 +47,6 @@ using cuda::RowOut;
 
 int64_t dtype_size(int32_t dtype) { return dtype == DT_F32 ? 4 : 2; }
 
-int64_t env_int64(const char* name, int64_t fallback) {
-  const char* v = getenv(name);
-  return v && *v ? atoll(v) : fallback;
-}
-
 // memcpy of large host ranges on the thread pool: one core copies ~10 GB/s, the staging needs more.
 void host_copy(void* dst, const void* src, size_t bytes) {
   constexpr int64_t kPiece = 4 << 20;

@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <thread>
 
 #include "internal.h"
 
@@ -57,15 +55,6 @@ cudaDeviceProp make_prop(int device) {
   p.clusterLaunch = 1;
   p.pciBusID = device;
   return p;
-}
-
-int copy_latency_us() {
-  static const int us = (int)env_int("PAPO_EMU_COPY_LATENCY_US", 0);
-  return us;
-}
-
-void delay() {
-  if (copy_latency_us() > 0) std::this_thread::sleep_for(std::chrono::microseconds(copy_latency_us()));
 }
 
 const char* space_name(Space s) {
@@ -517,7 +506,6 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
     enqueue(stream, "copy from pageable memory", [=](std::string& detail) {
       if (inject) return injected(detail);
-      delay();
       memcpy(dst, staged->data(), bytes);
       return cudaSuccess;
     });
@@ -525,7 +513,6 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
   }
   CompletionPtr op = enqueue(stream, "copy", [=](std::string& detail) {
     if (inject) return injected(detail);
-    if (!dDev || !sDev) delay();
     memcpy(dst, src, bytes);
     return cudaSuccess;
   });
