@@ -17,7 +17,8 @@
     {
       "target_name": "papo_kernels",
       "sources": [
-        "native/errors.cpp", "native/row_errors.cpp", "native/aggregation.cpp", "native/cpu/dispatch.cpp",
+        "native/errors.cpp", "native/row_errors.cpp", "native/aggregation.cpp", "native/sequence_terms.cpp",
+        "native/cpu/dispatch.cpp",
         "native/cpu/kernels_baseline.cpp", "native/thread_pool.cpp", "native/cpu/papo_cpu.cpp",
         "native/napi/args.cpp", "native/napi/js_errors.cpp", "native/napi/device_tensors.cpp",
         "native/napi/addon.cpp", "native/cuda/cuda_stub.cpp"

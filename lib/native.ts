@@ -46,7 +46,13 @@ export interface NativePapoDesc extends NativePlacement {
     clipLow: number; clipHigh: number; clipDual: number; klCoef: number; klEstimator: number;
     perceptionCoef: number; perceptionEstimator: number; perceptionClipLo?: number; perceptionClipHi?: number;
     entropyCoef: number; maskedEntropyCoef: number; entropyMode: number; detachMasked: boolean;
+    lossType: number; sapoTauPositive?: number; sapoTauNegative?: number;
+    rolloutCorrection?: number; rolloutUpper?: number; rolloutLower?: number;
+    perceptionTopP?: number; sftCoef?: number;
   };
+  rolloutLogProbs?: Float32Array;
+  perceptionWeights?: Float32Array;
+  sftMask?: Float32Array;
   lossAgg: number;
   lossScale: number;
   normScale: number;
@@ -63,6 +69,8 @@ export interface NativePapoDesc extends NativePlacement {
 export interface NativeMetrics {
   loss: number; pgLoss: number; klLoss: number; perceptionKl: number; entropyLoss: number; maskedEntropyLoss: number;
   clipFrac: number; dualClipFrac: number; approxKl: number; meanEntropy: number; meanMaskedEntropy: number; tokens: number;
+  rolloutCorrectionMean?: number; rolloutCorrectionMaskedFrac?: number; rolloutCorrectionTruncatedFrac?: number;
+  perceptionKeptFrac?: number; sftLoss?: number;
 }
 
 export interface NativeLogProbsDesc extends NativePlacement {

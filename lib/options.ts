@@ -1,7 +1,9 @@
 // Option resolution: preset values, then explicit options, each validated with an error that names it.
 import { describe, rangeError, typeError } from './errors';
 import { defaultPreset, presets } from './presets';
-import type { BackendName, EntropyModeName, KlEstimatorName, LossAggName, PapoOptions, PresetName } from './types';
+import type {
+  BackendName, EntropyModeName, KlEstimatorName, LossAggName, LossTypeName, PapoOptions, PresetName,
+} from './types';
 
 export const klEstimators: readonly KlEstimatorName[] = ['k1', 'k2', 'k3', 'abs'];
 export const entropyModes: readonly EntropyModeName[] = ['sampled', 'full'];
@@ -11,10 +13,16 @@ export const lossAggs: readonly LossAggName[] = [
   'seq-mean-token-sum',
   'seq-mean-token-sum-norm',
 ];
+export const lossTypes: readonly LossTypeName[] = ['ppo', 'gspo', 'gspo-token', 'cispo', 'sapo'];
+export const rolloutModes = ['truncate', 'mask'] as const;
 export const backendNames: readonly BackendName[] = ['auto', 'cpu', 'cuda', 'cuda-naive', 'reference'];
 
 export interface ResolvedOptions {
   preset: PresetName;
+  lossType: LossTypeName;
+  sapoTauPositive: number;
+  sapoTauNegative: number;
+  rolloutCorrection: { mode: 'truncate' | 'mask'; upper: number; lower: number } | null;
   clipLow: number;
   clipHigh: number;
   clipDual: number;
@@ -23,6 +31,8 @@ export interface ResolvedOptions {
   perceptionCoef: number;
   perceptionEstimator: KlEstimatorName;
   perceptionClip: [number, number] | null;
+  perceptionTopP: number | null;
+  sftCoef: number | null;
   entropyCoef: number;
   maskedEntropyCoef: number;
   entropyMode: EntropyModeName;
@@ -37,7 +47,8 @@ export interface ResolvedOptions {
 }
 
 const optionNames: readonly (keyof PapoOptions)[] = [
-  'preset', 'clipLow', 'clipHigh', 'clipDual', 'klCoef', 'klEstimator', 'perceptionCoef', 'perceptionEstimator',
+  'preset', 'lossType', 'sapoTauPositive', 'sapoTauNegative', 'rolloutCorrection', 'perceptionTopP', 'sftCoef',
+  'clipLow', 'clipHigh', 'clipDual', 'klCoef', 'klEstimator', 'perceptionCoef', 'perceptionEstimator',
   'perceptionClip', 'entropyCoef', 'maskedEntropyCoef', 'entropyMode', 'detachMasked', 'lossAgg', 'lossScale',
   'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend',
 ];
@@ -95,9 +106,22 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
   const p = presets[preset];
   const nonNeg = (x: number) => x >= 0;
 
+  const lossType = given('lossType') ? oneOf('options.lossType', o.lossType, lossTypes) : 'ppo';
+  const sapo = lossType === 'sapo';
+  for (const k of ['sapoTauPositive', 'sapoTauNegative'] as const)
+    if (given(k) && !sapo) throw rangeError(`options.${k}`, `only used with lossType 'sapo' (lossType is '${lossType}')`);
   const r: ResolvedOptions = {
     preset,
-    clipLow: given('clipLow') ? num('options.clipLow', o.clipLow, (x) => x >= 0 && x < 1, 'a number in [0, 1)') : p.clipLow,
+    lossType,
+    sapoTauPositive: given('sapoTauPositive') ? num('options.sapoTauPositive', o.sapoTauPositive, (x) => x > 0, 'a number > 0') : 1.0,
+    sapoTauNegative: given('sapoTauNegative') ? num('options.sapoTauNegative', o.sapoTauNegative, (x) => x > 0, 'a number > 0') : 1.05,
+    rolloutCorrection: null,
+    // CISPO may drop the lower bound (clipLow 1), as MiniMax-M1 does; a ratio clip at 0 means nothing elsewhere.
+    clipLow: given('clipLow')
+      ? lossType === 'cispo'
+        ? num('options.clipLow', o.clipLow, (x) => x >= 0 && x <= 1, "a number in [0, 1] (1: no lower bound) for lossType 'cispo'")
+        : num('options.clipLow', o.clipLow, (x) => x >= 0 && x < 1, 'a number in [0, 1)')
+      : p.clipLow,
     clipHigh: given('clipHigh') ? num('options.clipHigh', o.clipHigh, nonNeg, 'a number >= 0') : p.clipHigh,
     clipDual: given('clipDual') ? num('options.clipDual', o.clipDual, (x) => x > 1, 'a number > 1') : 3,
     klCoef: given('klCoef') ? num('options.klCoef', o.klCoef, nonNeg, 'a number >= 0') : p.klCoef,
@@ -109,6 +133,9 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
       ? oneOf('options.perceptionEstimator', o.perceptionEstimator, klEstimators)
       : 'k3',
     perceptionClip: null,
+    perceptionTopP: o.perceptionTopP === undefined || o.perceptionTopP === null ? null
+      : num('options.perceptionTopP', o.perceptionTopP, (x) => x > 0 && x < 1, 'a number in (0, 1)'),
+    sftCoef: given('sftCoef') ? num('options.sftCoef', o.sftCoef, nonNeg, 'a number >= 0') : null,
     entropyCoef: given('entropyCoef') ? num('options.entropyCoef', o.entropyCoef, nonNeg, 'a number >= 0') : p.entropyCoef,
     maskedEntropyCoef: given('maskedEntropyCoef')
       ? num('options.maskedEntropyCoef', o.maskedEntropyCoef, nonNeg, 'a number >= 0')
@@ -130,6 +157,20 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
     const hi = num('options.perceptionClip[1]', c[1], () => true, 'a finite number');
     if (lo > hi) throw rangeError('options.perceptionClip', `expected lo <= hi, got [${lo}, ${hi}]`);
     r.perceptionClip = [lo, hi];
+  }
+  if (o.rolloutCorrection !== undefined && o.rolloutCorrection !== null) {
+    const c = o.rolloutCorrection as Record<string, unknown>;
+    if (typeof c !== 'object' || Array.isArray(c))
+      throw typeError('options.rolloutCorrection', "{ mode: 'truncate' | 'mask', upper?, lower? }", c);
+    for (const key of Object.keys(c))
+      if (!['mode', 'upper', 'lower'].includes(key))
+        throw rangeError('options.rolloutCorrection', `unknown field '${key}' (expected mode, upper, lower)`);
+    const mode = oneOf('options.rolloutCorrection.mode', c.mode, rolloutModes);
+    const upper = c.upper === undefined ? 2 : num('options.rolloutCorrection.upper', c.upper, (x) => x > 0, 'a number > 0');
+    const lower = c.lower === undefined ? 1 / upper
+      : num('options.rolloutCorrection.lower', c.lower, (x) => x > 0, 'a number > 0');
+    if (lower > upper) throw rangeError('options.rolloutCorrection', `expected lower <= upper, got lower ${lower} and upper ${upper}`);
+    r.rolloutCorrection = { mode, upper, lower };
   }
   if (r.inPlace && !r.computeGrad) throw rangeError('options.inPlace', 'needs computeGrad: true');
   return r;

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
-import { resolveOptions, klEstimators, lossAggs, type ResolvedOptions } from './options';
+import { resolveOptions, klEstimators, lossAggs, lossTypes, rolloutModes, type ResolvedOptions } from './options';
 import {
   BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
   type NativePapoDesc, type NativePlacement,
@@ -93,11 +93,22 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
       klEstimator: klEstimators.indexOf(o.klEstimator), perceptionCoef: o.perceptionCoef,
       perceptionEstimator: klEstimators.indexOf(o.perceptionEstimator), entropyCoef: o.entropyCoef,
       maskedEntropyCoef: o.maskedEntropyCoef, entropyMode: o.entropyMode === 'full' ? 1 : 0, detachMasked: detached,
+      lossType: lossTypes.indexOf(o.lossType),
     },
     lossAgg: lossAggs.indexOf(o.lossAgg), lossScale: call.lossScale, normScale: call.normScale,
     outLogProbs: new Float32Array(N), outEntropy: new Float32Array(N),
   };
   if (o.perceptionClip) [desc.params.perceptionClipLo, desc.params.perceptionClipHi] = o.perceptionClip;
+  if (o.lossType === 'sapo') [desc.params.sapoTauPositive, desc.params.sapoTauNegative] = [o.sapoTauPositive, o.sapoTauNegative];
+  if (o.rolloutCorrection) {
+    desc.params.rolloutCorrection = 1 + rolloutModes.indexOf(o.rolloutCorrection.mode);
+    [desc.params.rolloutUpper, desc.params.rolloutLower] = [o.rolloutCorrection.upper, o.rolloutCorrection.lower];
+  }
+  if (o.perceptionTopP !== null) desc.params.perceptionTopP = o.perceptionTopP;
+  if (o.sftCoef !== null) desc.params.sftCoef = o.sftCoef;
+  if (call.rolloutLogProbs) desc.rolloutLogProbs = call.rolloutLogProbs;
+  if (call.perceptionWeights) desc.perceptionWeights = call.perceptionWeights;
+  if (call.sftMask) desc.sftMask = call.sftMask;
   if (call.maskedLogits) {
     desc.maskedLogits = nativeTensor(call.maskedLogits);
     desc.maskedDtype = DTYPE_CODE[call.maskedLogits.type];
@@ -140,6 +151,11 @@ function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof na
   return result;
 }
 
+/** The metrics that only some options report (the native backends set exactly these keys too). */
+const optionalMetrics = [
+  'rolloutCorrectionMean', 'rolloutCorrectionMaskedFrac', 'rolloutCorrectionTruncatedFrac', 'perceptionKeptFrac', 'sftLoss',
+] as const;
+
 function runReference(call: PreparedCall): PapoResult {
   const r = referencePapo(call);
   const { loss, meanMaskedEntropy, ...rest } = r.metrics;
@@ -160,6 +176,7 @@ function runReference(call: PreparedCall): PapoResult {
       maskedEntropyLoss: rest.maskedEntropyLoss, clipFrac: rest.clipFrac, dualClipFrac: rest.dualClipFrac,
       approxKl: rest.approxKl, meanEntropy: rest.meanEntropy, tokens: rest.tokens,
       ...(call.maskedLogits ? { meanMaskedEntropy } : {}),
+      ...Object.fromEntries(optionalMetrics.filter((k) => k in rest).map((k) => [k, rest[k]])),
     },
     backend: 'reference',
   };

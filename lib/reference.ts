@@ -59,46 +59,108 @@ export function klEstimator(kind: string, d: number): { value: number; dd: numbe
   }
 }
 
-/** The per-token loss terms of docs/objective.md and their derivatives in lp, a, H, Hm (unweighted). */
-export function tokenTerms(o: ResolvedOptions, t: { lp: number; a: number; H: number; Hm: number; old: number | null; ref: number; adv: number; hasMasked: boolean }) {
-  // Policy surrogate with dual clip.
-  const old = t.old === null ? t.lp : t.old;
-  const rawLog = t.lp - old;
-  const logRatio = Math.min(Math.max(rawLog, -20), 20);
-  const dLog = rawLog >= -20 && rawLog <= 20 ? 1 : 0;
+/** The ratio clip with dual clip on a log-ratio x: value and d/dx. */
+function clippedSurrogate(o: ResolvedOptions, x: number, adv: number) {
+  const logRatio = Math.min(Math.max(x, -20), 20);
+  const dLog = x >= -20 && x <= 20 ? 1 : 0;
   const ratio = Math.exp(logRatio);
   const clippedRatio = Math.min(Math.max(ratio, 1 - o.clipLow), 1 + o.clipHigh);
   const dClipped = ratio >= 1 - o.clipLow && ratio <= 1 + o.clipHigh ? 1 : 0;
-  const L1 = -t.adv * ratio;
-  const L2 = -t.adv * clippedRatio;
+  const L1 = -adv * ratio;
+  const L2 = -adv * clippedRatio;
   let pg = L1 >= L2 ? L1 : L2;
-  let dpg = L1 >= L2 ? -t.adv * ratio : -t.adv * ratio * dClipped;
+  let dpg = L1 >= L2 ? -adv * ratio : -adv * ratio * dClipped;
   const clipped = L2 > L1;
   let dualClipped = false;
-  if (t.adv < 0) {
-    const L3 = -t.adv * o.clipDual;
+  if (adv < 0) {
+    const L3 = -adv * o.clipDual;
     if (pg > L3) [pg, dpg, dualClipped] = [L3, 0, true];
   }
-  const pgLp = dpg * dLog;
+  return { pg, dx: dpg * dLog, clipped, dualClipped };
+}
+
+/** One token's policy term under lossType: value, derivative (in lp, or in the GSPO x_t when !direct). */
+function policyTerm(o: ResolvedOptions, t: { lp: number; old: number; adv: number; seqLogRatio: number; mask: number }) {
+  const logRatio = t.lp - t.old;
+  switch (o.lossType) {
+    case 'gspo':
+      return { ...clippedSurrogate(o, t.seqLogRatio * t.mask, t.adv), direct: false };
+    case 'gspo-token':
+      return { ...clippedSurrogate(o, t.seqLogRatio, t.adv), direct: true };
+    case 'cispo': {
+      const lo = o.clipLow === 1 ? -Infinity : Math.log(1 - o.clipLow);
+      const hi = Math.log(1 + o.clipHigh);
+      const weight = Math.exp(Math.min(Math.max(logRatio, lo), hi));
+      return { pg: -t.adv * t.lp * weight, dx: -t.adv * weight, clipped: logRatio < lo || logRatio > hi, dualClipped: false, direct: true };
+    }
+    case 'sapo': {
+      const l = Math.min(Math.max(logRatio, -20), 20);
+      const r = Math.exp(l);
+      const tau = t.adv >= 0 ? o.sapoTauPositive : o.sapoTauNegative;
+      const sig = 1 / (1 + Math.exp(-tau * (r - 1)));
+      const dl = logRatio >= -20 && logRatio <= 20 ? 1 : 0;
+      return { pg: -t.adv * (4 / tau) * sig, dx: -t.adv * 4 * sig * (1 - sig) * r * dl, clipped: false, dualClipped: false, direct: true };
+    }
+    default:
+      return { ...clippedSurrogate(o, logRatio, t.adv), direct: true };
+  }
+}
+
+export interface TokenContext {
+  lp: number; a: number; H: number; Hm: number; old: number | null; ref: number; adv: number; hasMasked: boolean;
+  /** Rollout-correction log-prob, weight on kp, share of the SFT term, mask value. */
+  rollout?: number; kpWeight?: number; sftWeight?: number; mask?: number;
+  /** Sequence-level values: GSPO's s_i and the top-p threshold θ_i. */
+  seqLogRatio?: number; kpThreshold?: number;
+}
+
+/** The per-token loss terms of docs/objective.md and their derivatives in lp, a, H, Hm (unweighted). */
+export function tokenTerms(o: ResolvedOptions, t: TokenContext) {
+  const old = t.old === null ? t.lp : t.old;
+  const rawLog = t.lp - old;
+  const logRatio = Math.min(Math.max(rawLog, -20), 20);
+  let corr = 1;
+  let rolloutBound = false;
+  if (o.rolloutCorrection) {
+    const w = Math.exp(old - (t.rollout ?? 0));
+    const { mode, upper, lower } = o.rolloutCorrection;
+    rolloutBound = mode === 'truncate' ? w > upper : !(w >= lower && w <= upper);
+    corr = mode === 'truncate' ? Math.min(w, upper) : rolloutBound ? 0 : w;
+  }
+  const pol = policyTerm(o, { lp: t.lp, old, adv: t.adv, seqLogRatio: t.seqLogRatio ?? 0, mask: t.mask ?? 1 });
 
   const kref = o.klCoef > 0 ? klEstimator(o.klEstimator, t.ref - t.lp) : { value: 0, dd: 0 };
   let kp = { value: 0, dd: 0 };
+  let kpKept = true;
   if (t.hasMasked) {
     const k = klEstimator(o.perceptionEstimator, t.a - t.lp);
-    kp = k;
+    const wk = t.kpWeight ?? 1;
+    kp = { value: wk * k.value, dd: wk * k.dd };
+    if (kp.value < (t.kpThreshold ?? -Infinity)) [kp, kpKept] = [{ value: 0, dd: 0 }, false];
     if (o.perceptionClip) {
       const [lo, hi] = o.perceptionClip;
-      kp = { value: Math.min(Math.max(k.value, lo), hi), dd: k.value >= lo && k.value <= hi ? k.dd : 0 };
+      kp = { value: Math.min(Math.max(kp.value, lo), hi), dd: kp.value >= lo && kp.value <= hi ? kp.dd : 0 };
     }
   }
   const full = o.entropyMode === 'full';
   return {
-    pg, kref: kref.value, kp: kp.value, ent: full ? t.H : -t.lp, maskedEnt: full ? t.Hm : -t.a,
-    clipped, dualClipped, approxKl: -logRatio,
-    // derivatives of each term in lp / a (dd/dlp = -1 for both estimators, dd/da = +1)
-    dpg: pgLp, dkref: -kref.dd, dkpLp: -kp.dd, dkpA: kp.dd,
+    pg: corr * pol.pg, kref: kref.value, kp: kp.value, ent: full ? t.H : -t.lp, maskedEnt: full ? t.Hm : -t.a,
+    sft: -t.lp, clipped: pol.clipped, dualClipped: pol.dualClipped, approxKl: -logRatio, corr, rolloutBound, kpKept,
+    // derivatives of each term in lp / a (dd/dlp = -1 for both estimators, dd/da = +1); GSPO's policy derivative
+    // is in x_t (dpgX), which reaches lp through the sequence's mean.
+    dpg: pol.direct ? corr * pol.dx : 0, dpgX: pol.direct ? 0 : corr * pol.dx,
+    dkref: -kref.dd, dkpLp: -kp.dd, dkpA: kp.dd,
     dentLp: full ? 0 : -1, dentH: full ? 1 : 0, dmentA: full ? 0 : -1, dmentHm: full ? 1 : 0,
   };
+}
+
+/** The (1 − p) quantile of `values` with linear interpolation (numpy's default). */
+export function upperQuantile(values: number[], p: number): number {
+  if (values.length === 0) return -Infinity;
+  const v = [...values].sort((x, y) => x - y);
+  const pos = (1 - p) * (v.length - 1);
+  const lo = Math.floor(pos), hi = Math.min(lo + 1, v.length - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
 }
 
 /** Aggregation weights of docs/objective.md: the weight of each token under lossAgg, and under token-mean. */
@@ -154,8 +216,18 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
   const logProbs = new Float64Array(N), entropy = new Float64Array(N);
   const maskedLogProbs = zm ? new Float64Array(N) : null, maskedEntropy = zm ? new Float64Array(N) : null;
   const m = { loss: 0, pgLoss: 0, klLoss: 0, perceptionKl: 0, entropyLoss: 0, maskedEntropyLoss: 0, clipFrac: 0,
-    dualClipFrac: 0, approxKl: 0, meanEntropy: 0, meanMaskedEntropy: 0, tokens: maskSum };
+    dualClipFrac: 0, approxKl: 0, meanEntropy: 0, meanMaskedEntropy: 0, tokens: maskSum } as Record<string, number>;
+  const weight = (i: number) => (call.mask ? call.mask[i] : 1);
 
+  // Sequences: the sequence of each row, and each sequence's mask sum n_i.
+  const B = call.seqLengths.length;
+  const seqOf = new Int32Array(N);
+  const n = new Float64Array(B);
+  for (let s = 0, row = 0; s < B; s++)
+    for (let k = 0; k < call.seqLengths[s]; k++, row++) [seqOf[row], n[s]] = [s, n[s] + weight(row)];
+
+  // 1. Every row's statistics.
+  const rows: { row: ReturnType<typeof rowLogSoftmax>; mrow: ReturnType<typeof rowLogSoftmax> | null; lp: number; a: number }[] = [];
   for (let i = 0; i < N; i++) {
     const o = call.tokens[i];
     const row = checkedRow(z.subarray(i * V, (i + 1) * V), tau, 'logits', i);
@@ -172,30 +244,80 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
     } else if (call.maskedLogProbs) {
       a = call.maskedLogProbs[i];
     }
-    const weight = call.mask ? call.mask[i] : 1;
-    if (weight === 0) continue;
-    if (lp === -Infinity || a === -Infinity)
+    if (weight(i) !== 0 && (lp === -Infinity || a === -Infinity))
       throw rangeError(lp === -Infinity ? 'logits' : 'maskedLogits',
         `tokens[${i}] = ${o} has logit -Infinity (probability 0) but is a response token`);
+    rows.push({ row, mrow, lp, a });
+  }
 
+  // 2. Per sequence: GSPO's mean log-ratio s_i and the perception top-p threshold θ_i.
+  const old = (i: number) => (call.oldLogProbs ? call.oldLogProbs[i] : rows[i].lp);
+  const s = new Float64Array(B);
+  for (let i = 0; i < N; i++) if (weight(i) !== 0) s[seqOf[i]] += weight(i) * (rows[i].lp - old(i));
+  for (let b = 0; b < B; b++) s[b] = n[b] > 0 ? s[b] / n[b] : 0;
+  const theta = new Float64Array(B).fill(-Infinity);
+  if (opts.perceptionTopP !== null) {
+    const values: number[][] = Array.from({ length: B }, () => []);
+    for (let i = 0; i < N; i++)
+      if (weight(i) !== 0)
+        values[seqOf[i]].push((call.perceptionWeights ? call.perceptionWeights[seqOf[i]] : 1) *
+          klEstimator(opts.perceptionEstimator, rows[i].a - rows[i].lp).value);
+    for (let b = 0; b < B; b++) theta[b] = upperQuantile(values[b], opts.perceptionTopP);
+  }
+  let sftDenom = 0;
+  if (call.sftMask) for (let i = 0; i < N; i++) sftDenom += call.sftMask[seqOf[i]] * weight(i);
+  const sftCoef = opts.sftCoef ?? 0;
+
+  // 3. Every token's terms, then (GSPO) the sequences' sums of dL/dx_t, then the gradient rows.
+  const terms: (ReturnType<typeof tokenTerms> | null)[] = [];
+  const seqGradX = new Float64Array(B);
+  const seqClip = new Float64Array(B), seqDual = new Float64Array(B);
+  let corrSum = 0, boundSum = 0, keptSum = 0, sftLoss = 0;
+  for (let i = 0; i < N; i++) {
+    const { row, mrow, lp, a } = rows[i];
+    if (weight(i) === 0) {
+      terms.push(null);
+      continue;
+    }
+    const sftWeight = call.sftMask && sftDenom > 0 ? call.sftMask[seqOf[i]] * weight(i) / sftDenom : 0;
     const t = tokenTerms(opts, { lp, a, H: row.entropy, Hm: mrow ? mrow.entropy : 0, old: call.oldLogProbs ? call.oldLogProbs[i] : null,
-      ref: call.refLogProbs ? call.refLogProbs[i] : 0, adv: call.advantages[i], hasMasked });
-    const w = agg[i], we = ent[i];
+      ref: call.refLogProbs ? call.refLogProbs[i] : 0, adv: call.advantages[i], hasMasked,
+      rollout: call.rolloutLogProbs ? call.rolloutLogProbs[i] : 0,
+      kpWeight: call.perceptionWeights ? call.perceptionWeights[seqOf[i]] : 1, sftWeight, mask: weight(i),
+      seqLogRatio: s[seqOf[i]], kpThreshold: theta[seqOf[i]] });
+    terms.push(t);
+    const w = agg[i], we = ent[i], mi = weight(i);
     const entM = hasMasked ? opts.maskedEntropyCoef * t.maskedEnt : 0;
-    m.loss += w * (t.pg + opts.klCoef * t.kref - opts.perceptionCoef * t.kp) + we * (opts.entropyCoef * t.ent + entM);
+    m.loss += w * (t.pg + opts.klCoef * t.kref - opts.perceptionCoef * t.kp) + we * (opts.entropyCoef * t.ent + entM) +
+      sftCoef * sftWeight * t.sft;
     m.pgLoss += w * t.pg;
     m.klLoss += w * t.kref;
     m.perceptionKl += w * t.kp;
     m.entropyLoss += we * t.ent;
     m.maskedEntropyLoss += hasMasked ? we * t.maskedEnt : 0;
-    m.clipFrac += weight * (t.clipped ? 1 : 0);
-    m.dualClipFrac += weight * (t.dualClipped ? 1 : 0);
-    m.approxKl += weight * t.approxKl;
-    m.meanEntropy += weight * row.entropy;
-    m.meanMaskedEntropy += mrow ? weight * mrow.entropy : 0;
-
-    // dL/dz_j = (1/τ)[g_lp (1[j=o] − p_j) − g_H p_j (log p_j + H)]
-    const gLp = w * (t.dpg + opts.klCoef * t.dkref - opts.perceptionCoef * t.dkpLp) + we * opts.entropyCoef * t.dentLp;
+    m.clipFrac += mi * (t.clipped ? 1 : 0);
+    m.dualClipFrac += mi * (t.dualClipped ? 1 : 0);
+    seqClip[seqOf[i]] += mi * (t.clipped ? 1 : 0) / n[seqOf[i]];
+    seqDual[seqOf[i]] += mi * (t.dualClipped ? 1 : 0) / n[seqOf[i]];
+    m.approxKl += mi * t.approxKl;
+    m.meanEntropy += mi * row.entropy;
+    m.meanMaskedEntropy += mrow ? mi * mrow.entropy : 0;
+    corrSum += mi * t.corr;
+    boundSum += mi * (t.rolloutBound ? 1 : 0);
+    keptSum += mi * (t.kpKept ? 1 : 0);
+    sftLoss += sftWeight * t.sft;
+    seqGradX[seqOf[i]] += w * t.dpgX * mi;
+  }
+  for (let i = 0; i < N; i++) {
+    const t = terms[i];
+    if (!t) continue;
+    const { row, mrow } = rows[i];
+    const o = call.tokens[i];
+    const w = agg[i], we = ent[i];
+    const sftWeight = call.sftMask && sftDenom > 0 ? call.sftMask[seqOf[i]] * weight(i) / sftDenom : 0;
+    // dL/dz_j = (1/τ)[g_lp (1[j=o] − p_j) − g_H p_j (log p_j + H)]; GSPO adds dL/ds_i · ds_i/dlp = Σ_t dL/dx_t m_t · m_u / n_i.
+    const gLp = w * (t.dpg + opts.klCoef * t.dkref - opts.perceptionCoef * t.dkpLp) + we * opts.entropyCoef * t.dentLp -
+      sftCoef * sftWeight + seqGradX[seqOf[i]] * weight(i) / n[seqOf[i]];
     const gH = we * opts.entropyCoef * t.dentH;
     const gA = -w * opts.perceptionCoef * t.dkpA + we * opts.maskedEntropyCoef * t.dmentA;
     const gHm = we * opts.maskedEntropyCoef * t.dmentHm;
@@ -209,8 +331,23 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
     if (grad) writeRow(grad, row, gLp, gH);
     if (gradM && mrow) writeRow(gradM, mrow, gA, gHm);
   }
-  if (maskSum > 0) {
-    for (const k of ['clipFrac', 'dualClipFrac', 'approxKl', 'meanEntropy', 'meanMaskedEntropy'] as const) m[k] /= maskSum;
+  if (opts.lossType === 'gspo' || opts.lossType === 'gspo-token') {
+    // Clip fractions over sequences (those with response tokens).
+    let seqs = 0;
+    m.clipFrac = m.dualClipFrac = 0;
+    for (let b = 0; b < B; b++) if (n[b] > 0) [seqs, m.clipFrac, m.dualClipFrac] = [seqs + 1, m.clipFrac + seqClip[b], m.dualClipFrac + seqDual[b]];
+    if (seqs > 0) [m.clipFrac, m.dualClipFrac] = [m.clipFrac / seqs, m.dualClipFrac / seqs];
+  } else if (maskSum > 0) {
+    m.clipFrac /= maskSum;
+    m.dualClipFrac /= maskSum;
   }
+  if (maskSum > 0) for (const k of ['approxKl', 'meanEntropy', 'meanMaskedEntropy']) m[k] /= maskSum;
+  const frac = (x: number) => (maskSum > 0 ? x / maskSum : 0);
+  if (opts.rolloutCorrection) {
+    m.rolloutCorrectionMean = frac(corrSum);
+    m[opts.rolloutCorrection.mode === 'mask' ? 'rolloutCorrectionMaskedFrac' : 'rolloutCorrectionTruncatedFrac'] = frac(boundSum);
+  }
+  if (opts.perceptionTopP !== null) m.perceptionKeptFrac = frac(keptSum);
+  if (call.sftMask) m.sftLoss = sftLoss;
   return { loss: m.loss, metrics: m, logProbs, entropy, maskedLogProbs, maskedEntropy, gradLogits: grad, gradMaskedLogits: gradM };
 }

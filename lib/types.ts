@@ -57,6 +57,12 @@ export interface PapoInputs {
   refLogProbs?: FloatArrayLike;
   /** Lengths of the packed sequences (sum N); only for [N, V] input. Absent: one sequence. */
   seqLengths?: Int32Array | readonly number[];
+  /** The inference engine's log-probs of the sampled tokens [N]; needs options.rolloutCorrection. */
+  rolloutLogProbs?: FloatArrayLike;
+  /** A weight on the perception KL per sequence [B] (PAPO's per-sample weights); absent: 1. */
+  perceptionWeights?: FloatArrayLike;
+  /** Per sequence [B]: 1 for a rollout the SFT term learns from (a correct one), 0 otherwise; needs options.sftCoef. */
+  sftMask?: Float32Array | Uint8Array | readonly number[];
 }
 
 export type PresetName = 'papo-g' | 'papo-g-7b' | 'papo-d' | 'grpo' | 'dapo';
@@ -64,10 +70,28 @@ export type KlEstimatorName = 'k1' | 'k2' | 'k3' | 'abs';
 export type EntropyModeName = 'sampled' | 'full';
 export type LossAggName = 'token-mean' | 'seq-mean-token-mean' | 'seq-mean-token-sum' | 'seq-mean-token-sum-norm';
 export type BackendName = 'auto' | 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
+/** The policy term: PPO/GRPO's clipped surrogate, GSPO's sequence ratio (or its token form), CISPO, SAPO. */
+export type LossTypeName = 'ppo' | 'gspo' | 'gspo-token' | 'cispo' | 'sapo';
+
+/** Correction of the rollout/training mismatch by w = exp(old - rollout): TIS ('truncate': min(w, upper)) or
+ * IcePop ('mask': w inside [lower, upper], else 0). Defaults: upper 2, lower 1 / upper. */
+export interface RolloutCorrection {
+  mode: 'truncate' | 'mask';
+  upper?: number;
+  lower?: number;
+}
 
 export interface PapoOptions {
   /** Released configuration to start from (default 'papo-g'); explicit options override it. */
   preset?: PresetName;
+  /** Default 'ppo'. GSPO modes and perceptionTopP cost one more read of the logits (docs/objective.md). */
+  lossType?: LossTypeName;
+  /** SAPO's gate temperatures where A >= 0 (default 1.0) and A < 0 (default 1.05). */
+  sapoTauPositive?: number;
+  sapoTauNegative?: number;
+  /** With input rolloutLogProbs: scale each token's policy term by the truncated or masked mismatch ratio. */
+  rolloutCorrection?: RolloutCorrection | null;
+  /** 'cispo' also takes clipLow 1 (no lower bound). */
   clipLow?: number;
   clipHigh?: number;
   clipDual?: number;
@@ -76,6 +100,10 @@ export interface PapoOptions {
   perceptionCoef?: number;
   perceptionEstimator?: KlEstimatorName;
   perceptionClip?: readonly [number, number] | null;
+  /** Keep, per sequence, the perception KL of the tokens at or above its (1 - p) quantile (0 < p < 1). */
+  perceptionTopP?: number | null;
+  /** Weight of the SFT term on the rollouts selected by input sftMask. */
+  sftCoef?: number;
   entropyCoef?: number;
   maskedEntropyCoef?: number;
   entropyMode?: EntropyModeName;
@@ -95,6 +123,7 @@ export interface PapoMetrics {
   perceptionKl: number;
   entropyLoss: number;
   maskedEntropyLoss: number;
+  /** Fraction of response tokens the clip bound; for the GSPO modes, of sequences (each by its tokens' share). */
   clipFrac: number;
   dualClipFrac: number;
   approxKl: number;
@@ -102,6 +131,15 @@ export interface PapoMetrics {
   /** Absent without masked logits (a precomputed maskedLogProbs carries no entropy). */
   meanMaskedEntropy?: number;
   tokens: number;
+  /** With rolloutCorrection: the mean correction weight over response tokens... */
+  rolloutCorrectionMean?: number;
+  /** ...and the fraction of response tokens it dropped ('mask') or truncated at upper ('truncate'). */
+  rolloutCorrectionMaskedFrac?: number;
+  rolloutCorrectionTruncatedFrac?: number;
+  /** With perceptionTopP: the fraction of response tokens whose perception KL was kept. */
+  perceptionKeptFrac?: number;
+  /** With sftMask: the SFT term's value, mean -logProb over the selected rollouts' response tokens. */
+  sftLoss?: number;
 }
 
 export interface PapoResult {

@@ -27,6 +27,10 @@ export interface PreparedCall {
   mask: Float32Array | null;
   oldLogProbs: Float32Array | null;
   refLogProbs: Float32Array | null;
+  rolloutLogProbs: Float32Array | null;
+  /** Per sequence [B]. */
+  perceptionWeights: Float32Array | null;
+  sftMask: Float32Array | null;
   opts: ResolvedOptions;
   /** token-mean denominator when given (else 0: the mask sum). */
   lossScale: number;
@@ -36,7 +40,7 @@ export interface PreparedCall {
 
 const inputNames: readonly (keyof PapoInputs)[] = [
   'logits', 'maskedLogits', 'maskedLogProbs', 'tokens', 'advantages', 'responseMask', 'oldLogProbs',
-  'refLogProbs', 'seqLengths',
+  'refLogProbs', 'seqLengths', 'rolloutLogProbs', 'perceptionWeights', 'sftMask',
 ];
 
 function isNumericArray(v: unknown): v is ArrayLike<number> {
@@ -156,13 +160,36 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
     throw rangeError('advantages', `expected ${N} values (per token) or ${B} (per sequence), got ${advIn.length}`);
   }
 
-  const optional = (name: 'oldLogProbs' | 'refLogProbs' | 'maskedLogProbs') => {
+  const optional = (name: 'oldLogProbs' | 'refLogProbs' | 'maskedLogProbs' | 'rolloutLogProbs') => {
     const v = inputs[name];
     return v === undefined || v === null ? null : floats(name, v, N, 'one log-prob per token', counts);
   };
   const oldLogProbs = optional('oldLogProbs');
   const refLogProbs = optional('refLogProbs');
   const maskedLogProbs = optional('maskedLogProbs');
+  const rolloutLogProbs = optional('rolloutLogProbs');
+  if (rolloutLogProbs && !opts.rolloutCorrection)
+    throw rangeError('rolloutLogProbs', "needs options.rolloutCorrection ({ mode: 'truncate' } for TIS, { mode: 'mask' } for IcePop)");
+  if (opts.rolloutCorrection && !rolloutLogProbs)
+    throw rangeError('rolloutLogProbs', 'required with options.rolloutCorrection (the inference engine\'s log-probs of the sampled tokens)');
+
+  // Per-sequence inputs: one finite value >= 0 per sequence.
+  const perSequence = (name: 'perceptionWeights' | 'sftMask', what: string) => {
+    const v = inputs[name];
+    if (v === undefined || v === null) return null;
+    if (!(v instanceof Uint8Array) && !(v instanceof Float32Array) && !(v instanceof Float64Array) && !(Array.isArray(v) && isNumericArray(v)))
+      throw typeError(name, `a Float32Array [${B}] (${what})`, v);
+    lengthOk(name, v, B, `${what}, one per sequence`);
+    const out = Float32Array.from(v as ArrayLike<number>);
+    for (let i = 0; i < B; i++)
+      if (!Number.isFinite(out[i]) || out[i] < 0) throw rangeError(name, `element ${i} is ${v[i]}, expected a finite number >= 0`);
+    return out;
+  };
+  const perceptionWeights = perSequence('perceptionWeights', 'a weight on the perception KL');
+  const sftMask = perSequence('sftMask', '1 for a rollout the SFT term learns from');
+  if (sftMask && opts.sftCoef === null) throw rangeError('options.sftCoef', 'required with sftMask (the SFT term\'s weight)');
+  if (!sftMask && opts.sftCoef !== null && opts.sftCoef > 0)
+    throw rangeError('sftMask', 'required when options.sftCoef > 0 (which rollouts the SFT term learns from)');
 
   if (maskedLogits && maskedLogProbs) throw rangeError('maskedLogProbs', 'give maskedLogits or maskedLogProbs, not both');
   if (opts.klCoef > 0 && !refLogProbs)
@@ -171,6 +198,9 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   if (!hasMasked && (opts.perceptionCoef > 0 || opts.maskedEntropyCoef > 0))
     throw rangeError('maskedLogits', `required when perceptionCoef or maskedEntropyCoef > 0 (preset '${opts.preset}'); ` +
       'pass the masked-image logits, or maskedLogProbs');
+  if (!hasMasked && (perceptionWeights || opts.perceptionTopP !== null))
+    throw rangeError('maskedLogits', `required with ${perceptionWeights ? 'perceptionWeights' : 'options.perceptionTopP'} ` +
+      '(they select and weight the perception KL, which needs the masked path)');
   if (opts.entropyMode === 'full' && !maskedLogits && maskedLogProbs && opts.maskedEntropyCoef > 0)
     throw rangeError('maskedLogProbs', "entropyMode 'full' needs maskedLogits (the masked entropy), not precomputed log-probs");
   if (maskedLogProbs) opts = { ...opts, detachMasked: true };
@@ -183,7 +213,8 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   }
   const lossScale = opts.lossScale ?? 0;
   return {
-    N, V, seqLengths, logits, maskedLogits, maskedLogProbs, tokens, advantages, mask, oldLogProbs, refLogProbs, opts,
+    N, V, seqLengths, logits, maskedLogits, maskedLogProbs, tokens, advantages, mask, oldLogProbs, refLogProbs,
+    rolloutLogProbs, perceptionWeights, sftMask, opts,
     lossScale, normScale: opts.lossScale ?? padded,
   };
 }

@@ -1,5 +1,6 @@
-// Per-token aggregation weights (docs/objective.md, "Aggregation and total"): they depend only on the mask and the sequence layout, so
-// every backend computes them once on the host, O(N), before touching the logits.
+// Per-token weights (docs/objective.md, "Aggregation" and "Policy-loss variants"): they depend only on the mask,
+// the sequence layout and the per-sequence inputs, so every backend computes them once on the host, O(N), before
+// touching the logits.
 #pragma once
 
 #include <vector>
@@ -11,10 +12,17 @@ namespace papo {
 struct TokenWeights {
   std::vector<double> agg;      // weight of pg, kref, kp under lossAgg
   std::vector<double> entropy;  // token-mean weight of the two entropy terms
+  std::vector<double> kp;       // perceptionWeights of the token's sequence (empty: all 1)
+  std::vector<double> sft;      // sftMask_i m_t / sum sftMask m (empty: no SFT term)
+  std::vector<int64_t> seqOf;   // the token's sequence
+  std::vector<double> seqMaskSum;
   double maskSum = 0;           // response tokens (the metrics' denominator)
 };
 
 TokenWeights token_weights(const PapoCall& call);
+
+// The call's per-token arrays with these weights, as token_input() reads them (host pointers).
+TokenArrays token_arrays(const PapoCall& call, const TokenWeights& w);
 
 // The totals and metrics from per-token terms, summed in row order so that the result has the same bits
 // whatever ran the rows. Rows with zero weight are skipped (their values may be non-finite padding).

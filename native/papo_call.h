@@ -36,8 +36,11 @@ struct PapoCall {
   const float* mask = nullptr;        // null: every token counts
   const float* oldLogProbs = nullptr;  // null: on-policy
   const float* refLogProbs = nullptr;
+  const float* rolloutLogProbs = nullptr;  // with params.rolloutCorrection
   const int32_t* seqLengths = nullptr;  // null: one sequence of N tokens
   int64_t numSeqs = 1;
+  const float* perceptionWeights = nullptr;  // [numSeqs]; null: 1
+  const float* sftMask = nullptr;            // [numSeqs]; null: no SFT term
 
   LossParams params;
   int32_t lossAgg = AGG_TOKEN_MEAN;
@@ -58,6 +61,10 @@ struct PapoCall {
 struct PapoMetrics {
   double loss = 0, pgLoss = 0, klLoss = 0, perceptionKl = 0, entropyLoss = 0, maskedEntropyLoss = 0;
   double clipFrac = 0, dualClipFrac = 0, approxKl = 0, meanEntropy = 0, meanMaskedEntropy = 0, tokens = 0;
+  // Reported only when their option is on (the flags say which).
+  double rolloutCorrectionMean = 0, rolloutCorrectionBoundFrac = 0, perceptionKeptFrac = 0, sftLoss = 0;
+  int32_t rolloutCorrection = ROLLOUT_NONE;  // names the bound fraction: truncated or masked tokens
+  bool hasTopP = false, hasSft = false;
 };
 
 // Forward only: per-row sampled-token log-probs and full entropies of one logits tensor.

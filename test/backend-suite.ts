@@ -4,7 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import { papoLoss, papoLossSync } from '../lib';
 import type { DType, PapoInputs, PapoOptions, PapoResult } from '../lib/types';
-import { expectClose, expectNumberClose, makeInputs, maxAbs, type MakeOptions, values } from './helpers';
+import {
+  expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, type MakeOptions, values, type VariantInputs,
+} from './helpers';
 
 /** Registers the suite for `backend`. */
 export function backendSuite(backend: 'cpu' | 'cuda'): void {
@@ -109,6 +111,72 @@ export function backendSuite(backend: 'cpu' | 'cuda'): void {
       const { cpu } = compare(inputs, { lossAgg: 'seq-mean-token-mean' });
       const perToken = { ...inputs, advantages: Float32Array.of(0.5, 0.5, -1, -1, -1, 0.25, 0.25, 0.25, 0.25) };
       expect(papoLossSync(perToken, { lossAgg: 'seq-mean-token-mean', backend }).loss).toBe(cpu.loss);
+    });
+  });
+
+  describe('policy-loss variants and PAPO\'s per-sequence options match the reference', () => {
+    const seqs = { seqLengths: [3, 5, 0, 4] };  // an empty sequence among them
+    const packed: MakeOptions = { N: 12, V: 61, seed: 21, mask: true };
+    const cases: [string, PapoOptions, VariantInputs, MakeOptions?][] = [
+      ['gspo', { lossType: 'gspo' }, seqs],
+      ['gspo, recommended clips, no perception terms', { lossType: 'gspo', clipLow: 3e-4, clipHigh: 4e-4, preset: 'grpo' }, seqs],
+      ['gspo-token', { lossType: 'gspo-token' }, seqs],
+      ['gspo on-policy', { lossType: 'gspo', preset: 'papo-d' }, seqs, { N: 12, V: 61, seed: 22, onPolicy: true }],
+      ['cispo, no lower bound', { lossType: 'cispo', clipLow: 1, clipHigh: 4 }, seqs],
+      ['cispo, both bounds', { lossType: 'cispo', clipLow: 0.2, clipHigh: 0.28, preset: 'papo-d' }, seqs],
+      ['sapo', { lossType: 'sapo', preset: 'papo-g-7b' }, seqs],
+      ['sapo, other temperatures', { lossType: 'sapo', sapoTauPositive: 2, sapoTauNegative: 0.5 }, seqs],
+      ['rollout correction truncate (TIS)', { rolloutCorrection: { mode: 'truncate' } }, { ...seqs, rollout: true }],
+      ['rollout correction mask (IcePop)', { rolloutCorrection: { mode: 'mask', upper: 1.5 } }, { ...seqs, rollout: true }],
+      ['perceptionWeights', { perceptionCoef: 0.3 }, { ...seqs, perceptionWeights: true }],
+      ['perceptionTopP 0.5', { perceptionTopP: 0.5, perceptionCoef: 0.3 }, seqs],
+      ['perceptionTopP with weights and clip', { perceptionTopP: 0.3, perceptionClip: [0, 0.2], perceptionCoef: 0.3 },
+        { ...seqs, perceptionWeights: true }],
+      ['perceptionTopP, detached masked path', { perceptionTopP: 0.6, detachMasked: true, preset: 'papo-g-7b' }, seqs],
+      ['sft on correct rollouts', { sftCoef: 0.1 }, { ...seqs, sftMask: true }],
+      ['everything at once, gspo', { lossType: 'gspo', perceptionTopP: 0.5, sftCoef: 0.2, rolloutCorrection: { mode: 'mask' },
+        preset: 'papo-g-7b' }, { ...seqs, rollout: true, perceptionWeights: true, sftMask: true }],
+      ['everything at once, sapo, full entropy', { lossType: 'sapo', perceptionTopP: 0.7, sftCoef: 0.2, entropyMode: 'full',
+        rolloutCorrection: { mode: 'truncate', upper: 1.2 }, preset: 'papo-g-7b' },
+        { ...seqs, rollout: true, perceptionWeights: true, sftMask: true }],
+    ];
+    for (const [name, options, v, make] of cases)
+      it(name, () => void compare(makeVariantInputs(make ?? packed, v), options));
+
+    const modes = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const;
+    const all: VariantInputs = { rollout: true, perceptionWeights: true, sftMask: true };
+    for (const lossAgg of modes) {
+      for (const lossType of ['gspo', 'cispo'] as const) {
+        const options: PapoOptions = { lossAgg, lossType, perceptionTopP: 0.4, sftCoef: 0.1, rolloutCorrection: { mode: 'truncate' } };
+        it(`${lossType} + top-p + sft + rollout, ${lossAgg}, packed`, () => void compare(makeVariantInputs(packed, { ...seqs, ...all }), options));
+        it(`${lossType} + top-p + sft + rollout, ${lossAgg}, [B, T, V]`,
+          () => void compare(makeVariantInputs({ dims: [3, 4, 50], mask: true, seed: 23 }, all), options));
+      }
+    }
+    it('bfloat16: gspo with top-p, sft and IcePop', () => {
+      const options: PapoOptions = { lossType: 'gspo', perceptionTopP: 0.5, sftCoef: 0.1, rolloutCorrection: { mode: 'mask' } };
+      compare(makeVariantInputs({ N: 12, V: 133, type: 'bfloat16', seed: 24, mask: true }, { ...seqs, ...all }), options, 'bfloat16');
+    });
+    it('in place: gspo with top-p writes the same gradient as out of place', () => {
+      const inputs = makeVariantInputs({ ...packed, seed: 25 }, seqs);
+      const options: PapoOptions = { lossType: 'gspo', perceptionTopP: 0.5, backend };
+      const out = papoLossSync(inputs, options);
+      const copy = (t: unknown) => ({ ...(t as { data: Float32Array }), data: Float32Array.from((t as { data: Float32Array }).data) });
+      const mine = { ...inputs, logits: copy(inputs.logits), maskedLogits: copy(inputs.maskedLogits) };
+      const inPlace = papoLossSync(mine, { ...options, inPlace: true });
+      expect(inPlace.loss).toBe(out.loss);
+      expect(values(inPlace.gradLogits)).toEqual(values(out.gradLogits));
+      expect(values(inPlace.gradMaskedLogits)).toEqual(values(out.gradMaskedLogits));
+    });
+    it('metrics: top-p keeps about p of the tokens; GSPO counts clipped sequences', () => {
+      const inputs = { ...makeVariantInputs({ N: 40, V: 31, seed: 26 }, { seqLengths: [10, 10, 10, 10] }),
+        advantages: Float32Array.of(1, -1, 0.5, -0.5) };
+      const r = papoLossSync(inputs, { backend, perceptionTopP: 0.25, lossType: 'gspo', clipLow: 3e-4, clipHigh: 4e-4 });
+      // per sequence of 10 distinct values: the 0.75 quantile lies between the 7th and 8th, so 3 of 10 are kept
+      expect(r.metrics.perceptionKeptFrac).toBeCloseTo(0.3, 12);
+      // one advantage and one ratio per sequence: each sequence is clipped whole, or not at all
+      expect(r.metrics.clipFrac * 4).toBeCloseTo(Math.round(r.metrics.clipFrac * 4), 12);
+      expect(r.metrics.clipFrac).toBeGreaterThan(0);
     });
   });
 

@@ -7,7 +7,7 @@ import { cudaTarget, emulated } from './cuda-target';
 import { describe, expect, it } from 'vitest';
 import { cuda, DeviceTensor, info, logProbs, logProbsSync, papoLoss, papoLossSync, presets } from '../lib';
 import type { DType, PapoInputs, PapoOptions, PapoResult, Tensor } from '../lib/types';
-import { codeOf, expectClose, expectNumberClose, makeInputs, maxAbs, values } from './helpers';
+import { codeOf, expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, values } from './helpers';
 
 /** Runs fn with environment variables set (read by native code at each call), then restores them. */
 async function withEnv<T>(env: Record<string, string | undefined>, fn: () => T | Promise<T>): Promise<T> {
@@ -178,6 +178,24 @@ for (const f of families) {
     it('host data staged in several chunks (PAPO_CUDA_STAGING_MB=1)', async () => {
       for (const type of ['float32', 'bfloat16'] as const)
         await withEnv({ PAPO_CUDA_STAGING_MB: '1' }, () => vsCpu(makeInputs({ N: 64, V: 4099, type, mask: true }), {}, f, type));
+    });
+
+    it('the sequence phase (gspo, perception top-p, sft, IcePop): host data in chunks, device-resident, in place', async () => {
+      const options: PapoOptions = { lossType: 'gspo', perceptionTopP: 0.5, sftCoef: 0.1, rolloutCorrection: { mode: 'mask' } };
+      const inputs = makeVariantInputs({ N: 64, V: 4099, type: 'bfloat16', mask: true, seed: 41 },
+        { seqLengths: [20, 0, 30, 14], rollout: true, perceptionWeights: true, sftMask: true });
+      await withEnv({ PAPO_CUDA_STAGING_MB: '1' }, () => vsCpu(inputs, options, f, 'bfloat16'));
+      const want = papoLossSync(inputs, { ...options, backend: 'cpu' });
+      const z = cuda.upload(inputs.logits as Tensor), zm = cuda.upload(inputs.maskedLogits as Tensor);
+      const dev = await withEnv(f.env, () => papoLossSync({ ...inputs, logits: z, maskedLogits: zm }, { ...options, backend: f.backend }));
+      expectParity(dev, want, 'bfloat16');
+      z.dispose();
+      zm.dispose();
+      const mine = { ...inputs, logits: { ...(inputs.logits as Tensor), data: (inputs.logits as Tensor).data.slice() },
+        maskedLogits: { ...(inputs.maskedLogits as Tensor), data: (inputs.maskedLogits as Tensor).data.slice() } };
+      const inPlace = await withEnv(f.env, () => papoLossSync(mine, { ...options, backend: f.backend, inPlace: true }));
+      expect(inPlace.gradLogits!.data === mine.logits.data).toBe(true);
+      expectParity(inPlace, want, 'bfloat16');
     });
 
     // In place, every row is checked before any is written, so v3 (one pass per row pair) hands in-place calls

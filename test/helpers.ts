@@ -18,6 +18,8 @@ export interface MakeOptions {
   /** fraction of logits set to -Infinity (never the sampled token) */
   negInf?: number;
   mask?: boolean;
+  /** no oldLogProbs (the ratio is 1 with lp held constant) */
+  onPolicy?: boolean;
 }
 
 /** A plausible PAPO micro-batch: logits of two nearby paths, tokens drawn near the top, old/ref close to lp. */
@@ -49,6 +51,7 @@ export function makeInputs(o: MakeOptions = {}): PapoInputs {
   const refLogProbs = Float32Array.from({ length: N }, () => -1.5 + (r() - 0.5) * 1.2);
   const inputs: PapoInputs = { logits: tensor(z), tokens, advantages, oldLogProbs, refLogProbs };
   if (o.masked !== false) inputs.maskedLogits = tensor(zm);
+  if (o.onPolicy) delete inputs.oldLogProbs;
   if (o.mask) inputs.responseMask = Uint8Array.from({ length: N }, (_, i) => (i % 4 === 3 ? 0 : 1));
   return inputs;
 }
@@ -91,4 +94,30 @@ export function codeOf(fn: () => unknown): { code?: string; message: string; nam
     return e as { code?: string; message: string; name: string };
   }
   throw new Error('expected a throw');
+}
+
+export interface VariantInputs {
+  /** Packed sequences (else one sequence, or the [B, T, V] layout's). */
+  seqLengths?: number[];
+  /** rolloutLogProbs = old + noise wide enough that some ratios leave [1/2, 2]. */
+  rollout?: boolean;
+  perceptionWeights?: boolean;
+  sftMask?: boolean;
+}
+
+/** makeInputs plus the inputs of the policy-loss variants and PAPO's per-sequence options, seeded. */
+export function makeVariantInputs(make: MakeOptions, v: VariantInputs): PapoInputs {
+  const inputs = makeInputs(make);
+  const N = (inputs.tokens as Int32Array).length;
+  const dims = make.dims;
+  const B = v.seqLengths ? v.seqLengths.length : dims && dims.length === 3 ? dims[0] : 1;
+  const r = rng((make.seed ?? 1) + 101);
+  if (v.seqLengths) inputs.seqLengths = Int32Array.from(v.seqLengths);
+  if (v.rollout) {
+    const old = inputs.oldLogProbs as Float32Array;
+    inputs.rolloutLogProbs = Float32Array.from({ length: N }, (_, i) => old[i] + (r() - 0.5) * 2.4);
+  }
+  if (v.perceptionWeights) inputs.perceptionWeights = Float32Array.from({ length: B }, (_, b) => (b % 3 === 1 ? 0 : 0.5 + r()));
+  if (v.sftMask) inputs.sftMask = Uint8Array.from({ length: B }, (_, b) => (b % 2 === 0 ? 1 : 0));
+  return inputs;
 }

@@ -85,6 +85,31 @@ const cases: Case[] = [
   ['lossScale 0', () => papoLossSync(base(), { lossScale: 0 }), R, /^options\.lossScale/],
   ['in place with float32 gradients of bf16', () => papoLossSync({ ...base(), logits: bf16Logits(new Uint16Array(N * V)), maskedLogits: bf16Logits(new Uint16Array(N * V)) }, { inPlace: true, gradType: 'float32' }), R, /^options\.gradType/],
   ['in place with two paths sharing memory', () => { const i = base(); return papoLossSync({ ...i, maskedLogits: i.logits }, { inPlace: true }); }, R, /^options\.inPlace: logits and maskedLogits share memory/],
+  // policy-loss variants and PAPO's per-sequence options (base() is one sequence of 4 tokens)
+  ['unknown lossType, with a suggestion', () => papoLossSync(base(), { lossType: 'gspo_token' as 'gspo' }), R, /^options\.lossType: expected one of .* \(did you mean 'gspo-token'\?\)/],
+  ['unknown lossType', () => papoLossSync(base(), { lossType: 'grpo' as 'ppo' }), R, /^options\.lossType: expected one of 'ppo', 'gspo', 'gspo-token', 'cispo', 'sapo'/],
+  ['clipLow above 1 for cispo', () => papoLossSync(base(), { lossType: 'cispo', clipLow: 1.5 }), R, /^options\.clipLow: expected a number in \[0, 1\]/],
+  ['sapo temperature 0', () => papoLossSync(base(), { lossType: 'sapo', sapoTauNegative: 0 }), R, /^options\.sapoTauNegative/],
+  ['sapo temperature without sapo', () => papoLossSync(base(), { sapoTauPositive: 2 }), R, /^options\.sapoTauPositive: only used with lossType 'sapo'/],
+  ['perceptionTopP 0', () => papoLossSync(base(), { perceptionTopP: 0 }), R, /^options\.perceptionTopP: expected a number in \(0, 1\)/],
+  ['perceptionTopP 1', () => papoLossSync(base(), { perceptionTopP: 1 }), R, /^options\.perceptionTopP: expected a number in \(0, 1\)/],
+  ['perceptionTopP not a number', () => papoLossSync(base(), { perceptionTopP: '0.5' as unknown as number }), T, /^options\.perceptionTopP/],
+  ['perceptionTopP without a masked path', () => papoLossSync({ ...base(), maskedLogits: undefined }, { preset: 'dapo', perceptionTopP: 0.5 }), R, /^maskedLogits: required with options\.perceptionTopP/],
+  ['rolloutCorrection lower > upper', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N) }), { rolloutCorrection: { mode: 'mask', upper: 2, lower: 3 } }), R, /^options\.rolloutCorrection: expected lower <= upper, got lower 3 and upper 2/],
+  ['rolloutCorrection unknown mode', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N) }), { rolloutCorrection: { mode: 'truncated' as 'mask' } }), R, /^options\.rolloutCorrection\.mode: .*did you mean 'truncate'/],
+  ['rolloutCorrection unknown field', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N) }), { rolloutCorrection: { mode: 'mask', max: 2 } as never }), R, /^options\.rolloutCorrection: unknown field 'max'/],
+  ['rolloutCorrection upper 0', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N) }), { rolloutCorrection: { mode: 'truncate', upper: 0 } }), R, /^options\.rolloutCorrection\.upper/],
+  ['rolloutLogProbs of the wrong length', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N - 1) }), { rolloutCorrection: { mode: 'truncate' } }), R, /^rolloutLogProbs: expected 4 values/],
+  ['rolloutLogProbs NaN on a response token', () => papoLossSync(with_({ rolloutLogProbs: Float32Array.of(0, NaN, 0, 0) }), { rolloutCorrection: { mode: 'truncate' } }), R, /^rolloutLogProbs: element 1 is NaN/],
+  ['rolloutLogProbs without rolloutCorrection', () => papoLossSync(with_({ rolloutLogProbs: new Float32Array(N) })), R, /^rolloutLogProbs: needs options\.rolloutCorrection/],
+  ['rolloutCorrection without rolloutLogProbs', () => papoLossSync(base(), { rolloutCorrection: { mode: 'mask' } }), R, /^rolloutLogProbs: required with options\.rolloutCorrection/],
+  ['perceptionWeights of the wrong length', () => papoLossSync(with_({ perceptionWeights: new Float32Array(2) })), R, /^perceptionWeights: expected 1 values/],
+  ['perceptionWeights negative', () => papoLossSync(with_({ perceptionWeights: Float32Array.of(-1) })), R, /^perceptionWeights: element 0 is -1/],
+  ['perceptionWeights not an array', () => papoLossSync(with_({ perceptionWeights: 0.5 })), T, /^perceptionWeights: expected a Float32Array \[1\]/],
+  ['sftMask of the wrong length', () => papoLossSync(with_({ sftMask: new Uint8Array(3) }), { sftCoef: 0.1 }), R, /^sftMask: expected 1 values/],
+  ['sftMask without sftCoef', () => papoLossSync(with_({ sftMask: Uint8Array.of(1) })), R, /^options\.sftCoef: required with sftMask/],
+  ['sftCoef without sftMask', () => papoLossSync(base(), { sftCoef: 0.1 }), R, /^sftMask: required when options\.sftCoef > 0/],
+  ['sftCoef negative', () => papoLossSync(with_({ sftMask: Uint8Array.of(1) }), { sftCoef: -1 }), R, /^options\.sftCoef/],
   ['logProbs with an unknown option', () => logProbsSync(base().logits, base().tokens, { temp: 1 } as object), R, /^options: unknown option 'temp'/],
   ['a disposed DeviceTensor', () => { const t = cuda.wrap(0x10000n, [N, V], 'float32'); t.dispose(); return papoLossSync(with_({ logits: t, maskedLogits: undefined }), { perceptionCoef: 0, maskedEntropyCoef: 0 }); }, R, /^logits: the DeviceTensor was disposed/],
 ];
@@ -116,7 +141,7 @@ describe('native code checks again (descriptors that bypass the TypeScript check
       backend: 0, onDevice: false, N, V, temperature: 1, logits: logitsOf(i).data, dtype: 0, tokens: i.tokens as Int32Array,
       advantages: i.advantages as Float32Array, seqLengths: Int32Array.of(N),
       params: { clipLow: 0.2, clipHigh: 0.3, clipDual: 3, klCoef: 0, klEstimator: 2, perceptionCoef: 0, perceptionEstimator: 2,
-        entropyCoef: 0, maskedEntropyCoef: 0, entropyMode: 0, detachMasked: false },
+        entropyCoef: 0, maskedEntropyCoef: 0, entropyMode: 0, detachMasked: false, lossType: 0 },
       lossAgg: 0, lossScale: 0, normScale: N, outLogProbs: new Float32Array(N), outEntropy: new Float32Array(N),
     } as Record<string, unknown>;
   };
@@ -132,6 +157,17 @@ describe('native code checks again (descriptors that bypass the TypeScript check
     ['gradient overlapping the logits', (d) => { d.gradLogits = (d.logits as Float32Array).subarray(1, 1 + N * V - 1); d.gradType = 0; }, /gradLogits: expected 200 elements/],
     ['unknown backend code', (d) => { d.backend = 7; }, /backend: unknown value/],
     ['device memory on the cpu backend', (d) => { d.onDevice = true; }, /onDevice: device memory needs a CUDA backend/],
+    ['unknown lossType code', (d) => { (d.params as Record<string, number>).lossType = 9; }, /lossType: unknown value/],
+    ['clipLow 1 outside cispo', (d) => { (d.params as Record<string, number>).clipLow = 1; }, /clipLow: expected a number in \[0, 1\) \(1 only with lossType 'cispo'\)/],
+    ['perceptionTopP 1', (d) => { (d.params as Record<string, number>).perceptionTopP = 1; }, /perceptionTopP: expected a number in \(0, 1\)/],
+    ['rollout bounds reversed', (d) => {
+      Object.assign(d.params as object, { rolloutCorrection: 2, rolloutUpper: 1, rolloutLower: 2 });
+      d.rolloutLogProbs = new Float32Array(N);
+    }, /rolloutCorrection: expected 0 < lower <= upper/],
+    ['rollout correction without log-probs', (d) => { Object.assign(d.params as object, { rolloutCorrection: 1, rolloutUpper: 2, rolloutLower: 0.5 }); }, /rolloutLogProbs: required with rolloutCorrection/],
+    ['sftMask of the wrong length', (d) => { d.sftMask = new Float32Array(2); }, /sftMask: expected 1 elements/],
+    ['negative perception weight', (d) => { d.perceptionWeights = Float32Array.of(-1); }, /perceptionWeights\[0\] is negative/],
+    ['sftCoef without sftMask', (d) => { (d.params as Record<string, number>).sftCoef = 0.5; }, /sftMask: required when sftCoef is non-zero/],
   ];
   for (const [name, mutate, message] of bad) {
     it(name, () => {

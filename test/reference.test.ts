@@ -1,14 +1,14 @@
 // The float64 reference against finite differences: the oracle is only as good as its own check.
 import { describe, expect, it } from 'vitest';
 import { resolveOptions } from '../lib/options';
-import { klEstimator, referencePapo } from '../lib/reference';
+import { klEstimator, referencePapo, rowLogSoftmax, upperQuantile } from '../lib/reference';
 import type { PapoOptions } from '../lib/types';
 import { prepareCall } from '../lib/validate';
-import { makeInputs, rng } from './helpers';
+import { makeInputs, makeVariantInputs, rng, type VariantInputs } from './helpers';
 
 /** Central differences of the reference loss in float64 at a few elements of each path. */
-function checkGradient(options: PapoOptions, make: Parameters<typeof makeInputs>[0] = {}) {
-  const inputs = makeInputs({ N: 5, V: 23, seed: 7, ...make });
+function checkGradient(options: PapoOptions, make: Parameters<typeof makeInputs>[0] = {}, variant: VariantInputs = {}) {
+  const inputs = makeVariantInputs({ N: 5, V: 23, seed: 7, ...make }, variant);
   const base = prepareCall(inputs, resolveOptions({ backend: 'reference', ...options }));
   const z = Float64Array.from(base.logits.data);
   const zm = base.maskedLogits ? Float64Array.from(base.maskedLogits.data) : null;
@@ -73,6 +73,77 @@ describe('reference gradients match finite differences', () => {
   }
   it('on-policy: the gradient is -A (1[j=o] - p) per token, the ratio 1', () => {
     expect(checkGradient({ preset: 'dapo' }, { masked: false })).toBe(12);
+  });
+});
+
+describe('reference gradients of the policy-loss variants and PAPO\'s options match finite differences', () => {
+  // Wherever the objective has no stop-gradient. Two sequences (2 + 3 tokens) so that sequence terms mix rows.
+  const seqs: VariantInputs = { seqLengths: [2, 3] };
+  const cases: [string, PapoOptions, VariantInputs][] = [
+    ['gspo (the gradient through the sequence mean)', { lossType: 'gspo', preset: 'papo-g-7b' }, seqs],
+    ['gspo with wide clips', { lossType: 'gspo', clipLow: 0.9, clipHigh: 5 }, seqs],
+    ['sapo', { lossType: 'sapo', preset: 'papo-g-7b' }, seqs],
+    ['sapo, other temperatures', { lossType: 'sapo', sapoTauPositive: 3, sapoTauNegative: 0.4 }, seqs],
+    ['rollout correction truncate', { rolloutCorrection: { mode: 'truncate', upper: 1.3 } }, { ...seqs, rollout: true }],
+    ['rollout correction mask', { rolloutCorrection: { mode: 'mask', upper: 1.5 } }, { ...seqs, rollout: true }],
+    ['perceptionWeights', { perceptionCoef: 0.5 }, { ...seqs, perceptionWeights: true }],
+    ['perceptionTopP', { perceptionTopP: 0.5, perceptionCoef: 0.5 }, seqs],
+    ['perceptionTopP with weights and clip', { perceptionTopP: 0.4, perceptionCoef: 0.5, perceptionClip: [0, 0.3] },
+      { ...seqs, perceptionWeights: true }],
+    ['sft', { sftCoef: 0.3 }, { ...seqs, sftMask: true }],
+    ['all of them with gspo', { lossType: 'gspo', perceptionTopP: 0.5, sftCoef: 0.3, rolloutCorrection: { mode: 'truncate' },
+      preset: 'papo-g-7b' }, { ...seqs, rollout: true, perceptionWeights: true, sftMask: true }],
+  ];
+  for (const [name, options, variant] of cases) it(name, () => expect(checkGradient(options, {}, variant)).toBeGreaterThan(0));
+
+  // gspo-token and cispo stop gradients by definition: check them against the derivative of their surrogate with
+  // the stopped quantities held at their values.
+  const policyOnly: PapoOptions = { preset: 'dapo', perceptionCoef: 0, entropyCoef: 0, maskedEntropyCoef: 0 };
+  it('gspo-token equals PPO with old := lp - s_i held fixed (value s_i, derivative 1 in its own lp)', () => {
+    const inputs = makeVariantInputs({ N: 5, V: 23, seed: 7, masked: false }, seqs);
+    const call = prepareCall(inputs, resolveOptions({ ...policyOnly, lossType: 'gspo-token', backend: 'reference' }));
+    const r = referencePapo(call);
+    const old = call.oldLogProbs!;
+    const s = [0, 0];
+    for (let i = 0; i < 5; i++) s[i < 2 ? 0 : 1] += (r.logProbs[i] - old[i]) / (i < 2 ? 2 : 3);
+    const heldOld = Float64Array.from(r.logProbs, (lp, i) => lp - s[i < 2 ? 0 : 1]);
+    const ppo = referencePapo({ ...call, opts: { ...call.opts, lossType: 'ppo' }, oldLogProbs: heldOld as unknown as Float32Array });
+    expect(Math.abs(r.loss - ppo.loss)).toBeLessThan(1e-12);
+    for (let k = 0; k < r.gradLogits!.length; k++) expect(Math.abs(r.gradLogits![k] - ppo.gradLogits![k])).toBeLessThan(1e-12);
+    const tokenPpo = referencePapo({ ...call, opts: { ...call.opts, lossType: 'ppo' } });
+    expect(Math.abs(tokenPpo.loss - r.loss), 'the sequence ratio differs from the token ratio').toBeGreaterThan(1e-4);
+  });
+  it('cispo: the gradient of -A lp w with the clipped ratio w held fixed, by finite differences', () => {
+    for (const [clipLow, clipHigh] of [[1, 4], [0.2, 0.28]]) {
+      const inputs = makeVariantInputs({ N: 5, V: 23, seed: 7, masked: false }, {});
+      const call = prepareCall(inputs, resolveOptions({ ...policyOnly, lossType: 'cispo', clipLow, clipHigh, backend: 'reference' }));
+      const r = referencePapo(call);
+      const z = Float64Array.from(call.logits.data!);
+      const old = call.oldLogProbs!, A = call.advantages, tok = call.tokens;
+      const w = Array.from(r.logProbs, (lp, i) =>
+        Math.exp(Math.min(Math.max(lp - old[i], clipLow === 1 ? -Infinity : Math.log(1 - clipLow)), Math.log(1 + clipHigh))));
+      if (clipLow < 1) expect(w.some((x, i) => x !== Math.exp(r.logProbs[i] - old[i])), 'some ratio is clipped').toBe(true);
+      const held = (zz: Float64Array) => {
+        let L = 0;
+        for (let i = 0; i < 5; i++) L += -A[i] * rowLogSoftmax(zz.subarray(i * 23, i * 23 + 23), 1).logp[tok[i]] * w[i] / 5;
+        return L;
+      };
+      expect(Math.abs(held(z) - r.loss)).toBeLessThan(1e-12);
+      for (const idx of [0, 7, 23 + tok[1], 50, 99, 4 * 23 + tok[4]]) {
+        const [p, m] = [Float64Array.from(z), Float64Array.from(z)];
+        p[idx] += 1e-6;
+        m[idx] -= 1e-6;
+        const fd = (held(p) - held(m)) / 2e-6;
+        expect(Math.abs(fd - r.gradLogits![idx]), `element ${idx}`).toBeLessThan(2e-7 + 1e-5 * Math.abs(fd));
+      }
+    }
+  });
+  it('the top-p threshold is numpy\'s linear quantile', () => {
+    // numpy.quantile([3, 1, 4, 1, 5], 0.3) = 1.4; q = 1 - p
+    expect(upperQuantile([3, 1, 4, 1, 5], 0.7)).toBeCloseTo(1.4, 14);
+    expect(upperQuantile([2, 9], 0.5)).toBe(5.5);
+    expect(upperQuantile([7], 0.2)).toBe(7);
+    expect(upperQuantile([], 0.2)).toBe(-Infinity);
   });
 });
 

@@ -8,6 +8,7 @@
 
 #include "../aggregation.h"
 #include "../row_errors.h"
+#include "../sequence_terms.h"
 #include "../thread_pool.h"
 #include "row_kernels.h"
 
@@ -66,6 +67,10 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   const int64_t N = call.N, V = call.V;
   const float invTau = (float)(1.0 / call.temperature);
   const TokenWeights w = token_weights(call);
+  const TokenArrays arrays = token_arrays(call, w);
+  // GSPO and perception top-p: every row's statistics first, the terms per sequence, then the gradients.
+  const bool phased = needs_sequence_phase(call.params);
+  std::vector<RowValues> values(phased ? N : 0);
   std::vector<TokenTerms> terms(N);
   std::vector<RowStats> stats(N), mstats(call.maskedLogits ? N : 0);
   std::vector<double> H(N), Hm(call.maskedLogits ? N : 0);
@@ -102,9 +107,11 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     const double m = call.mask ? call.mask[i] : 1.0;
     if (m == 0.0) return true;  // terms[i] stays zero: no loss, zero gradient
     if (isinf(lp) || isinf(a)) return errorOnMasked[i] = !isinf(lp), errors.set(i, kTargetExcluded), false;
-    terms[i] = token_terms(call.params, lp, a, s.entropy, call.maskedLogits ? Hm[i] : 0.0,
-                           call.oldLogProbs ? call.oldLogProbs[i] : 0.0, call.refLogProbs ? call.refLogProbs[i] : 0.0,
-                           call.advantages[i], w.agg[i], w.entropy[i]);
+    const double hm = call.maskedLogits ? Hm[i] : 0.0;
+    if (phased)
+      values[i] = RowValues{lp, a, s.entropy, hm};
+    else
+      terms[i] = token_terms(call.params, token_input(arrays, i, lp, a, s.entropy, hm));
     return true;
   };
   auto backward = [&](int64_t i) {
@@ -122,7 +129,7 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   const int64_t grain = row_grain(N, 2 * V);
   const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
                        (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
-  if (!inPlace) {
+  if (!inPlace && !phased) {
     // One task per row: the gradient pass re-reads the row from cache right after its statistics.
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
@@ -130,13 +137,15 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     });
   } else {
     // In place, every row is checked before the first gradient overwrites a logit, so a rejected call leaves
-    // the caller's logits intact. This costs a second read of each row from memory.
+    // the caller's logits intact; a sequence-level term needs every row first. This costs a second read of each
+    // row from memory.
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) forward(i);
     });
   }
   throw_first_row_error(errors, "logits", "maskedLogits", &errorOnMasked, call.tokens);
-  if (inPlace)
+  if (phased) sequence_terms(call, w, values.data(), terms.data());
+  if (inPlace || phased)
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) backward(i);
     });

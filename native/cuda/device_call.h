@@ -12,15 +12,9 @@ namespace papo {
 namespace cuda {
 
 // Indexed by the global row. Null pointers: absent input (mask: every token counts; old: on-policy).
-struct TokenInputs {
+struct TokenInputs : TokenArrays {
   const int32_t* tokens = nullptr;
-  const float* advantages = nullptr;
-  const float* mask = nullptr;
-  const float* oldLogProbs = nullptr;
-  const float* refLogProbs = nullptr;
   const float* maskedLogProbs = nullptr;
-  const double* wAgg = nullptr;  // aggregation weights (aggregation.cpp), computed on the host
-  const double* wEnt = nullptr;
 };
 
 // Everything one row produces; the host reads these back (O(N)) for the per-token outputs and the metrics.
@@ -38,12 +32,18 @@ enum Phase : int32_t {
   PHASE_BOTH = 3,
 };
 
+enum Terms : int32_t {
+  TERMS_NONE = 0,     // logProbs(): statistics only
+  TERMS_PER_ROW = 1,  // each row's token terms right after its statistics (one pass)
+  TERMS_HOST = 2,     // a sequence phase (sequence_terms.h): the forward checks rows, the host writes RowOut::t
+};
+
 struct DeviceCall {
   int64_t N = 0, V = 0;
   float invTau = 1.f;
   int32_t dtype = DT_F32, gradType = DT_F32;  // both paths share them (lib/validate.ts requires it)
   bool hasMaskedLogits = false;
-  bool terms = true;  // false for logProbs(): statistics only
+  Terms terms = TERMS_PER_ROW;
   LossParams params;
   TokenInputs tok;
   RowOut* out = nullptr;

@@ -168,9 +168,11 @@ void run_typed(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t
     const int64_t rows = std::min(slice, ch.rows - r0), rowBegin = ch.rowBegin + r0;
     forward_path<S>(c, static_cast<const char*>(ch.logits) + r0 * c.V * esz, rowBegin, rows, s, stream);
     if (ms) forward_path<S>(c, static_cast<const char*>(ch.maskedLogits) + r0 * c.V * esz, rowBegin, rows, *ms, stream);
-    launch_kernel("naive_terms", naive_terms, dim3((unsigned)((rows + 255) / 256)), dim3(256), 0, stream, c, rowBegin,
-                  rows, s.lp.as<float>(), s.H.as<float>(), s.status.as<int32_t>(), ms ? ms->lp.as<float>() : nullptr,
-                  ms ? ms->H.as<float>() : nullptr, ms ? ms->status.as<int32_t>() : nullptr);
+    // A backward-only phase reads the RowOut of its forward phase (and of the host's sequence terms) as it is.
+    if (phase != PHASE_BACKWARD)
+      launch_kernel("naive_terms", naive_terms, dim3((unsigned)((rows + 255) / 256)), dim3(256), 0, stream, c, rowBegin,
+                    rows, s.lp.as<float>(), s.H.as<float>(), s.status.as<int32_t>(), ms ? ms->lp.as<float>() : nullptr,
+                    ms ? ms->H.as<float>() : nullptr, ms ? ms->status.as<int32_t>() : nullptr);
     if (!(phase & PHASE_BACKWARD)) continue;
     for (int path = 0; path < 2; ++path) {
       void* g = path ? ch.maskedGrad : ch.grad;

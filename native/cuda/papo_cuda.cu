@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../aggregation.h"
+#include "../sequence_terms.h"
 #include "../thread_pool.h"
 #include "../row_errors.h"
 #include "cuda_resources.h"
@@ -90,15 +91,19 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
   };
   const size_t n = (size_t)N;
   const size_t oTok = add(tokens, n * 4);
-  size_t oAdv = SIZE_MAX, oMask = SIZE_MAX, oOld = SIZE_MAX, oRef = SIZE_MAX, oMlp = SIZE_MAX, oWa = SIZE_MAX, oWe = SIZE_MAX;
+  size_t oAdv = SIZE_MAX, oMask = SIZE_MAX, oOld = SIZE_MAX, oRef = SIZE_MAX, oRoll = SIZE_MAX, oMlp = SIZE_MAX,
+         oWa = SIZE_MAX, oWe = SIZE_MAX, oWk = SIZE_MAX, oWs = SIZE_MAX;
   if (call) {
     oAdv = add(call->advantages, n * 4);
     oMask = add(call->mask, n * 4);
     oOld = add(call->oldLogProbs, n * 4);
     oRef = add(call->refLogProbs, n * 4);
+    oRoll = add(call->rolloutLogProbs, n * 4);
     oMlp = add(call->maskedLogProbs, n * 4);
     oWa = add(w->agg.data(), n * 8);
     oWe = add(w->entropy.data(), n * 8);
+    oWk = add(w->kp.empty() ? nullptr : w->kp.data(), n * 8);
+    oWs = add(w->sft.empty() ? nullptr : w->sft.data(), n * 8);
   }
   CallBuffers up;
   up.host.resize(total);
@@ -118,9 +123,12 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
   up.tok.mask = static_cast<const float*>(at(oMask));
   up.tok.oldLogProbs = static_cast<const float*>(at(oOld));
   up.tok.refLogProbs = static_cast<const float*>(at(oRef));
+  up.tok.rolloutLogProbs = static_cast<const float*>(at(oRoll));
   up.tok.maskedLogProbs = static_cast<const float*>(at(oMlp));
   up.tok.wAgg = static_cast<const double*>(at(oWa));
   up.tok.wEnt = static_cast<const double*>(at(oWe));
+  up.tok.wKp = static_cast<const double*>(at(oWk));
+  up.tok.wSft = static_cast<const double*>(at(oWs));
   return up;
 }
 
@@ -281,6 +289,21 @@ void check_rows(const std::vector<RowOut>& rows, const int32_t* tokens) {
       throw_row_error(rows[i].status, (int64_t)i, rows[i].onMasked ? "maskedLogits" : "logits", tokens[i]);
 }
 
+// The sequence phase between the forward and the backward: every row's terms on the host from the per-row
+// results (sequence_terms.h), written into them and uploaded for the backward phase to read.
+void host_terms(const PapoCall& call, const TokenWeights& w, std::vector<RowOut>& rows, RowOut* out,
+                cudaStream_t stream) {
+  std::vector<RowValues> values(call.N);
+  for (int64_t i = 0; i < call.N; ++i)
+    values[i] = RowValues{rows[i].lp, rows[i].a, rows[i].s.entropy, call.maskedLogits ? rows[i].ms.entropy : 0.0};
+  std::vector<TokenTerms> terms(call.N);
+  sequence_terms(call, w, values.data(), terms.data());
+  for (int64_t i = 0; i < call.N; ++i) rows[i].t = terms[i];
+  // From pageable memory: the copy has taken the source before it returns, so `rows` may change afterwards.
+  cuda_check(cudaMemcpyAsync(out, rows.data(), call.N * sizeof(RowOut), cudaMemcpyHostToDevice, stream),
+             "cudaMemcpyAsync (token terms)");
+}
+
 int32_t kernel_choice(int32_t requested) {
   // PAPO_CUDA_KERNEL=1|2|3 picks the fast family for experiments; the naive backend is always the naive chain.
   if (requested == KERNEL_NAIVE) return KERNEL_NAIVE;
@@ -360,6 +383,9 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
   dc.gradType = call.gradLogits ? call.gradType : call.gradMaskedType;
   dc.hasMaskedLogits = call.maskedLogits != nullptr;
   dc.params = call.params;
+  // GSPO and perception top-p: statistics of every row, the terms per sequence on the host, then the gradients
+  // (one more read of the logits).
+  if (needs_sequence_phase(call.params)) dc.terms = cuda::TERMS_HOST;
   dc.kernel = kernel_choice(exec.kernel);
   dc.blocks = cuda::fused_blocks(dc);
 
@@ -368,7 +394,14 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
   const bool inPlace = (t.grad && t.grad == t.logits) || (t.maskedGrad && t.maskedGrad == t.maskedLogits);
   Phases phases(dc, t, exec, stream.get());
   std::vector<RowOut> rows;
-  if (wantGrad && inPlace) {
+  if (dc.terms == cuda::TERMS_HOST) {
+    phases.run(cuda::PHASE_FORWARD);
+    rows = fetch_rows(up.out, call.N, stream.get());
+    check_rows(rows, call.tokens);
+    host_terms(call, w, rows, up.out, stream.get());
+    if (wantGrad) phases.run(cuda::PHASE_BACKWARD);
+    stream.sync();
+  } else if (wantGrad && inPlace) {
     phases.run(cuda::PHASE_FORWARD);
     rows = fetch_rows(up.out, call.N, stream.get());
     check_rows(rows, call.tokens);
@@ -404,7 +437,7 @@ void log_probs_cuda(const LogProbsCall& call, const CudaExec& exec) {
   const CallBuffers up = upload_tokens(nullptr, call.tokens, call.N, nullptr, exec.device, stream.get());
   DrainOnExit drain{stream.get()};
   DeviceCall dc = device_call(call.N, call.V, call.temperature, call.dtype, up);
-  dc.terms = false;
+  dc.terms = cuda::TERMS_NONE;
   dc.kernel = kernel_choice(exec.kernel) == KERNEL_NAIVE ? KERNEL_NAIVE : KERNEL_TWO_PASS;  // full grid: no re-read
   dc.blocks = cuda::fused_blocks(dc);
   Phases phases(dc, Tensors{call.logits, nullptr, nullptr, nullptr}, exec, stream.get());

@@ -21,7 +21,7 @@ __device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
     return;
   }
   if (!c.hasMaskedLogits) o.a = c.tok.maskedLogProbs ? c.tok.maskedLogProbs[row] : 0.0;
-  if (!c.terms) return;
+  if (c.terms == TERMS_NONE) return;
   const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
   if (m == 0.0) return;  // o.t stays zero: no loss, zero gradient
   if (isinf(o.lp) || isinf(o.a)) {
@@ -29,9 +29,8 @@ __device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
     o.onMasked = !isinf(o.lp);
     return;
   }
-  o.t = token_terms(c.params, o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0,
-                    c.tok.oldLogProbs ? c.tok.oldLogProbs[row] : 0.0, c.tok.refLogProbs ? c.tok.refLogProbs[row] : 0.0,
-                    c.tok.advantages[row], c.tok.wAgg[row], c.tok.wEnt[row]);
+  if (c.terms == TERMS_HOST) return;
+  o.t = token_terms(c.params, token_input(c.tok, row, o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0));
 }
 
 }  // namespace cuda

@@ -50,6 +50,13 @@ Napi::Value metrics_to_js(Napi::Env env, const PapoMetrics& m) {
   o.Set("meanEntropy", m.meanEntropy);
   o.Set("meanMaskedEntropy", m.meanMaskedEntropy);
   o.Set("tokens", m.tokens);
+  if (m.rolloutCorrection != ROLLOUT_NONE) {
+    o.Set("rolloutCorrectionMean", m.rolloutCorrectionMean);
+    o.Set(m.rolloutCorrection == ROLLOUT_MASK ? "rolloutCorrectionMaskedFrac" : "rolloutCorrectionTruncatedFrac",
+          m.rolloutCorrectionBoundFrac);
+  }
+  if (m.hasTopP) o.Set("perceptionKeptFrac", m.perceptionKeptFrac);
+  if (m.hasSft) o.Set("sftLoss", m.sftLoss);
   return o;
 }
 

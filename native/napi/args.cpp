@@ -202,15 +202,38 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     c.seqLengths = static_cast<const int32_t*>(s.data);
     c.numSeqs = s.length;
   }
+  if (has(desc, "rolloutLogProbs")) {
+    const Span s = typed(desc, "rolloutLogProbs", napi_float32_array, c.N);
+    c.rolloutLogProbs = static_cast<const float*>(s.data);
+  }
+  // Per sequence: finite and >= 0 (a weight, a selection).
+  for (const char* key : {"perceptionWeights", "sftMask"}) {
+    if (!has(desc, key)) continue;
+    const Span s = typed(desc, key, napi_float32_array, c.numSeqs);
+    all_finite<float>(s, key);
+    for (int64_t i = 0; i < s.length; ++i)
+      if (static_cast<const float*>(s.data)[i] < 0) fail(std::string(key) + "[" + std::to_string(i) + "] is negative");
+    (std::string(key) == "sftMask" ? c.sftMask : c.perceptionWeights) = static_cast<const float*>(s.data);
+  }
 
   const Napi::Value pv = desc.Get("params");
   if (!pv.IsObject()) fail("params: expected an object");
   const Napi::Object p = pv.As<Napi::Object>();
   LossParams& lp = c.params;
+  lp.lossType = enum_in(p, "lossType", LOSS_PPO, LOSS_SAPO);
   lp.clipLow = number(p, "clipLow");
   lp.clipHigh = number(p, "clipHigh");
   lp.clipDual = number(p, "clipDual");
-  if (!(lp.clipLow >= 0 && lp.clipLow < 1)) fail("clipLow: expected a number in [0, 1)");
+  // CISPO may drop the lower bound (clipLow 1: log(1 - 1) = -inf), as MiniMax-M1 does.
+  if (!(lp.clipLow >= 0 && (lp.clipLow < 1 || (lp.clipLow == 1 && lp.lossType == LOSS_CISPO))))
+    fail("clipLow: expected a number in [0, 1) (1 only with lossType 'cispo')");
+  if (lp.lossType == LOSS_SAPO) {
+    lp.sapoTauPositive = number(p, "sapoTauPositive");
+    lp.sapoTauNegative = number(p, "sapoTauNegative");
+    if (!(lp.sapoTauPositive > 0) || !isfinite(lp.sapoTauPositive) || !(lp.sapoTauNegative > 0) ||
+        !isfinite(lp.sapoTauNegative))
+      fail("sapoTauPositive, sapoTauNegative: expected finite numbers > 0");
+  }
   if (!(lp.clipHigh >= 0) || !isfinite(lp.clipHigh)) fail("clipHigh: expected a finite number >= 0");
   if (!(lp.clipDual > 1) || !isfinite(lp.clipDual)) fail("clipDual: expected a finite number > 1");
   lp.klCoef = number(p, "klCoef");
@@ -229,6 +252,23 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     lp.perceptionClipHi = number(p, "perceptionClipHi");
     if (!(lp.perceptionClipLo <= lp.perceptionClipHi)) fail("perceptionClip: expected [lo, hi] with lo <= hi");
   }
+  if (has(p, "rolloutCorrection")) {
+    lp.rolloutCorrection = enum_in(p, "rolloutCorrection", ROLLOUT_TRUNCATE, ROLLOUT_MASK);
+    lp.rolloutUpper = number(p, "rolloutUpper");
+    lp.rolloutLower = number(p, "rolloutLower");
+    if (!(lp.rolloutLower > 0 && lp.rolloutLower <= lp.rolloutUpper) || !isfinite(lp.rolloutUpper))
+      fail("rolloutCorrection: expected 0 < lower <= upper, both finite");
+    if (!c.rolloutLogProbs) fail("rolloutLogProbs: required with rolloutCorrection");
+  } else if (c.rolloutLogProbs) {
+    fail("rolloutLogProbs: given without rolloutCorrection");
+  }
+  if (has(p, "perceptionTopP")) {
+    lp.perceptionTopP = number(p, "perceptionTopP");
+    if (!(lp.perceptionTopP > 0 && lp.perceptionTopP < 1)) fail("perceptionTopP: expected a number in (0, 1)");
+  }
+  lp.sftCoef = has(p, "sftCoef") ? number(p, "sftCoef") : 0.0;
+  if (!(lp.sftCoef >= 0) || !isfinite(lp.sftCoef)) fail("sftCoef: expected a finite number >= 0");
+  if (lp.sftCoef != 0 && !c.sftMask) fail("sftMask: required when sftCoef is non-zero");
   lp.onPolicy = c.oldLogProbs == nullptr;
   lp.hasRef = c.refLogProbs != nullptr;
   lp.hasMasked = c.maskedLogits != nullptr || c.maskedLogProbs != nullptr;
@@ -237,7 +277,9 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     fail("maskedLogits: required when perceptionCoef or maskedEntropyCoef is non-zero");
   if (lp.entropyMode == ENTROPY_FULL && !c.maskedLogits && lp.maskedEntropyCoef != 0)
     fail("maskedLogits: entropyMode 'full' needs the masked logits for the masked entropy");
-  for (const char* key : {"oldLogProbs", "refLogProbs", "maskedLogProbs"}) {
+  if (!lp.hasMasked && (c.perceptionWeights || lp.perceptionTopP > 0))
+    fail("maskedLogits: perceptionWeights and perceptionTopP need a masked path");
+  for (const char* key : {"oldLogProbs", "refLogProbs", "maskedLogProbs", "rolloutLogProbs"}) {
     if (!has(desc, key)) continue;
     // Only response tokens need finite values: padding rows never enter the loss.
     const float* v = static_cast<const float*>(typed(desc, key, napi_float32_array, c.N).data);
