@@ -59,6 +59,11 @@ export interface PapoInputs {
   seqLengths?: Int32Array | readonly number[];
 }
 
+/** PapoInputs with host logits: papoLoss and papoLossSync give Tensor gradients. */
+export type HostPapoInputs = PapoInputs & { logits: TensorLike; maskedLogits?: TensorLike };
+/** PapoInputs with DeviceTensor logits: papoLoss and papoLossSync give DeviceTensor gradients. */
+export type DevicePapoInputs = PapoInputs & { logits: DeviceTensor; maskedLogits?: DeviceTensor };
+
 export type PresetName = 'papo-g' | 'papo-g-7b' | 'papo-d' | 'grpo' | 'dapo';
 export type KlEstimatorName = 'k1' | 'k2' | 'k3' | 'abs';
 export type EntropyModeName = 'sampled' | 'full';
@@ -104,11 +109,13 @@ export interface PapoMetrics {
   tokens: number;
 }
 
-export interface PapoResult {
+/** G: the gradients' type, Tensor for host logits and DeviceTensor for DeviceTensor logits (papoLoss's overloads
+ * pick it from the logits' type; isDeviceTensor narrows the union). */
+export interface PapoResult<G extends Tensor | DeviceTensor = Tensor | DeviceTensor> {
   loss: number;
   /** Host logits give a host Tensor; DeviceTensor logits give a DeviceTensor (dispose() it when done). */
-  gradLogits?: Tensor | DeviceTensor;
-  gradMaskedLogits?: Tensor | DeviceTensor;
+  gradLogits?: G;
+  gradMaskedLogits?: G;
   logProbs: Float32Array;
   maskedLogProbs?: Float32Array;
   entropy: Float32Array;
