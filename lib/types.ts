@@ -25,7 +25,15 @@ export interface TfjsLikeTensor {
   dtype: string;
   dataSync(): TensorData;
 }
-export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor;
+/** onnxruntime's Tensor as a session's outputs are typed (any element type and location): the element type is
+ * checked at run time, and the data must be on the CPU. */
+export interface OrtTensor {
+  readonly data: unknown;
+  readonly dims: readonly number[];
+  readonly type: string;
+  readonly location: string;
+}
+export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor | OrtTensor;
 /** Sampled token ids: int32, or int64 as onnxruntime gives them (each value must fit in int32). */
 export type TokenIds = Int32Array | BigInt64Array | readonly number[];
 
