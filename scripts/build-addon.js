@@ -106,6 +106,8 @@ const emu = how !== 'cmake-js' || !emulated ? '' : fs.existsSync(emulatedPath)
 // On stderr, the diagnostic stream (kept out of stdout that tools may parse). npm shows a dependency's script
 // output only with --foreground-scripts or when the script fails.
 const seconds = Math.round((Date.now() - started) / 1000);
-const pruned = ownCheckout ? '' : `; ${pruneBuild()}`;
+// A consumer who asked for the test builds (PAPO_EMULATED_BUILD=1, PAPO_TEST_PROGRAMS=1) keeps them and the tree.
+const pruned = ownCheckout ? '' : how === 'cmake-js' && (emulated || testPrograms)
+  ? '; build/ kept whole: PAPO_EMULATED_BUILD or PAPO_TEST_PROGRAMS asked for the test builds' : `; ${pruneBuild()}`;
 console.error(`papo-kernels ${info.version}: built with ${how} in ${seconds} s: cpu (${info.cpuIsa}, ${info.threads} threads); ${cuda}${emu}${pruned}`);
 if (how === 'cmake-js' && emulated && !fs.existsSync(emulatedPath)) process.exit(1);
