@@ -98,6 +98,12 @@ function deviceIndex(options: DeviceOptions | undefined, name: string): number {
 }
 
 /** Throws PAPO_UNSUPPORTED unless `device` exists. */
+/** Whether t is device memory: narrows a gradient of `Tensor | DeviceTensor` (papoLoss on logits whose placement
+ * the caller's types do not say) to one or the other. */
+export function isDeviceTensor(t: unknown): t is DeviceTensor {
+  return t instanceof DeviceTensor;
+}
+
 export function requireDevice(device: number, what: string): void {
   const b = tryNative();
   if (!b) throw unsupported(`${what} is not available: ${nativeLoadError()!.message}`);

@@ -1,7 +1,7 @@
 // papo-kernels: the PAPO training objective (GRPO/DAPO surrogate + implicit perception loss + double entropy
 // loss) and its gradients from the logits of any model runner. See README.md and docs/objective.md.
 export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELEMENTS } from './papo';
-export { cuda, DeviceTensor } from './cuda';
+export { cuda, DeviceTensor, isDeviceTensor } from './cuda';
 export type { DeviceOptions, WrapOptions } from './cuda';
 export { presets } from './presets';
 export type { PresetValues } from './presets';

@@ -2,6 +2,7 @@
 // 'reference' backend works even where the build failed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import bindings = require('bindings');
 
 export const DTYPE_CODE = { float32: 0, float16: 1, bfloat16: 2 } as const;
 export const BACKEND_CODE = { cpu: 0, cuda: 1, 'cuda-naive': 2 } as const;
@@ -147,25 +148,44 @@ export function packageRoot(): string {
 let binding: NativeBinding | null = null;
 let loadError: Error | null = null;
 
-/** The addon, or null with the reason in nativeLoadError(). PAPO_ADDON_PATH names the file; else
- * PAPO_CUDA_EMULATE=1 picks the build on the emulated CUDA runtime (build/Emulated, the tests' GPU stand-in),
- * and build/Release otherwise. Both variables are read at the first load. */
+const REBUILD = "run 'npm rebuild papo-kernels' (in a checkout of papo-kernels itself: 'npm run build')";
+
+/** Why the addon is unavailable, with what to do about it. bindings throws an error carrying `tries` when no
+ * candidate file exists; any other error is a file that exists but did not load. */
+function loadFailure(e: unknown, emulated: boolean, root: string): Error {
+  const err = e as Error & { tries?: string[] };
+  const only = "Only backend 'reference' works without it.";
+  if (emulated && err.tries)
+    return new Error(`papo-kernels: PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing ` +
+      `(${err.tries.join(', ')}); 'npm install' in the papo-kernels repository builds it (a consumer install of the ` +
+      `package does not). ${only}`);
+  if (err.tries)
+    return new Error(`papo-kernels: the native addon is not built (no papo_kernels.node in ${path.join(root, 'build', 'Release')} ` +
+      `nor in the ${err.tries.length - 1} other places the bindings package looks). The package's install script builds it, ` +
+      `so it did not run (npm install --ignore-scripts?) or failed: ${REBUILD}. ${only}`);
+  return new Error(`papo-kernels: the native addon could not be loaded (${err.message}); it may have been built for ` +
+    `another Node.js or machine: ${REBUILD}. ${only}`);
+}
+
+/** The addon, or null with the reason in nativeLoadError(). The bindings package finds it under the package
+ * root (build/Release, where cmake-js and node-gyp put it, among the places it knows). PAPO_CUDA_EMULATE=1 looks
+ * in build/Emulated only, the build on the emulated CUDA runtime (the tests' GPU stand-in): a release build must
+ * never stand in for it unnoticed. PAPO_ADDON_PATH names the file instead. Both variables are read at the first
+ * load. */
 export function tryNative(): NativeBinding | null {
   if (binding || loadError) return binding;
-  const emulated = !process.env.PAPO_ADDON_PATH && process.env.PAPO_CUDA_EMULATE === '1';
-  const file = process.env.PAPO_ADDON_PATH ||
-    path.join(packageRoot(), 'build', emulated ? 'Emulated' : 'Release', 'papo_kernels.node');
-  if (emulated && !fs.existsSync(file)) {
-    loadError = new Error(`papo-kernels: PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing ` +
-      `(${file}); 'npm install' in the papo-kernels repository builds it (a consumer install of the package does ` +
-      `not). Only backend 'reference' works without it.`);
-    return null;
-  }
+  const file = process.env.PAPO_ADDON_PATH;
+  const emulated = !file && process.env.PAPO_CUDA_EMULATE === '1';
+  const root = packageRoot();
   try {
-    binding = require(file) as NativeBinding;
+    binding = (file ? require(file) : bindings({
+      bindings: 'papo_kernels.node',
+      // explicit: bindings would otherwise guess the root from the stack, which bundlers break
+      module_root: root,
+      ...(emulated ? { try: [['module_root', 'build', 'Emulated', 'bindings']] } : {}),
+    })) as NativeBinding;
   } catch (e) {
-    loadError = new Error(`papo-kernels: the native addon could not be loaded from ${file} ` +
-      `(${(e as Error).message}); run 'npm install' or 'npm run build'. Only backend 'reference' works without it.`);
+    loadError = loadFailure(e, emulated, root);
   }
   return binding;
 }

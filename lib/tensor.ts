@@ -24,6 +24,15 @@ function storageOk(data: unknown, type: DType): boolean {
   return type === 'float32' ? data instanceof Float32Array : data instanceof Uint16Array;
 }
 
+/** Runtimes with Float16Array hold float16 data in one (onnxruntime's float16 tensors do there); the kernels read
+ * the same bytes as raw bits, so it is viewed as a Uint16Array, not copied (in place, gradients land in it). */
+function float16Bits(data: unknown, type: DType): unknown {
+  const F16 = (globalThis as { Float16Array?: abstract new (...args: never[]) => object }).Float16Array;
+  if (type !== 'float16' || F16 === undefined || !(data instanceof F16)) return data;
+  const v = data as unknown as { buffer: ArrayBufferLike; byteOffset: number; length: number };
+  return new Uint16Array(v.buffer, v.byteOffset, v.length);
+}
+
 export function storageName(type: DType): string {
   return type === 'float32' ? 'Float32Array' : 'Uint16Array (raw bits)';
 }
@@ -39,6 +48,9 @@ export function toTensor(name: string, t: unknown): NormTensor {
   let dims: unknown;
   let type: unknown;
   if ('dims' in o) {
+    // onnxruntime: reading .data of a tensor held elsewhere throws an error that names no argument
+    if (typeof o.location === 'string' && o.location !== 'cpu')
+      throw rangeError(name, `an onnxruntime tensor on '${o.location}': pass its data on the CPU (await tensor.getData())`);
     [data, dims, type] = [o.data, o.dims, o.type];
   } else if (typeof o.dataSync === 'function') {
     [dims, type] = [o.shape, o.dtype];
@@ -52,6 +64,7 @@ export function toTensor(name: string, t: unknown): NormTensor {
   if (typeof type !== 'string' || !(dtypes as readonly string[]).includes(type))
     throw rangeError(`${name}.type`, `expected 'float32', 'float16' or 'bfloat16', got ${describe(type)}`);
   const dt = type as DType;
+  data = float16Bits(data, dt);
   if (!storageOk(data, dt)) throw typeError(`${name}.data`, `a ${storageName(dt)} for ${dt}`, data);
   if (!Array.isArray(dims) || (dims.length !== 2 && dims.length !== 3))
     throw typeError(`${name}.dims`, '[N, V] or [B, T, V]', dims);

@@ -25,7 +25,15 @@ export interface TfjsLikeTensor {
   dtype: string;
   dataSync(): TensorData;
 }
-export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor;
+/** onnxruntime's Tensor as a session's outputs are typed (any element type and location): the element type is
+ * checked at run time, and the data must be on the CPU. */
+export interface OrtTensor {
+  readonly data: unknown;
+  readonly dims: readonly number[];
+  readonly type: string;
+  readonly location: string;
+}
+export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor | OrtTensor;
 /** Sampled token ids: int32, or int64 as onnxruntime gives them (each value must fit in int32). */
 export type TokenIds = Int32Array | BigInt64Array | readonly number[];
 
@@ -64,6 +72,11 @@ export interface PapoInputs {
   /** Per sequence [B]: 1 for a rollout the SFT term learns from (a correct one), 0 otherwise; needs options.sftCoef. */
   sftMask?: Float32Array | Uint8Array | readonly number[];
 }
+
+/** PapoInputs with host logits: papoLoss and papoLossSync give Tensor gradients. */
+export type HostPapoInputs = PapoInputs & { logits: TensorLike; maskedLogits?: TensorLike };
+/** PapoInputs with DeviceTensor logits: papoLoss and papoLossSync give DeviceTensor gradients. */
+export type DevicePapoInputs = PapoInputs & { logits: DeviceTensor; maskedLogits?: DeviceTensor };
 
 export type PresetName = 'papo-g' | 'papo-g-7b' | 'papo-d' | 'grpo' | 'dapo';
 export type KlEstimatorName = 'k1' | 'k2' | 'k3' | 'abs';
@@ -142,11 +155,13 @@ export interface PapoMetrics {
   sftLoss?: number;
 }
 
-export interface PapoResult {
+/** G: the gradients' type, Tensor for host logits and DeviceTensor for DeviceTensor logits (papoLoss's overloads
+ * pick it from the logits' type; isDeviceTensor narrows the union). */
+export interface PapoResult<G extends Tensor | DeviceTensor = Tensor | DeviceTensor> {
   loss: number;
   /** Host logits give a host Tensor; DeviceTensor logits give a DeviceTensor (dispose() it when done). */
-  gradLogits?: Tensor | DeviceTensor;
-  gradMaskedLogits?: Tensor | DeviceTensor;
+  gradLogits?: G;
+  gradMaskedLogits?: G;
   logProbs: Float32Array;
   maskedLogProbs?: Float32Array;
   entropy: Float32Array;

@@ -92,9 +92,8 @@ else
   export PAPO_EMULATED_BUILD=0
   export PAPO_TEST_PROGRAMS=1
   CUDA_TEST=build/Release/papo_cuda_test
-  # This GPU's architecture only: a build for ten architectures would spend the lease compiling.
-  CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
-  if [ -n "$CAP" ]; then export CUDAARCHS="$CAP"; fi
+  # build-addon.js builds for this machine's GPUs only (nvidia-smi), not the ten architectures of the default
+  # list that would spend the lease compiling; the build's summary line says which.
 fi
 
 # ---- build --------------------------------------------------------------------------------------------------

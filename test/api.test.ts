@@ -1,6 +1,6 @@
 // The public surface: tensor adapters, option handling and its errors, logProbs, info, presets.
 import { describe, expect, it } from 'vitest';
-import { info, logProbs, logProbsSync, papoLossSync, presets } from '../lib';
+import { cuda, info, isDeviceTensor, logProbs, logProbsSync, papoLossSync, presets } from '../lib';
 import { makeInputs } from './helpers';
 
 describe('tensor adapters', () => {
@@ -24,6 +24,12 @@ describe('tensor adapters', () => {
     expect(expected.gradLogits!.dims).toEqual([4, 50]);
     expect(expected.gradLogits!.type).toBe('float32');
     expect(expected.gradLogits!.data).toBeInstanceOf(Float32Array);
+  });
+  it('isDeviceTensor tells a host gradient from device memory', () => {
+    expect(isDeviceTensor(expected.gradLogits)).toBe(false);
+    expect(isDeviceTensor(ort)).toBe(false);
+    expect(isDeviceTensor(undefined)).toBe(false);
+    expect(isDeviceTensor(cuda.wrap(0x7f0000000000n, [4, 50], 'float32'))).toBe(true);
   });
   it('plain number arrays for the per-token inputs', () => {
     const r = papoLossSync({ ...inputs, tokens: Array.from(inputs.tokens), advantages: Array.from(inputs.advantages),
