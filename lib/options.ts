@@ -106,15 +106,27 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
   const p = presets[preset];
   const nonNeg = (x: number) => x >= 0;
 
+  // GRPO's and verl's 'vanilla' surrogate is PPO's: the edit-distance hint would point to GSPO, another algorithm.
+  if (o.lossType === 'grpo' || o.lossType === 'vanilla')
+    throw rangeError('options.lossType', `'${o.lossType}' is the PPO clipped surrogate here: use lossType 'ppo' (the default)`);
   const lossType = given('lossType') ? oneOf('options.lossType', o.lossType, lossTypes) : 'ppo';
-  const sapo = lossType === 'sapo';
-  for (const k of ['sapoTauPositive', 'sapoTauNegative'] as const)
-    if (given(k) && !sapo) throw rangeError(`options.${k}`, `only used with lossType 'sapo' (lossType is '${lossType}')`);
+  const sapo = lossType === 'sapo', cispo = lossType === 'cispo';
+  // Options the chosen policy term does not read are errors, not silently ignored.
+  const unused: [keyof PapoOptions, boolean, string][] = [
+    ['sapoTauPositive', !sapo, "lossType 'sapo'"], ['sapoTauNegative', !sapo, "lossType 'sapo'"],
+    ['clipDual', sapo || cispo, "lossTypes 'ppo', 'gspo' and 'gspo-token' (cispo and sapo have no dual clip)"],
+    ['clipLow', sapo, "clipped lossTypes (sapo has no clip)"], ['clipHigh', sapo, "clipped lossTypes (sapo has no clip)"],
+  ];
+  for (const [k, bad, where] of unused)
+    if (given(k) && bad) throw rangeError(`options.${k}`, `only used with ${where}; lossType is '${lossType}'`);
+  // Bounded so that every product stays finite: 4/tau times an advantage, CISPO's weight exp(log(1 + clipHigh)).
+  const tau = (k: 'sapoTauPositive' | 'sapoTauNegative', d: number) =>
+    given(k) ? num(`options.${k}`, o[k], (x) => x >= 1e-6 && x <= 1e6, 'a number in [1e-6, 1e6]') : d;
   const r: ResolvedOptions = {
     preset,
     lossType,
-    sapoTauPositive: given('sapoTauPositive') ? num('options.sapoTauPositive', o.sapoTauPositive, (x) => x > 0, 'a number > 0') : 1.0,
-    sapoTauNegative: given('sapoTauNegative') ? num('options.sapoTauNegative', o.sapoTauNegative, (x) => x > 0, 'a number > 0') : 1.05,
+    sapoTauPositive: tau('sapoTauPositive', 1.0),
+    sapoTauNegative: tau('sapoTauNegative', 1.05),
     rolloutCorrection: null,
     // CISPO may drop the lower bound (clipLow 1), as MiniMax-M1 does; a ratio clip at 0 means nothing elsewhere.
     clipLow: given('clipLow')
@@ -122,7 +134,7 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
         ? num('options.clipLow', o.clipLow, (x) => x >= 0 && x <= 1, "a number in [0, 1] (1: no lower bound) for lossType 'cispo'")
         : num('options.clipLow', o.clipLow, (x) => x >= 0 && x < 1, 'a number in [0, 1)')
       : p.clipLow,
-    clipHigh: given('clipHigh') ? num('options.clipHigh', o.clipHigh, nonNeg, 'a number >= 0') : p.clipHigh,
+    clipHigh: given('clipHigh') ? num('options.clipHigh', o.clipHigh, (x) => x >= 0 && x <= 1e6, 'a number in [0, 1e6]') : p.clipHigh,
     clipDual: given('clipDual') ? num('options.clipDual', o.clipDual, (x) => x > 1, 'a number > 1') : 3,
     klCoef: given('klCoef') ? num('options.klCoef', o.klCoef, nonNeg, 'a number >= 0') : p.klCoef,
     klEstimator: given('klEstimator') ? oneOf('options.klEstimator', o.klEstimator, klEstimators) : 'k3',
@@ -135,7 +147,7 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
     perceptionClip: null,
     perceptionTopP: o.perceptionTopP === undefined || o.perceptionTopP === null ? null
       : num('options.perceptionTopP', o.perceptionTopP, (x) => x > 0 && x < 1, 'a number in (0, 1)'),
-    sftCoef: given('sftCoef') ? num('options.sftCoef', o.sftCoef, nonNeg, 'a number >= 0') : null,
+    sftCoef: o.sftCoef === undefined || o.sftCoef === null ? null : num('options.sftCoef', o.sftCoef, nonNeg, 'a number >= 0'),
     entropyCoef: given('entropyCoef') ? num('options.entropyCoef', o.entropyCoef, nonNeg, 'a number >= 0') : p.entropyCoef,
     maskedEntropyCoef: given('maskedEntropyCoef')
       ? num('options.maskedEntropyCoef', o.maskedEntropyCoef, nonNeg, 'a number >= 0')
@@ -167,9 +179,14 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
         throw rangeError('options.rolloutCorrection', `unknown field '${key}' (expected mode, upper, lower)`);
     const mode = oneOf('options.rolloutCorrection.mode', c.mode, rolloutModes);
     const upper = c.upper === undefined ? 2 : num('options.rolloutCorrection.upper', c.upper, (x) => x > 0, 'a number > 0');
-    const lower = c.lower === undefined ? 1 / upper
-      : num('options.rolloutCorrection.lower', c.lower, (x) => x > 0, 'a number > 0');
-    if (lower > upper) throw rangeError('options.rolloutCorrection', `expected lower <= upper, got lower ${lower} and upper ${upper}`);
+    // Truncation has no lower bound: a given one would be ignored, and a default one must not be checked.
+    if (mode === 'truncate' && c.lower !== undefined)
+      throw rangeError('options.rolloutCorrection.lower', "only used with mode 'mask' ('truncate' bounds the ratio from above only)");
+    const lower = mode === 'truncate' ? Math.min(1 / upper, upper)  // unused
+      : c.lower === undefined ? 1 / upper : num('options.rolloutCorrection.lower', c.lower, (x) => x > 0, 'a number > 0');
+    if (lower > upper)
+      throw rangeError('options.rolloutCorrection', `expected lower <= upper, got lower ${lower}` +
+        `${c.lower === undefined ? ' (the default 1 / upper)' : ''} and upper ${upper}`);
     r.rolloutCorrection = { mode, upper, lower };
   }
   if (r.inPlace && !r.computeGrad) throw rangeError('options.inPlace', 'needs computeGrad: true');

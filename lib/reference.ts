@@ -160,7 +160,8 @@ export function upperQuantile(values: number[], p: number): number {
   const v = [...values].sort((x, y) => x - y);
   const pos = (1 - p) * (v.length - 1);
   const lo = Math.floor(pos), hi = Math.min(lo + 1, v.length - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+  const t = pos - lo;
+  return t < 0.5 ? v[lo] + (v[hi] - v[lo]) * t : v[hi] - (v[hi] - v[lo]) * (1 - t);  // numpy's _lerp
 }
 
 /** Aggregation weights of docs/objective.md: the weight of each token under lossAgg, and under token-mean. */

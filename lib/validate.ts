@@ -57,9 +57,12 @@ function floats(name: string, v: unknown, n: number, what: string, needed: (i: n
   if (!(v instanceof Float32Array) && !(v instanceof Float64Array) && !(Array.isArray(v) && isNumericArray(v)))
     throw typeError(name, `a Float32Array [${n}] (${what})`, v);
   lengthOk(name, v, n, what);
+  // Checked after the conversion: a float64 value beyond float32's range would become Infinity in native code.
+  const f = v instanceof Float32Array ? v : Float32Array.from(v);
   for (let i = 0; i < n; i++)
-    if (needed(i) && !Number.isFinite(v[i])) throw rangeError(name, `element ${i} is ${v[i]}, expected a finite number`);
-  return v instanceof Float32Array ? v : Float32Array.from(v);
+    if (needed(i) && !Number.isFinite(f[i]))
+      throw rangeError(name, `element ${i} is ${v[i]}, expected a finite number` + (Number.isFinite(v[i]) ? ' within float32 range' : ''));
+  return f;
 }
 
 function ints(name: string, v: unknown, what: string): Int32Array {
@@ -198,6 +201,13 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   if (!hasMasked && (opts.perceptionCoef > 0 || opts.maskedEntropyCoef > 0))
     throw rangeError('maskedLogits', `required when perceptionCoef or maskedEntropyCoef > 0 (preset '${opts.preset}'); ` +
       'pass the masked-image logits, or maskedLogProbs');
+  // A packed batch without seqLengths is one sequence: right for one rollout, silently wrong for a micro-batch of
+  // several, where GSPO's ratio and the top-p threshold are per sequence. So those ask for the layout explicitly.
+  const perSequenceTerm = opts.lossType === 'gspo' || opts.lossType === 'gspo-token' ? `lossType '${opts.lossType}'`
+    : opts.perceptionTopP !== null ? 'options.perceptionTopP' : null;
+  if (perSequenceTerm && !batched && inputs.seqLengths === undefined)
+    throw rangeError('seqLengths', `required with ${perSequenceTerm}, which works per sequence: give the packed sequences' ` +
+      `lengths (seqLengths: [${N}] for one sequence), or [B, T, V] logits`);
   if (!hasMasked && (perceptionWeights || opts.perceptionTopP !== null))
     throw rangeError('maskedLogits', `required with ${perceptionWeights ? 'perceptionWeights' : 'options.perceptionTopP'} ` +
       '(they select and weight the perception KL, which needs the masked path)');

@@ -385,8 +385,12 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
   dc.params = call.params;
   // GSPO and perception top-p: statistics of every row, the terms per sequence on the host, then the gradients
   // (one more read of the logits).
-  if (needs_sequence_phase(call.params)) dc.terms = cuda::TERMS_HOST;
   dc.kernel = kernel_choice(exec.kernel);
+  if (needs_sequence_phase(call.params)) {
+    dc.terms = cuda::TERMS_HOST;
+    // Two streaming phases: v1's full grid (v2 sizes its grid to re-read rows from L2, which no phase does here).
+    if (dc.kernel != KERNEL_NAIVE) dc.kernel = KERNEL_TWO_PASS;
+  }
   dc.blocks = cuda::fused_blocks(dc);
 
   const Tensors t{call.logits, call.maskedLogits, call.gradLogits, call.gradMaskedLogits};

@@ -230,11 +230,10 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
   if (lp.lossType == LOSS_SAPO) {
     lp.sapoTauPositive = number(p, "sapoTauPositive");
     lp.sapoTauNegative = number(p, "sapoTauNegative");
-    if (!(lp.sapoTauPositive > 0) || !isfinite(lp.sapoTauPositive) || !(lp.sapoTauNegative > 0) ||
-        !isfinite(lp.sapoTauNegative))
-      fail("sapoTauPositive, sapoTauNegative: expected finite numbers > 0");
+    for (double tau : {lp.sapoTauPositive, lp.sapoTauNegative})
+      if (!(tau >= 1e-6 && tau <= 1e6)) fail("sapoTauPositive, sapoTauNegative: expected numbers in [1e-6, 1e6]");
   }
-  if (!(lp.clipHigh >= 0) || !isfinite(lp.clipHigh)) fail("clipHigh: expected a finite number >= 0");
+  if (!(lp.clipHigh >= 0 && lp.clipHigh <= 1e6)) fail("clipHigh: expected a number in [0, 1e6]");
   if (!(lp.clipDual > 1) || !isfinite(lp.clipDual)) fail("clipDual: expected a finite number > 1");
   lp.klCoef = number(p, "klCoef");
   lp.klEstimator = enum_in(p, "klEstimator", KL_K1, KL_ABS);
@@ -256,8 +255,9 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     lp.rolloutCorrection = enum_in(p, "rolloutCorrection", ROLLOUT_TRUNCATE, ROLLOUT_MASK);
     lp.rolloutUpper = number(p, "rolloutUpper");
     lp.rolloutLower = number(p, "rolloutLower");
-    if (!(lp.rolloutLower > 0 && lp.rolloutLower <= lp.rolloutUpper) || !isfinite(lp.rolloutUpper))
-      fail("rolloutCorrection: expected 0 < lower <= upper, both finite");
+    if (!(lp.rolloutUpper > 0) || !isfinite(lp.rolloutUpper)) fail("rolloutCorrection: expected a finite upper > 0");
+    if (lp.rolloutCorrection == ROLLOUT_MASK && !(lp.rolloutLower > 0 && lp.rolloutLower <= lp.rolloutUpper))
+      fail("rolloutCorrection: expected 0 < lower <= upper");
     if (!c.rolloutLogProbs) fail("rolloutLogProbs: required with rolloutCorrection");
   } else if (c.rolloutLogProbs) {
     fail("rolloutLogProbs: given without rolloutCorrection");
