@@ -5,7 +5,7 @@
 import type * as TF from '@tensorflow/tfjs-core';
 import { rangeError, typeError, unsupported } from './errors';
 import { logProbsSync, papoLossSync } from './papo';
-import type { LogProbsOptions, PapoInputs, PapoOptions, PapoResult, Tensor, TokenIds } from './types';
+import type { LogProbsOptions, PapoInputs, PapoOptions, PapoResult, TokenIds } from './types';
 
 function loadTfjs(): typeof TF {
   try {
@@ -36,9 +36,10 @@ function checkTensor(name: string, t: unknown): asserts t is TF.Tensor {
 
 /** The float32 host gradient of one path as a tfjs tensor of the input's shape. */
 function gradTensor(g: PapoResult['gradLogits'], like: TF.Tensor): TF.Tensor {
-  if (!g || !('data' in g) || !(g.data instanceof Float32Array))
+  const data = g && 'data' in g ? g.data : null;
+  if (!(data instanceof Float32Array))
     throw new Error('papo-kernels internal error: papoLoss returned no float32 host gradient for a tfjs tensor');
-  return tf.tensor((g as Tensor).data, like.shape, 'float32');
+  return tf.tensor(data, like.shape, 'float32');
 }
 
 /**
