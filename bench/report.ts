@@ -29,6 +29,8 @@ export interface Machine {
   threads: number;
   gpu: string | null;
   expFloorMelemPerS?: number;
+  /** The tfjs peer's version, backend, SIMD and threads, when it ran. */
+  tfjs?: string;
 }
 
 const gbs = (r: Row) => r.bytes / r.timing.medianMs / 1e6;
@@ -36,6 +38,7 @@ const gbs = (r: Row) => r.bytes / r.timing.medianMs / 1e6;
 /** Where a row ran: the CPU model, kernels and threads, or the GPU. */
 export function machineOf(r: Row, m: Machine): string {
   if (r.backend.startsWith('cuda')) return m.gpu ?? 'GPU';
+  if (r.backend.startsWith('tfjs-')) return `${m.cpu}, ${m.tfjs ?? 'tfjs'}`;
   return r.backend === 'reference' ? `${m.cpu}, TypeScript, 1 thread` : `${m.cpu}, ${m.cpuIsa}, ${m.threads} threads`;
 }
 
@@ -67,7 +70,8 @@ export function appendJsonLines(file: string, m: Machine, rows: Row[]) {
 
 // ---- SVG -------------------------------------------------------------------------------------------------------
 
-const COLORS: Record<string, string> = { cpu: '#1f77b4', cuda: '#2ca02c', 'cuda-naive': '#ff7f0e', 'torch-eager': '#9467bd', 'torch-compile': '#8c564b' };
+const COLORS: Record<string, string> = { cpu: '#1f77b4', cuda: '#2ca02c', 'cuda-naive': '#ff7f0e', 'torch-eager': '#9467bd', 'torch-compile': '#8c564b',
+  'tfjs-wasm': '#d62728', 'tfjs-cpu': '#e377c2' };
 
 function panel(x0: number, title: string, rows: Row[], value: (r: Row) => number, logY: boolean, yLabel: string): string {
   const w = 420, h = 300, left = 60, top = 40, pw = w - left - 20, ph = h - top - 50;

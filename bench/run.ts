@@ -13,6 +13,9 @@
 //
 // GPU cases run on DeviceTensor data (host transfers excluded): papoLoss returns after the kernels finish, so
 // the time measured around the call is the GPU time plus its fixed host costs.
+//
+// The tfjs peer (bench/tfjs-peer.ts: the objective in tfjs ops with tf.grad, what a Node user without this package
+// would write) runs the float32 cases on tfjs's WASM backend; tfjs has no bfloat16.
 import { execSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,6 +24,7 @@ import { native } from '../lib/native';
 import type { DType, PapoInputs, Tensor } from '../lib/types';
 import { elements, makeBatch, minimalBytes, type Kind } from './cases';
 import { measure, type Timing } from './harness';
+import { loadTfjsRunner } from './tfjs-runner';
 import { appendJsonLines, printTable, writeChart, type Machine, type Row } from './report';
 import { deviceCopy, hostCopy } from './roofline';
 
@@ -34,8 +38,8 @@ const vocabs = full ? [4096, 32000, 65536, 151936] : [32000, 151936];
 const dtypes: DType[] = ['float32', 'bfloat16'];
 const kinds: Kind[] = ['fwd', 'fwd+bwd'];
 const rowsFor: Record<string, number> = full
-  ? { reference: 4, cpu: 256, 'cuda-naive': 2048, cuda: 8192 }
-  : { reference: 2, cpu: 32, 'cuda-naive': 512, cuda: 2048 };
+  ? { reference: 4, tfjs: 32, cpu: 256, 'cuda-naive': 2048, cuda: 8192 }
+  : { reference: 2, tfjs: 8, cpu: 32, 'cuda-naive': 512, cuda: 2048 };
 const maxTime = full ? 4 : 1;
 
 function commitOf(): string {
@@ -59,68 +63,84 @@ function onDevice(batch: PapoInputs): { batch: PapoInputs; release: () => void }
   return { batch: { ...batch, logits: z, maskedLogits: zm }, release: () => { z.dispose(); zm.dispose(); } };
 }
 
-const i = info();
-const expFloor = native().cpuExpFloor() / 1e6;  // Melem/s, all threads
-const machine: Machine = {
-  date: new Date().toISOString(), commit: commitOf(), host: os.hostname(), cpu: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
-  cores: os.cpus().length, cpuIsa: i.cpuIsa, threads: i.threads, gpu: gpu ? i.cudaDevices[0].name : null,
-};
-console.log(`papo-kernels ${i.version} @ ${machine.commit}, ${machine.date}`);
-console.log(`${machine.cpu}, ${machine.cores} cores, cpu kernels ${i.cpuIsa} on ${i.threads} threads; ` +
-  (gpu ? `GPU ${machine.gpu}` : `no GPU (${i.cudaStatus}): CPU cases only`));
-console.log(`exp floor: ${expFloor.toFixed(0)} Melem/s (${i.cpuIsa} kernels' vexp on ${i.threads} threads, data in L1)`);
-console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
+async function main() {
+  const i = info();
+  const { runner: tfjs, notes: tfjsNotes } = await loadTfjsRunner();
+  const expFloor = native().cpuExpFloor() / 1e6;  // Melem/s, all threads
+  const machine: Machine = {
+    date: new Date().toISOString(), commit: commitOf(), host: os.hostname(), cpu: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
+    cores: os.cpus().length, cpuIsa: i.cpuIsa, threads: i.threads, gpu: gpu ? i.cudaDevices[0].name : null,
+    ...(tfjs ? { tfjs: tfjs.description } : {}),
+  };
+  console.log(`papo-kernels ${i.version} @ ${machine.commit}, ${machine.date}`);
+  console.log(`${machine.cpu}, ${machine.cores} cores, cpu kernels ${i.cpuIsa} on ${i.threads} threads; ` +
+    (gpu ? `GPU ${machine.gpu}` : `no GPU (${i.cudaStatus}): CPU cases only`));
+  console.log(`exp floor: ${expFloor.toFixed(0)} Melem/s (${i.cpuIsa} kernels' vexp on ${i.threads} threads, data in L1)`);
+  for (const note of tfjsNotes) console.log(note);
+  if (tfjs) console.log(`tfjs peer: ${tfjs.description}, float32 cases only (tfjs has no bfloat16)`);
+  console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
-const rows: Row[] = [];
-const backends = ['reference', 'cpu', ...(gpu ? ['cuda-naive', 'cuda'] : [])];
-for (const V of vocabs) {
-  for (const dtype of dtypes) {
-    for (const kind of kinds) {
-      const cpuBytes = minimalBytes(kind, rowsFor.cpu, V, dtype);
-      const hostRoof: Timing = hostCopy(cpuBytes, maxTime);
-      const hostRate = cpuBytes / hostRoof.medianMs / 1e6;
-      let deviceRate = 0;
-      if (gpu) {
-        const b = minimalBytes(kind, rowsFor.cuda, V, dtype);
-        deviceRate = b / deviceCopy(b, maxTime).medianMs / 1e6;
-      }
-      const caseRows: Row[] = [];
-      for (const backend of backends) {
-        const N = rowsFor[backend];
-        const host = makeBatch(N, V, dtype);
-        const dev = backend.startsWith('cuda') ? onDevice(host) : null;
-        try {
-          const timing = measure(`${kind} ${backend}`, run(kind, backend, dev ? dev.batch : host), backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
-          caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
-            rooflineGBs: dev ? deviceRate : hostRate, speedup: 0 });
-        } finally {
-          dev?.release();
+  const rows: Row[] = [];
+  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', ...(gpu ? ['cuda-naive', 'cuda'] : [])];
+  for (const V of vocabs) {
+    for (const dtype of dtypes) {
+      for (const kind of kinds) {
+        const cpuBytes = minimalBytes(kind, rowsFor.cpu, V, dtype);
+        const hostRoof: Timing = hostCopy(cpuBytes, maxTime);
+        const hostRate = cpuBytes / hostRoof.medianMs / 1e6;
+        let deviceRate = 0;
+        if (gpu) {
+          const b = minimalBytes(kind, rowsFor.cuda, V, dtype);
+          deviceRate = b / deviceCopy(b, maxTime).medianMs / 1e6;
         }
+        const caseRows: Row[] = [];
+        for (const backend of backends) {
+          const isTfjs = backend === tfjs?.backend;
+          if (isTfjs && dtype !== 'float32') continue;
+          const N = rowsFor[isTfjs ? 'tfjs' : backend];
+          const host = makeBatch(N, V, dtype);
+          const dev = backend.startsWith('cuda') ? onDevice(host) : null;
+          const peer = isTfjs ? tfjs.prepare(kind, host) : null;
+          try {
+            const fn = peer ? peer.run : run(kind, backend, dev ? dev.batch : host);
+            const timing = measure(`${kind} ${backend}`, fn, backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
+            caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
+              rooflineGBs: dev ? deviceRate : hostRate, speedup: 0 });
+          } finally {
+            dev?.release();
+            peer?.release();
+          }
+        }
+        const perElem = (r: Row) => r.timing.medianMs / r.elements;
+        const ref = caseRows.find((r) => r.backend === 'reference')!;
+        const naive = caseRows.find((r) => r.backend === 'cuda-naive');
+        for (const r of caseRows) {
+          r.speedup = perElem(ref) / perElem(r);
+          // exponentials per element: one for the statistics, one more for the gradient
+          if (r.backend === 'cpu') r.expFloorFraction = (r.elements / r.timing.medianMs / 1e3) * (kind === 'fwd' ? 1 : 2) / expFloor;
+          if (naive && r.backend === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
+        }
+        rows.push(...caseRows);
+        process.stdout.write(`  done: V=${V} ${dtype} ${kind}\n`);
       }
-      const perElem = (r: Row) => r.timing.medianMs / r.elements;
-      const ref = caseRows.find((r) => r.backend === 'reference')!;
-      const naive = caseRows.find((r) => r.backend === 'cuda-naive');
-      for (const r of caseRows) {
-        r.speedup = perElem(ref) / perElem(r);
-        // exponentials per element: one for the statistics, one more for the gradient
-        if (r.backend === 'cpu') r.expFloorFraction = (r.elements / r.timing.medianMs / 1e3) * (kind === 'fwd' ? 1 : 2) / expFloor;
-        if (naive && r.backend === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
-      }
-      rows.push(...caseRows);
-      process.stdout.write(`  done: V=${V} ${dtype} ${kind}\n`);
     }
+  }
+
+  console.log('');
+  printTable(rows, machine);
+  console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
+  if (save) {
+    const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
+    const dir = path.join(__dirname, '..', '..', rel);
+    const name = gpu ? 'gpu' : 'cpu';
+    appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);
+    writeChart(path.join(dir, `chart-${name}.svg`), machine, rows);
+    console.log(`appended ${rows.length} lines to ${rel}/${name}.jsonl; chart: ${rel}/chart-${name}.svg` +
+      (committed ? '' : ' (untracked; --save updates the committed results)'));
   }
 }
 
-console.log('');
-printTable(rows, machine);
-console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
-if (save) {
-  const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
-  const dir = path.join(__dirname, '..', '..', rel);
-  const name = gpu ? 'gpu' : 'cpu';
-  appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);
-  writeChart(path.join(dir, `chart-${name}.svg`), machine, rows);
-  console.log(`appended ${rows.length} lines to ${rel}/${name}.jsonl; chart: ${rel}/chart-${name}.svg` +
-    (committed ? '' : ' (untracked; --save updates the committed results)'));
-}
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

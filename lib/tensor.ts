@@ -56,6 +56,8 @@ export function toTensor(name: string, t: unknown): NormTensor {
     [dims, type] = [o.shape, o.dtype];
     if (type !== 'float32') throw rangeError(`${name}.dtype`, `a tfjs-style tensor must be float32, got ${describe(type)}`);
     data = (o.dataSync as () => unknown).call(t);
+    // a duck-typed tensor may claim float32 and hold integers: name the method that lied, not a `data` field it lacks
+    if (!(data instanceof Float32Array)) throw typeError(`${name}.dataSync()`, 'a Float32Array (the tensor says float32)', data);
   } else if ('shape' in o) {
     [data, dims, type] = [o.data, o.shape, o.dtype];
   } else {

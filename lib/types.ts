@@ -19,11 +19,12 @@ export interface ShapedTensor {
   shape: readonly number[];
   dtype: DType;
 }
-/** tfjs-style tensors: `dataSync()` returns the values (tfjs holds float32 only). */
+/** tfjs-style tensors: `dataSync()` is typed as tfjs types it (by dtype: Float32Array, Int32Array, Uint8Array), so
+ * real tfjs tensors are assignable; only float32 ones are accepted at run time (tfjs has no 16-bit floats). */
 export interface TfjsLikeTensor {
   shape: readonly number[];
   dtype: string;
-  dataSync(): TensorData;
+  dataSync(): Float32Array | Int32Array | Uint8Array;
 }
 /** onnxruntime's Tensor as a session's outputs are typed (any element type and location): the element type is
  * checked at run time, and the data must be on the CPU. */
