@@ -2,7 +2,8 @@
 # The package as a user gets it: `npm pack`, the tarball installed into a scratch project in a temporary folder,
 # then TypeScript under `strict` (no skipLibCheck, so the package's .d.ts files are checked too) from an ES module
 # (.mts), a CommonJS module (.cts) and an old-style `module: commonjs` project, each compiled and run: a small
-# papoLoss whose loss is finite and whose gradient is read without a cast.
+# papoLoss whose loss is finite and whose gradient is read without a cast; and the `papo-kernels/tfjs` subpath
+# with tfjs-core as the application installs it (the optional peer), its gradient taken by tf.grads.
 #
 # The install builds CPU-only (PAPO_CPU_ONLY=1) to stay within a couple of minutes on a 2-core machine; the CUDA
 # side of a consumer's build differs only in what CMake compiles. Offline: the npm registry is the only source.
@@ -68,6 +69,7 @@ cat > "$APP/package.json" <<'EOF'
 EOF
 INSTALL_START=$SECONDS
 if ! (cd "$APP" && PAPO_CPU_ONLY=1 npm install --no-audit --no-fund --foreground-scripts "$TARBALL" '@types/node@^20' \
+      '@tensorflow/tfjs-core@^4' '@tensorflow/tfjs-backend-cpu@^4' \
       > "$SCRATCH/install.log" 2>&1); then
   tail -n 60 "$SCRATCH/install.log"
   echo "consumer-check: the install failed"
@@ -140,23 +142,44 @@ EOF
   echo "checkResult('commonjs/node10 papoLossSync', s.loss, s.gradLogits?.data);"
 } > "$APP/legacy/main.ts"
 # tsconfig DIR MODULE RESOLUTION INCLUDE: strict, and skipLibCheck off so the package's .d.ts files count.
+# "long": tfjs-core's own .d.ts files name the global Long of @types/long (its dependency).
 tsconfig() {
   cat > "$1/tsconfig.json" <<EOF
 {
   "compilerOptions": {
     "target": "ES2022", "module": "$2", "moduleResolution": "$3", "strict": true,
-    "skipLibCheck": false, "types": ["node"], "outDir": "out"
+    "skipLibCheck": false, "types": ["node", "long"], "outDir": "out"
   },
   "include": ["$4"]
 }
 EOF
 }
+# The tfjs subpath: resolved through "exports" (nodenext) and "typesVersions" (node10), types checked under strict.
+{
+  echo "import * as tf from '@tensorflow/tfjs-core';"
+  echo "import '@tensorflow/tfjs-backend-cpu';"
+  echo "import { logProbs, papoLossOp } from 'papo-kernels/tfjs';"
+  cat <<'EOF'
+const z = tf.randomNormal([4, 16], 0, 2, 'float32', 1);
+const zm = tf.randomNormal([4, 16], 0, 2, 'float32', 2);
+const op = papoLossOp({ tokens: Int32Array.of(1, 2, 3, 4), advantages: [1, -1, 0.5, -0.5], refLogProbs: new Float32Array(4).fill(-3) });
+const [g, gm] = tf.grads((a: tf.Tensor, b: tf.Tensor) => op(a, b))([z, zm]);
+const loss = op.lastResult?.loss ?? NaN;
+if (!Number.isFinite(loss) || g.shape.join() !== '4,16' || gm.shape.join() !== '4,16') throw new Error('tfjs: bad result');
+const lp = logProbs(z, Int32Array.of(1, 2, 3, 4)).logProbs.dataSync();
+if (lp.length !== 4 || !lp.every((x) => x < 0)) throw new Error('tfjs: bad logProbs');
+console.log(`tfjs papoLossOp: loss ${loss.toFixed(6)}, gradients ${g.shape} and ${gm.shape}`);
+EOF
+} > "$APP/src/tfjs.mts"
+echo "import { papoLossOp } from 'papo-kernels/tfjs';" >> "$APP/legacy/main.ts"
+echo "if (typeof papoLossOp !== 'function') throw new Error('papo-kernels/tfjs');" >> "$APP/legacy/main.ts"
 tsconfig "$APP" nodenext nodenext src
 tsconfig "$APP/legacy" commonjs node main.ts
 check "tsc --strict: an ES module (.mts) and a CommonJS module (.cts), module nodenext" "${TSC[@]}" -p "$APP/tsconfig.json"
 check "tsc --strict: a module commonjs / moduleResolution node project" "${TSC[@]}" -p "$APP/legacy/tsconfig.json"
 check "the ES module runs" node "$APP/out/esm.mjs"
 check "the CommonJS module runs" node "$APP/out/cjs.cjs"
+check "papo-kernels/tfjs runs with tfjs-core and its CPU backend (tf.grads through papoLossOp)" node "$APP/out/tfjs.mjs"
 check "the commonjs/node10 project runs" node "$APP/legacy/out/main.js"
 
 echo "consumer check took $((SECONDS - START)) s"
