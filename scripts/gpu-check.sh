@@ -133,5 +133,9 @@ else
   fi
 fi
 
+# The kernels' rows as JSON lines, ready for bench/results/gpu.jsonl (add date, driver and commit there).
+grep -h '^JSON ' "$OUT"/bench-kernels*.log 2> /dev/null | sed 's/^JSON //' > "$OUT/kernels.jsonl" || true
+echo "== kernels.jsonl: $(wc -l < "$OUT/kernels.jsonl") rows" | tee -a "$SUMMARY"
+
 echo "gpu-check: status $STATUS; logs in $OUT" | tee -a "$SUMMARY"
 exit $STATUS

@@ -35,6 +35,22 @@ describe.runIf(emulated)('the emulated device', () => {
     expect(out).toMatch(/all CUDA parity checks passed/);
   });
 
+  it('the GPU benchmark (papo_cuda_test --bench) runs every case, rehearsed at a small size', () => {
+    // The GPU lease runs it at N=8192 (scripts/gpu-check.sh); here it proves every case runs and reports.
+    const out = runProgram(path.join(build, 'Emulated', 'papo_cuda_test'), ['--bench', '16', '257']);
+    const rows = out.split('\n').filter((l) => l.startsWith('JSON ')).map((l) => JSON.parse(l.slice(5)));
+    const cases = ['fwd+bwd both paths', 'fwd+bwd detachMasked', 'fwd+bwd gspo (phases)', 'fwd+bwd in place', 'forward only (1 path)'];
+    for (const dtype of ['bfloat16', 'float32'])
+      for (const c of cases) {
+        const row = rows.find((r) => r.dtype === dtype && r.case === c);
+        expect(row, `${dtype} ${c}`).toBeDefined();
+        expect(row.medianMs).toBeGreaterThan(0);
+        expect(row.extraDeviceMiB, `${dtype} ${c}: the call's own device memory, O(N)`).toBeLessThan(64);
+      }
+    expect(rows.filter((r) => r.case === 'fwd+bwd both paths').map((r) => r.kernel).sort()).toEqual(
+      ['cluster (v3)', 'cluster (v3)', 'cuda-naive', 'cuda-naive', 'fused (v2)', 'fused (v2)', 'two-pass (v1)', 'two-pass (v1)']);
+  });
+
   it('an injected cudaMalloc failure is PAPO_OUT_OF_MEMORY with the bytes; the next call works', () => {
     const emu = native();
     const inputs = makeInputs({ N: 4, V: 500 });

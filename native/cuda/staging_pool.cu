@@ -136,6 +136,8 @@ class Pool {
     done_freeing();
   }
 
+  void release_idle_device(int device) { release_idle(PoolKind::Device, device); }
+
  private:
   Pool() : idleTime_(idle_time_from_env()) {}
 
@@ -237,6 +239,8 @@ class Pool {
 };
 
 }  // namespace
+
+void release_idle_device_buffers(int device) { Pool::instance().release_idle_device(device); }
 
 PooledBuffer::PooledBuffer(PoolKind kind, int device, size_t bytes, const char* what) : kind_(kind), device_(device) {
   p_ = Pool::instance().take(kind, device, bytes, &capacity_, what);

@@ -48,4 +48,8 @@ class PooledBuffer {
   size_t capacity_ = 0;
 };
 
+// Frees `device`'s idle device buffers now, so that the next call's own device memory can be measured from zero
+// (papo_cuda_test --bench).
+void release_idle_device_buffers(int device);
+
 }  // namespace papo

@@ -2,8 +2,10 @@
 //
 //   papo_cuda_test            parity: every kernel family (naive, two-pass, fused), host-staged (in several
 //                             chunks) and device-resident, in place and not, against the CPU backend
-//   papo_cuda_test --bench [N V]   N x V bf16, both paths, device-resident: fused / two-pass / naive / forward
-//                             only, against a device-to-device copy of the minimal bytes and a read-only pass
+//   papo_cuda_test --bench [N V]   N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
+//                             (v3, v2, v1, naive), detachMasked, the GSPO phases, in place, and the forward
+//                             alone, each against the roofline of its own minimal bytes, with the device memory
+//                             the call holds; a JSON line per row
 //
 // Tolerances follow the issue: fp32 within 1e-5 relative (plus a small absolute floor for values near 0),
 // fp16/bf16 gradients within 1e-2.
@@ -24,6 +26,7 @@
 #include "../cuda/cuda_resources.h"
 #include "../cuda/launch.cuh"
 #include "../cuda/papo_cuda.h"
+#include "../cuda/staging_pool.h"
 
 using namespace papo;
 
@@ -354,16 +357,40 @@ double median_ms(F&& f, int reps) {
   return t[t.size() / 2];
 }
 
-int bench(int64_t N, int64_t V) {
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
-  const size_t n = (size_t)N * V, bytes = n * 2;
-  printf("# %s, N=%lld V=%lld bf16, both paths, device-resident, gradients bf16\n", prop.name, (long long)N, (long long)V);
-  std::vector<uint16_t> host(n);
+// Device memory a call holds beyond its inputs and outputs, from an empty pool: what cudaMemGetInfo loses across
+// the call (the staging pool keeps the call's buffers for PAPO_CUDA_PINNED_IDLE_MS after it). cuda-naive's
+// scratch is freed before it returns and is not counted: it is rows x V x 8 bytes per path (4 GiB at most).
+struct MemProbe {
+  size_t before = 0;
+  MemProbe() {
+    release_idle_device_buffers(0);
+    before = free_bytes();
+  }
+  static size_t free_bytes() {
+    size_t f = 0, t = 0;
+    cudaMemGetInfo(&f, &t);
+    return f;
+  }
+  double mib() const {
+    const size_t after = free_bytes();
+    return after < before ? (double)(before - after) / (1 << 20) : 0.0;
+  }
+};
+
+// Every case issue 11 and 15 ask for, on one device in one run, each against the roofline of its own minimal
+// bytes: a device-to-device copy of the same bytes for fwd+bwd (read + write), a read-only pass for the forward,
+// and for the detached case (both logits read, one gradient written) half a copy plus half a read-only pass of
+// the two paths. One "JSON {...}" line per row for bench/results/gpu.jsonl.
+void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype) {
+  const size_t n = (size_t)N * V, bytes = n * esz(dtype);
+  const char* dname = dtype == DT_F32 ? "float32" : "bfloat16";
+  printf("# %s, N=%lld V=%lld %s, device-resident, gradients %s\n", prop.name, (long long)N, (long long)V, dname, dname);
+  std::vector<char> host(bytes);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 3.f);
-  for (size_t i = 0; i < std::min<size_t>(n, 1 << 24); ++i) host[i] = to_bf16(nd(rng));
-  for (size_t i = 1 << 24; i < n; ++i) host[i] = host[i % (1 << 24)];
+  const size_t fresh = std::min<size_t>(n, 1 << 24);
+  for (size_t i = 0; i < fresh; ++i) store(dtype, host.data(), (int64_t)i, nd(rng));
+  for (size_t i = fresh; i < n; ++i) memcpy(host.data() + i * esz(dtype), host.data() + (i % fresh) * esz(dtype), esz(dtype));
   OnDevice dev;
   void* z = dev.up(host.data(), bytes);
   void* zm = dev.up(host.data(), bytes);
@@ -372,13 +399,16 @@ int bench(int64_t N, int64_t V) {
   std::vector<int32_t> tokens(N);
   std::vector<float> adv(N, 0.5f), lp(N), H(N), mlp(N), mH(N);
   for (int64_t i = 0; i < N; ++i) tokens[i] = (int32_t)(rng() % V);
-  PapoCall k;
-  k.N = N, k.V = V, k.logits = z, k.dtype = DT_BF16, k.maskedLogits = zm, k.maskedDtype = DT_BF16;
-  k.tokens = tokens.data(), k.advantages = adv.data();
-  k.params.perceptionCoef = 0.02, k.params.entropyCoef = 0.01, k.params.maskedEntropyCoef = 0.02;
-  k.params.onPolicy = 1, k.params.hasMasked = 1, k.normScale = (double)N;
-  k.gradLogits = g, k.gradType = DT_BF16, k.gradMaskedLogits = gm, k.gradMaskedType = DT_BF16;
-  k.outLogProbs = lp.data(), k.outEntropy = H.data(), k.outMaskedLogProbs = mlp.data(), k.outMaskedEntropy = mH.data();
+  // GSPO's sequences: 16 of N/16 tokens (the remainder in the last).
+  std::vector<int32_t> seqs(16, (int32_t)(N / 16));
+  seqs.back() += (int32_t)(N - 16 * (N / 16));
+  PapoCall base;
+  base.N = N, base.V = V, base.logits = z, base.dtype = dtype, base.maskedLogits = zm, base.maskedDtype = dtype;
+  base.tokens = tokens.data(), base.advantages = adv.data();
+  base.params.perceptionCoef = 0.02, base.params.entropyCoef = 0.01, base.params.maskedEntropyCoef = 0.02;
+  base.params.onPolicy = 1, base.params.hasMasked = 1, base.normScale = (double)N;
+  base.gradLogits = g, base.gradType = dtype, base.gradMaskedLogits = gm, base.gradMaskedType = dtype;
+  base.outLogProbs = lp.data(), base.outEntropy = H.data(), base.outMaskedLogProbs = mlp.data(), base.outMaskedEntropy = mH.data();
   CudaExec ex;
   ex.onDevice = true;
 
@@ -393,32 +423,79 @@ int bench(int64_t N, int64_t V) {
       cuda::launch_kernel("read_only", read_only, dim3(prop.multiProcessorCount * 8), dim3(512), 0, nullptr,
                           static_cast<const uint4*>(p), (int64_t)(bytes / 16), sink);
   }, reps);
-  auto row = [&](const char* name, double ms, double moved, double roofMs) {
-    printf("%-28s %9.3f ms %8.1f GB/s %6.2fx the roofline\n", name, ms, moved / ms / 1e6, ms / roofMs);
+  auto row = [&](const char* kase, const char* kernel, double ms, double moved, double roofMs, const char* roof,
+                 double extraMiB) {
+    printf("%-22s %-16s %9.3f ms %8.1f GB/s %6.2fx %-16s %5.0f%% of its rate  +%.1f MiB\n", kase, kernel, ms,
+           moved / ms / 1e6, ms / roofMs, roof, 100.0 * roofMs / ms, extraMiB);
+    printf("JSON {\"gpu\":\"%s\",\"case\":\"%s\",\"kernel\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"V\":%lld,\"medianMs\":%.4f,"
+           "\"gbPerS\":%.2f,\"vsRoofline\":%.4f,\"roofline\":\"%s\",\"rooflineMs\":%.4f,\"extraDeviceMiB\":%.2f}\n",
+           prop.name, kase, kernel, dname, (long long)N, (long long)V, ms, moved / ms / 1e6, ms / roofMs, roof, roofMs,
+           extraMiB);
   };
   const double rw = 4.0 * bytes, r = 2.0 * bytes;
-  row("d2d copy (roofline, r+w)", copyMs, rw, copyMs);
-  row("read-only pass (roofline, r)", readMs, r, readMs);
+  row("d2d copy", "cudaMemcpy", copyMs, rw, copyMs, "itself", 0);
+  row("read-only pass", "read_only", readMs, r, readMs, "itself", 0);
+
+  struct Kernel {
+    int32_t id;
+    const char* name;
+  };
+  const Kernel kernels[] = {{KERNEL_CLUSTER, "cluster (v3)"}, {KERNEL_FUSED, "fused (v2)"}, {KERNEL_TWO_PASS, "two-pass (v1)"},
+                            {KERNEL_NAIVE, "cuda-naive"}};
+  // A case: the call's settings, then its roofline.
+  auto time_call = [&](const char* kase, const Kernel& kern, const PapoCall& call, double moved, double roofMs,
+                       const char* roof) {
+    ex.kernel = kern.id;
+    MemProbe mem;
+    papo_loss_cuda(call, ex);  // first call: the pool's buffers
+    const double extra = mem.mib();
+    const double ms = median_ms([&] { papo_loss_cuda(call, ex); }, kern.id == KERNEL_NAIVE ? 3 : reps);
+    row(kase, kern.name, ms, moved, roofMs, roof, extra);
+    return ms;
+  };
   double fusedMs = 0, naiveMs = 0;
-  for (int kernel : {KERNEL_CLUSTER, KERNEL_FUSED, KERNEL_TWO_PASS, KERNEL_NAIVE}) {
-    ex.kernel = kernel;
-    const double ms = median_ms([&] { papo_loss_cuda(k, ex); }, kernel == KERNEL_NAIVE ? 3 : reps);
-    row(kernel == KERNEL_CLUSTER ? "papoLoss cluster (v3)" : kernel == KERNEL_FUSED ? "papoLoss fused (v2)"
-        : kernel == KERNEL_TWO_PASS ? "papoLoss two-pass (v1)" : "papoLoss cuda-naive", ms, rw, copyMs);
-    if (kernel == KERNEL_FUSED) fusedMs = ms;
-    if (kernel == KERNEL_NAIVE) naiveMs = ms;
+  for (const Kernel& kern : kernels) {
+    const double ms = time_call("fwd+bwd both paths", kern, base, rw, copyMs, "d2d copy");
+    if (kern.id == KERNEL_FUSED) fusedMs = ms;
+    if (kern.id == KERNEL_NAIVE) naiveMs = ms;
   }
-  printf("fused vs naive: %.1fx faster\n", naiveMs / fusedMs);
+  printf("fused (v2) vs cuda-naive: %.1fx faster\n", naiveMs / fusedMs);
+
+  PapoCall detached = base;  // the released code's default: the masked path forward only
+  detached.params.detachMasked = 1;
+  detached.gradMaskedLogits = nullptr;
+  const double detachedRoofMs = copyMs / 2 + readMs / 2;
+  for (const Kernel& kern : kernels)
+    if (kern.id != KERNEL_NAIVE) time_call("fwd+bwd detachMasked", kern, detached, 3.0 * bytes, detachedRoofMs, "copy+read");
+
+  PapoCall gspo = base;  // a sequence-level term: statistics, the host's sequence step, then the gradients
+  gspo.params.lossType = LOSS_GSPO;
+  gspo.seqLengths = seqs.data(), gspo.numSeqs = (int64_t)seqs.size();
+  time_call("fwd+bwd gspo (phases)", kernels[2], gspo, rw, copyMs, "d2d copy");  // always v1 (docs/objective.md)
+
+  PapoCall inPlace = base;  // every row checked by a forward phase before the first gradient overwrites a logit
+  inPlace.gradLogits = z, inPlace.gradMaskedLogits = zm;
+  time_call("fwd+bwd in place", kernels[1], inPlace, rw, copyMs, "d2d copy");
+
   LogProbsCall lc;
-  lc.N = N, lc.V = V, lc.logits = z, lc.dtype = DT_BF16, lc.tokens = tokens.data(), lc.outLogProbs = lp.data(), lc.outEntropy = H.data();
+  lc.N = N, lc.V = V, lc.logits = z, lc.dtype = dtype, lc.tokens = tokens.data(), lc.outLogProbs = lp.data(), lc.outEntropy = H.data();
   ex.kernel = KERNEL_FUSED;
-  const double fwdMs = median_ms([&] {
-    log_probs_cuda(lc, ex);
-    lc.logits = zm;
-    log_probs_cuda(lc, ex);
-    lc.logits = z;
-  }, reps);
-  row("forward only (both paths)", fwdMs, r, readMs);
+  MemProbe mem;
+  log_probs_cuda(lc, ex);
+  const double extra = mem.mib();
+  const double fwdMs = median_ms([&] { log_probs_cuda(lc, ex); }, reps);
+  row("forward only (1 path)", "logProbs", fwdMs, bytes, readMs / 2, "read-only pass", extra);
+}
+
+int bench(int64_t N, int64_t V) {
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  printf("# %s (sm_%d%d, %d SMs, %.0f MB L2), driver %d, runtime %d\n", prop.name, prop.major, prop.minor,
+         prop.multiProcessorCount, prop.l2CacheSize / 1e6, driver, runtime);
+  for (int32_t dtype : {DT_BF16, DT_F32}) bench_dtype(prop, N, V, dtype);
   return 0;
 }
 
