@@ -3,12 +3,17 @@
 
     python bench/torch_peer.py [--full] [--no-save]
 
-Eager PyTorch and torch.compile, forward + backward of papoLoss (both paths, PAPO-G defaults: k3 perception KL
-maximised with coefficient 0.02, sampled-token double entropy 0.01 / 0.02, token-mean) and forward only
-(log-probs and entropy of one path), vocab 32000 and 151936, float32 and bfloat16, logits on the GPU (no host
-transfers), timed with CUDA events. Writes the JSON lines of bench/report.ts to bench/results/gpu.jsonl, with the
-roofline (a device-to-device copy of the same minimal bytes) measured in the same run, so the tables line up.
-Needs a CUDA GPU and PyTorch; nothing from the Node package.
+Eager PyTorch and torch.compile, forward + backward of papoLoss with the options `npm run bench` uses (preset
+papo-g: PPO clip 0.2/0.3 with dual clip 3, k3 reference KL 0.01, k3 perception KL maximised with 0.02, no entropy
+terms, token-mean) and forward only (log-probs and entropy of one path), vocab 32000 and 151936, float32 and
+bfloat16, logits on the GPU (no host transfers), timed with CUDA events. Writes the JSON lines of bench/report.ts to
+bench/results/gpu.jsonl, with the roofline (a device-to-device copy of the same minimal bytes) measured in the same
+run, so the tables line up. Needs a CUDA GPU and PyTorch; nothing from the Node package.
+
+    python bench/torch_peer.py --check FIXTURE.json
+
+checks first that this peer computes the package's objective: FIXTURE (from `node dist/bench/torch-fixture.js`)
+holds small inputs with the float64 reference's loss, log-probs and gradients; runs on the CPU too.
 """
 import argparse
 import datetime
@@ -22,9 +27,16 @@ import torch
 import torch.nn.functional as F
 
 
-def papo_loss(logits, masked_logits, tokens, adv, old_lp, temperature=1.0, clip_low=0.2, clip_high=0.3,
-              clip_dual=3.0, perception_coef=0.02, entropy_coef=0.01, masked_entropy_coef=0.02):
-    """SPEC's objective, written as eager tensor code (log_softmax, gather, elementwise terms, token-mean)."""
+def k3(d):
+    """verl's low_var_kl: clamp(e^delta - delta - 1, -10, 10), delta = clamp(d, -20, 20)."""
+    delta = torch.clamp(d, -20.0, 20.0)
+    return torch.clamp(torch.exp(delta) - delta - 1, -10.0, 10.0)
+
+
+def papo_loss(logits, masked_logits, tokens, adv, old_lp, ref_lp, temperature=1.0, clip_low=0.2, clip_high=0.3,
+              clip_dual=3.0, kl_coef=0.01, perception_coef=0.02, entropy_coef=0.0, masked_entropy_coef=0.0):
+    """The package's objective (docs/objective.md, preset papo-g by default), written as eager tensor code
+    (log_softmax, gather, elementwise terms, token-mean)."""
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     logp_m = F.log_softmax(masked_logits.float() / temperature, dim=-1)
     lp = logp.gather(-1, tokens[:, None]).squeeze(-1)
@@ -35,9 +47,8 @@ def papo_loss(logits, masked_logits, tokens, adv, old_lp, temperature=1.0, clip_
     l2 = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
     pg = torch.maximum(l1, l2)
     pg = torch.where(adv < 0, torch.minimum(pg, -adv * clip_dual), pg)
-    delta = torch.clamp(a - lp, -20.0, 20.0)
-    kp = torch.clamp(torch.exp(delta) - delta - 1, -10.0, 10.0)
-    per_token = pg - perception_coef * kp + entropy_coef * (-lp) + masked_entropy_coef * (-a)
+    per_token = (pg + kl_coef * k3(ref_lp - lp) - perception_coef * k3(a - lp) + entropy_coef * (-lp)
+                 + masked_entropy_coef * (-a))
     with torch.no_grad():  # reported like papoLoss's per-token outputs
         ent = -(logp.exp() * logp).nansum(-1)
     return per_token.mean(), lp.detach(), ent
@@ -63,11 +74,38 @@ def time_ms(fn, reps):
     return times
 
 
+def check(path):
+    """This peer against the package's float64 reference on the fixture's inputs: exit 1 on a mismatch."""
+    with open(path) as fh:
+        fx = json.load(fh)
+    N, V = fx['N'], fx['V']
+    dev = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    t = lambda k, dt=torch.float32: torch.tensor(fx[k], dtype=dt, device=dev)
+    z = t('logits').reshape(N, V).requires_grad_(True)
+    zm = t('maskedLogits').reshape(N, V).requires_grad_(True)
+    loss, lp, _ = papo_loss(z, zm, t('tokens', torch.int64), t('advantages'), t('oldLogProbs'), t('refLogProbs'))
+    loss.backward()
+    worst = 0.0
+    for name, got, want in [('loss', loss.detach().reshape(1), [fx['loss']]), ('logProbs', lp, fx['logProbs']),
+                            ('gradLogits', z.grad.reshape(-1), fx['gradLogits']),
+                            ('gradMaskedLogits', zm.grad.reshape(-1), fx['gradMaskedLogits'])]:
+        want = torch.tensor(want, dtype=torch.float64)
+        err = ((got.double().cpu() - want).abs() / (want.abs() + 1e-6)).max().item()
+        print(f"{name}: max relative difference {err:.2e}")
+        worst = max(worst, err)
+    ok = worst < 1e-4
+    print(f"torch peer {'computes' if ok else 'does NOT compute'} the package's objective (worst {worst:.2e}, {dev})")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--full', action='store_true')
     ap.add_argument('--no-save', action='store_true')
+    ap.add_argument('--check', metavar='FIXTURE')
     args = ap.parse_args()
+    if args.check:
+        raise SystemExit(check(args.check))
     dev = torch.device('cuda')
     N = 8192 if args.full else 2048
     vocabs = [4096, 32000, 65536, 151936] if args.full else [32000, 151936]
@@ -92,6 +130,7 @@ def main():
             tokens = torch.randint(0, V, (N,), device=dev, generator=g)
             adv = torch.randn(N, device=dev, generator=g) * 0.5
             old = torch.full((N,), -12.0, device=dev)
+            ref = torch.full((N,), -12.0, device=dev)
             for kind in ('fwd', 'fwd+bwd'):
                 bytes_ = (2 * N * V * 2 * esz) if kind == 'fwd+bwd' else N * V * esz
                 src = torch.empty(bytes_ // 2, dtype=torch.uint8, device=dev)
@@ -111,7 +150,7 @@ def main():
                         def f(fn=fn):
                             z.grad = None
                             zm.grad = None
-                            loss, _, _ = fn(z, zm, tokens, adv, old)
+                            loss, _, _ = fn(z, zm, tokens, adv, old, ref)
                             loss.backward()
                     try:
                         t = time_ms(f, reps)

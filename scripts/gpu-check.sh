@@ -129,6 +129,9 @@ else
   if [ $QUICK -eq 0 ]; then
     step bench-node node dist/bench/run.js --no-save
     if python3 -c 'import torch; assert torch.cuda.is_available()' 2> /dev/null; then
+      # The peer is a fair baseline only if it computes the package's objective: checked on the reference's values.
+      step torch-peer-check bash -c "node dist/bench/torch-fixture.js > '$OUT/torch-fixture.json' &&
+        python3 bench/torch_peer.py --check '$OUT/torch-fixture.json'"
       step bench-torch python3 bench/torch_peer.py --no-save
     else
       echo "== bench-torch: no PyTorch with CUDA here (skipped)" | tee -a "$SUMMARY"
