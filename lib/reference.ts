@@ -265,8 +265,13 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
           klEstimator(opts.perceptionEstimator, rows[i].a - rows[i].lp).value);
     for (let b = 0; b < B; b++) theta[b] = upperQuantile(values[b], opts.perceptionTopP);
   }
-  let sftDenom = 0;
-  if (call.sftMask) for (let i = 0; i < N; i++) sftDenom += call.sftMask[seqOf[i]] * weight(i);
+  // Each token's share of the SFT term: c_i m_t / Σ c m (0 when nothing is selected).
+  const sftWeights = new Float64Array(N);
+  if (call.sftMask) {
+    let sftDenom = 0;
+    for (let i = 0; i < N; i++) sftDenom += call.sftMask[seqOf[i]] * weight(i);
+    if (sftDenom > 0) for (let i = 0; i < N; i++) sftWeights[i] = call.sftMask[seqOf[i]] * weight(i) / sftDenom;
+  }
   const sftCoef = opts.sftCoef ?? 0;
 
   // 3. Every token's terms, then (GSPO) the sequences' sums of dL/dx_t, then the gradient rows.
@@ -280,7 +285,7 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
       terms.push(null);
       continue;
     }
-    const sftWeight = call.sftMask && sftDenom > 0 ? call.sftMask[seqOf[i]] * weight(i) / sftDenom : 0;
+    const sftWeight = sftWeights[i];
     const t = tokenTerms(opts, { lp, a, H: row.entropy, Hm: mrow ? mrow.entropy : 0, old: call.oldLogProbs ? call.oldLogProbs[i] : null,
       ref: call.refLogProbs ? call.refLogProbs[i] : 0, adv: call.advantages[i], hasMasked,
       rollout: call.rolloutLogProbs ? call.rolloutLogProbs[i] : 0,
@@ -315,7 +320,7 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
     const { row, mrow } = rows[i];
     const o = call.tokens[i];
     const w = agg[i], we = ent[i];
-    const sftWeight = call.sftMask && sftDenom > 0 ? call.sftMask[seqOf[i]] * weight(i) / sftDenom : 0;
+    const sftWeight = sftWeights[i];
     // dL/dz_j = (1/τ)[g_lp (1[j=o] − p_j) − g_H p_j (log p_j + H)]; GSPO adds dL/ds_i · ds_i/dlp = Σ_t dL/dx_t m_t · m_u / n_i.
     const gLp = w * (t.dpg + opts.klCoef * t.dkref - opts.perceptionCoef * t.dkpLp) + we * opts.entropyCoef * t.dentLp -
       sftCoef * sftWeight + seqGradX[seqOf[i]] * weight(i) / n[seqOf[i]];
