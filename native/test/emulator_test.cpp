@@ -76,8 +76,10 @@ __global__ void ballot_after_exit(int* out) {
   out[threadIdx.x] = (int)b;
 }
 
+// p is an allocation of 1000 floats: its span rounds up to 1024 floats, and the guard page of its own mapping
+// begins right there. A write farther away could land in whatever else is mapped (a fiber stack) and not fault.
 __global__ void fault_then_nothing(float* p) {
-  if (threadIdx.x == 0) p[1 << 20] = 1.f;  // far past a small allocation
+  if (threadIdx.x == 0) p[1024] = 1.f;
 }
 
 // Each block of a cluster of 4 publishes its rank in shared memory; every block sums all four through DSMEM.
