@@ -17,9 +17,9 @@
     {
       "target_name": "papo_kernels",
       "sources": [
-        "native/errors.cpp", "native/row_errors.cpp", "native/aggregation.cpp", "native/sequence_terms.cpp",
-        "native/cpu/dispatch.cpp",
-        "native/cpu/kernels_baseline.cpp", "native/thread_pool.cpp", "native/cpu/papo_cpu.cpp",
+        "native/core/error.cpp", "native/core/row_status.cpp", "native/core/token_weights.cpp",
+        "native/core/reduce.cpp", "native/core/sequence_phase.cpp", "native/core/thread_pool.cpp",
+        "native/cpu/dispatch.cpp", "native/cpu/kernels_baseline.cpp", "native/cpu/papo_cpu.cpp",
         "native/napi/args.cpp", "native/napi/js_errors.cpp", "native/napi/device_tensors.cpp",
         "native/napi/addon.cpp", "native/cuda/cuda_stub.cpp"
       ],

@@ -1,4 +1,4 @@
-// What only the emulated device can show: its own checks (native/test/emulator_test.cpp), the kernels' test
+// What only the emulated device can show: its own checks (tools/cuda-emulator/test/emulator_test.cpp), the kernels' test
 // program on it, injected failures, and the counters behind the review's host-side defects (pinned staging
 // reused and released, no device-wide synchronisation, no leak when a DeviceTensor's wrapper fails).
 // On a GPU machine the same kernels' test program runs on the hardware instead (last block).
@@ -48,7 +48,7 @@ describe.runIf(emulated)('the emulated device', () => {
         expect(row.extraDeviceMiB, `${dtype} ${c}: the call's own device memory, O(N)`).toBeLessThan(64);
       }
     expect(rows.filter((r) => r.case === 'fwd+bwd both paths').map((r) => r.kernel).sort()).toEqual(
-      ['cluster (v3)', 'cluster (v3)', 'cuda-naive', 'cuda-naive', 'fused (v2)', 'fused (v2)', 'two-pass (v1)', 'two-pass (v1)']);
+      ['k0 naive', 'k0 naive', 'k1 two-pass', 'k1 two-pass', 'k2 fused', 'k2 fused', 'k3 cluster', 'k3 cluster']);
   });
 
   it('an injected cudaMalloc failure is PAPO_OUT_OF_MEMORY with the bytes; the next call works', () => {

@@ -1,5 +1,5 @@
 // Where the CUDA tests run: on a real GPU when this machine has one, else on the emulated device
-// (build/Emulated, native/cuda/emulator), with the same assertions. PAPO_CUDA_TARGET=hardware|emulated forces
+// (build/Emulated, tools/cuda-emulator), with the same assertions. PAPO_CUDA_TARGET=hardware|emulated forces
 // one. Import this module before anything calls into the addon: the choice is made when the addon loads.
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';

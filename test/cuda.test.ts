@@ -1,6 +1,6 @@
 // The CUDA backends against the CPU backend (itself checked against the float64 reference): every kernel family
-// (cluster v3, fused v2, two-pass v1, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
-// in place and not. On a machine without a GPU this runs on the emulated device (native/cuda/emulator), which
+// (k3 cluster, k2 fused, k1 two-pass, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
+// in place and not. On a machine without a GPU this runs on the emulated device (tools/cuda-emulator), which
 // executes the same CUDA sources and fails where a GPU would; on a GPU machine it runs on the GPU. Same
 // assertions either way. Tolerances: fp32 within 1e-5 relative, fp16/bf16 within 1e-2.
 import { cudaTarget, emulated } from './cuda-target';
@@ -33,13 +33,13 @@ interface Family {
   env: Record<string, string | undefined>;
 }
 const families: Family[] = [
-  // v3 holds a row pair in a thread-block cluster (sm_90+); clusters of 2 and 4 blocks make the slices meet, and
+  // k3 holds a row pair in a thread-block cluster (sm_90+); clusters of 2 and 4 blocks make the slices meet, and
   // 8 blocks in all give each cluster several row pairs in turn (double buffering), or one buffer when forced.
-  { name: 'cluster (v3) of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
-  { name: 'cluster (v3) of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
-  { name: 'cluster (v3), one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_V3_BUFFERS: '1' } },
-  { name: 'fused (v2)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
-  { name: 'two-pass (v1)', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
+  { name: 'k3 cluster of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
+  { name: 'k3 cluster of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
+  { name: 'k3 cluster, one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_V3_BUFFERS: '1' } },
+  { name: 'k2 fused', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
+  { name: 'k1 two-pass', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },
 ];
 
@@ -198,17 +198,17 @@ for (const f of families) {
       expectParity(inPlace, want, 'bfloat16');
     });
 
-    // In place, every row is checked before any is written, so v3 (one pass per row pair) hands in-place calls
-    // to v2's two phases: the same values within rounding there, the same bits for the other families.
-    const v3 = f.env.PAPO_CUDA_KERNEL === '3';
-    it(`in place into host logits equals out of place${v3 ? ' (v2 in place, within rounding)' : ', bit for bit'}`, async () => {
+    // In place, every row is checked before any is written, so k3 (one pass per row pair) hands in-place calls
+    // to k2's two phases: the same values within rounding there, the same bits for the other families.
+    const k3 = f.env.PAPO_CUDA_KERNEL === '3';
+    it(`in place into host logits equals out of place${k3 ? ' (k2 in place, within rounding)' : ', bit for bit'}`, async () => {
       const a = makeInputs({ N: 6, V: 3001, type: 'bfloat16' }), b = makeInputs({ N: 6, V: 3001, type: 'bfloat16' });
       const out = await withEnv(f.env, () => papoLossSync(a, { backend: f.backend }));
       const inp = await withEnv(f.env, () => papoLossSync(b, { backend: f.backend, inPlace: true }));
       expect(inp.gradLogits!.data === (b.logits as Tensor).data).toBe(true);
       for (const g of ['gradLogits', 'gradMaskedLogits'] as const) {
         const x = (inp[g] as Tensor).data, y = (out[g] as Tensor).data;
-        if (v3) expectClose(values(inp[g] as Tensor), values(out[g] as Tensor), tol.bfloat16.grad, 1e-6 * maxAbs(values(out[g] as Tensor)), g);
+        if (k3) expectClose(values(inp[g] as Tensor), values(out[g] as Tensor), tol.bfloat16.grad, 1e-6 * maxAbs(values(out[g] as Tensor)), g);
         else expect(Array.from(x), g).toEqual(Array.from(y));
       }
     });

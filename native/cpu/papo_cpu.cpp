@@ -6,10 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "../aggregation.h"
-#include "../row_errors.h"
-#include "../sequence_terms.h"
-#include "../thread_pool.h"
+#include "core/reduce.h"
+#include "core/token_weights.h"
+#include "core/row_status.h"
+#include "core/sequence_phase.h"
+#include "core/thread_pool.h"
 #include "row_kernels.h"
 
 namespace papo {
@@ -76,8 +77,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   std::vector<double> H(N), Hm(call.maskedLogits ? N : 0);
   RowErrors errors(N);
   std::vector<uint8_t> errorOnMasked(N, 0);  // so the message names the right tensor
-  const size_t esz = call.dtype == DT_F32 ? 4 : 2, mesz = call.maskedDtype == DT_F32 ? 4 : 2;
-  const size_t gsz = call.gradType == DT_F32 ? 4 : 2, mgsz = call.gradMaskedType == DT_F32 ? 4 : 2;
+  const size_t esz = dtype_bytes(call.dtype), mesz = dtype_bytes(call.maskedDtype);
+  const size_t gsz = dtype_bytes(call.gradType), mgsz = dtype_bytes(call.gradMaskedType);
   auto rowPtr = [V](const void* base, int64_t i, size_t size) {
     return static_cast<const char*>(base) + i * V * (int64_t)size;  // 64-bit offsets: N * V passes 2^31
   };
@@ -155,7 +156,7 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
 void log_probs_cpu(const LogProbsCall& call) {
   const RowKernels& k = select_row_kernels();
   const float invTau = (float)(1.0 / call.temperature);
-  const size_t esz = call.dtype == DT_F32 ? 4 : 2;
+  const size_t esz = dtype_bytes(call.dtype);
   RowErrors errors(call.N);
   ThreadPool::instance().parallel_for(call.N, row_grain(call.N, call.V), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {

@@ -2,7 +2,7 @@
 // gradient rows while the row is still in cache; rows run on the shared thread pool.
 #pragma once
 
-#include "../papo_call.h"
+#include "core/call.h"
 
 namespace papo {
 

@@ -4,7 +4,8 @@
 
 #include <stdint.h>
 
-#include "../row_types.h"
+#include "core/dtype.h"
+#include "core/row_status.h"
 
 namespace papo {
 

@@ -58,12 +58,12 @@ static inline vf vexp(vf y) {
   return y < splat(-87.0f) ? splat(0.0f) : e;
 }
 
-// ---- loads and stores of one 16-element vector, per storage type ----------------------------------------
+// ---- loads and stores of one vector (PAPO_LANES elements), per storage type ----------------------------------------
 
 static inline vf bf16_bits_to_f32(vh h) { return (vf)(__builtin_convertvector(h, vu) << 16); }
 
 static inline vh f32_to_bf16_bits(vf x) {
-  // Round to nearest even; a NaN stays a (quiet) NaN.
+  // bf16_bits_from_f32_bits (core/dtype.h) on every lane: round to nearest even; a NaN stays a (quiet) NaN.
   const vu u = (vu)x;
   const vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   const auto nan = (u & 0x7fffffffu) > 0x7f800000u;

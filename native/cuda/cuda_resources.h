@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include "../papo_call.h"
+#include "core/call.h"
 #include "driver_api.h"
 
 namespace papo {

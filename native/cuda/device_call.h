@@ -5,8 +5,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../row_types.h"
-#include "../papo_math.h"
+#include "core/dtype.h"
+#include "core/row_status.h"
+#include "core/token_math.h"
 
 namespace papo {
 namespace cuda {
@@ -61,12 +62,12 @@ struct Chunk {
 };
 
 // Each kernel family runs `phase` of `call` on one chunk, on `stream` (fused.cu, naive.cu).
-void run_rows_fused(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-void run_rows_naive(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-// v3 (cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
-bool run_rows_cluster(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k1_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// k3 (cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
+bool run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
-int fused_blocks(const DeviceCall& call);
+int k2_blocks(const DeviceCall& call);
 
 }  // namespace cuda
 }  // namespace papo

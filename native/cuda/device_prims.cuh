@@ -1,6 +1,6 @@
 // The device-side primitives that the emulator cannot run as written (vector memory operations whose
 // alignment a GPU enforces, dynamic shared memory, and later inline PTX), in one small header: on nvcc these
-// definitions, in the emulated build (PAPO_CUDA_EMULATED) their twins in emulator/device_prims.h, which check
+// definitions, in the emulated build (PAPO_CUDA_EMULATED) their twins in papo_emulator/device_prims.h (tools/cuda-emulator), which check
 // what the hardware would trap on.
 #pragma once
 
@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #if defined(PAPO_CUDA_EMULATED)
-#include "emulator/device_prims.h"
+#include <papo_emulator/device_prims.h>
 #else
 
 namespace papo {

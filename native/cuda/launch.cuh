@@ -1,5 +1,5 @@
 // Every kernel launch of the project goes through launch_kernel(): nvcc turns it into <<<...>>>, the emulated
-// build (PAPO_CUDA_EMULATED, native/cuda/emulator/) into a launch on the emulated device. Either way a bad
+// build (PAPO_CUDA_EMULATED, tools/cuda-emulator/) into a launch on the emulated device. Either way a bad
 // configuration is a papo::Error at once and a fault in the kernel is reported by the stream's next
 // synchronisation.
 #pragma once
@@ -11,7 +11,7 @@
 
 #include "cuda_resources.h"
 #if defined(PAPO_CUDA_EMULATED)
-#include "emulator/emulator.h"
+#include <papo_emulator/emulator.h>
 #endif
 
 namespace papo {

@@ -12,16 +12,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../papo_call.h"
+#include "core/call.h"
 
 namespace papo {
 
 // The kernel families, numbered from naive to fast as in native/cuda/*.cu (PAPO_CUDA_KERNEL forces one).
 enum CudaKernel : int32_t {
-  KERNEL_NAIVE = 0,     // the eager chain: log-softmax, softmax, gather, entropy, terms, backward (cuda-naive)
-  KERNEL_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
-  KERNEL_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
-  KERNEL_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (v2 elsewhere)
+  KERNEL_K0_NAIVE = 0,     // the eager chain: log-softmax, softmax, gather, entropy, terms, backward (cuda-naive)
+  KERNEL_K1_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
+  KERNEL_K2_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
+  KERNEL_K3_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (k2 elsewhere)
 };
 
 // Where and on which stream a call runs.
@@ -39,7 +39,7 @@ struct CudaExec {
   // the call's. Without hasMaskedStream, the masked logits belong to `stream`.
   bool hasMaskedStream = false;
   uint64_t maskedStream = 0;
-  int32_t kernel = KERNEL_FUSED;
+  int32_t kernel = KERNEL_K2_FUSED;
 };
 
 PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec);

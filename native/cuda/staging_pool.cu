@@ -19,7 +19,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Idle buffers kept per device and kind: the two staging slots' (pinned and device), plus on the device the
-// per-call buffer of per-token inputs and per-row results (papo_cuda.cu), which every call takes.
+// per-call buffer of per-token inputs and per-row results (staging.h), which every call takes.
 int max_idle(PoolKind kind) { return kind == PoolKind::Pinned ? 2 : 3; }
 constexpr size_t kGranule = (size_t)2 << 20;  // sizes rounded up to 2 MiB, so that nearby shapes share buffers
 

@@ -1,4 +1,4 @@
-// A process-wide pool of the buffers CUDA calls use for their duration (papo_cuda.cu): the pinned and device
+// A process-wide pool of the buffers CUDA calls use for their duration (call.cu, staging.cu): the pinned and device
 // staging buffers that host-data calls copy their logits and gradients through (class Staging), and the device
 // buffer of every call's per-token inputs and per-row results. Per device.
 //

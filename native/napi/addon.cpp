@@ -6,10 +6,10 @@
 #include <new>
 #include <string>
 
-#include "../cpu/papo_cpu.h"
-#include "../thread_pool.h"
-#include "../cuda/device_probe.h"
-#include "../cuda/papo_cuda.h"
+#include "cpu/papo_cpu.h"
+#include "core/thread_pool.h"
+#include "cuda/device_probe.h"
+#include "cuda/papo_cuda.h"
 #include "args.h"
 #include "device_tensors.h"
 #include "js_errors.h"

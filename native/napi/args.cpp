@@ -52,7 +52,7 @@ Span tensor(const Napi::Object& desc, const char* key, int32_t dtype, int64_t el
   const Napi::Object o = v.As<Napi::Object>();
   Span s;
   s.data = reinterpret_cast<void*>((uintptr_t)parse_address(o.Get("ptr"), key));
-  const size_t esz = dtype == DT_F32 ? 4 : 2;
+  const size_t esz = dtype_bytes(dtype);
   s.length = elements;
   s.bytes = (size_t)elements * esz;
   if (!s.data) fail(std::string(key) + ": null device pointer");
@@ -129,7 +129,7 @@ Target parse_target(const Napi::Object& desc) {
   t.backend = (Backend)enum_in(desc, "backend", 0, 2);
   t.cuda.onDevice = on_device(desc);
   if (t.cuda.onDevice && t.backend == Backend::Cpu) fail("onDevice: device memory needs a CUDA backend");
-  t.cuda.kernel = t.backend == Backend::CudaNaive ? KERNEL_NAIVE : KERNEL_FUSED;
+  t.cuda.kernel = t.backend == Backend::CudaNaive ? KERNEL_K0_NAIVE : KERNEL_K2_FUSED;
   if (has(desc, "device")) {
     const double d = number(desc, "device");
     if (!(d >= 0 && d < 1024) || floor(d) != d) fail("device: expected a device index >= 0");

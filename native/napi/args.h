@@ -5,8 +5,8 @@
 
 #include <napi.h>
 
-#include "../cuda/papo_cuda.h"
-#include "../papo_call.h"
+#include "cuda/papo_cuda.h"
+#include "core/call.h"
 
 namespace papo {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <utility>
 
-#include "../cuda/papo_cuda.h"
+#include "cuda/papo_cuda.h"
 #include "args.h"
 #include "js_errors.h"
 

@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "../papo_call.h"
+#include "core/call.h"
 
 namespace papo {
 

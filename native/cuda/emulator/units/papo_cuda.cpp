@@ -1,2 +1,0 @@
-// The emulated build compiles the CUDA source as C++ (see ../../../../CMakeLists.txt, PAPO_EMULATED).
-#include "../../papo_cuda.cu"

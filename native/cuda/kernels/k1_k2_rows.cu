@@ -1,0 +1,133 @@
+// The fast CUDA kernels: one thread block per row (rows looped over the grid's x dimension, never y/z).
+//
+//   k1 (KERNEL_K1_TWO_PASS): papo_rows<PHASE_FORWARD> reads both rows once for their statistics and the token terms,
+//       then papo_rows<PHASE_BACKWARD> reads them again and writes both gradients: 2 reads + 1 write of [N,V]
+//       per path where 1 read + 1 write is the minimum.
+//   k2 (KERNEL_K2_FUSED): one launch, the block computes the statistics, the token terms and both gradient rows of
+//       its row pair back to back, so the second read of a row comes from L2 when the rows in flight fit in
+//       it. The grid is sized for that (k2_blocks).
+//   forward only (logProbs, and the check pass before an in-place gradient): PHASE_FORWARD, one read.
+//
+// The per-token math is token_terms() from papo_math.h, the same code the CPU backend runs, evaluated in
+// doubles by the block's first thread.
+#include <stdlib.h>
+
+#include <algorithm>
+
+#include "cuda/cuda_resources.h"
+#include "cuda/device_call.h"
+#include "cuda/launch.cuh"
+#include "cuda/papo_cuda.h"
+#include "row_block.cuh"
+#include "row_terms.cuh"
+
+namespace papo {
+namespace cuda {
+
+namespace {
+
+__device__ RowOut row_out(const DeviceCall& c, int64_t row, const RowStats& s, const RowStats& ms) {
+  RowOut o{};
+  o.s = s;
+  o.ms = ms;
+  o.lp = (double)s.targetScaled - s.lse;
+  o.a = (double)ms.targetScaled - ms.lse;
+  finish_row(c, row, o);
+  return o;
+}
+
+template <class SI, class SO>
+__global__ void __launch_bounds__(kThreads, 2) papo_rows(const DeviceCall c, const Chunk ch, const int32_t phase) {
+  using TI = typename SI::T;
+  using TO = typename SO::T;
+  __shared__ StatsScratch sh;
+  __shared__ RowOut ro;
+  const int64_t V = c.V;
+  for (int64_t r = blockIdx.x; r < ch.rows; r += gridDim.x) {
+    const int64_t row = ch.rowBegin + r;
+    const int64_t target = c.tok.tokens[row];
+    const TI* x = static_cast<const TI*>(ch.logits) + r * V;
+    const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
+    if (phase & PHASE_FORWARD) {
+      const RowStats s = block_row_stats<SI>(x, V, c.invTau, target, sh);
+      RowStats ms{};
+      if (xm) ms = block_row_stats<SI>(xm, V, c.invTau, target, sh);
+      if (threadIdx.x == 0) {
+        ro = row_out(c, row, s, ms);
+        c.out[row] = ro;
+      }
+    } else if (threadIdx.x == 0) {
+      ro = c.out[row];
+    }
+    __syncthreads();
+    if ((phase & PHASE_BACKWARD) && ro.status == ROW_OK) {  // block-uniform: ro is shared
+      if (ch.grad)
+        block_row_grad<SI, SO>(x, static_cast<TO*>(ch.grad) + r * V, V,
+                               grad_coef(c.invTau, ro.s, ro.t.gLp, ro.t.gH, target));
+      if (ch.maskedGrad)
+        block_row_grad<SI, SO>(xm, static_cast<TO*>(ch.maskedGrad) + r * V, V,
+                               grad_coef(c.invTau, ro.ms, ro.t.gA, ro.t.gHm, target));
+    }
+    __syncthreads();  // ro and sh are rewritten by the next row
+  }
+}
+
+template <class SI, class SO>
+void launch(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  const int64_t blocks = std::min<int64_t>(ch.rows, std::max(c.blocks, 1));
+  launch_kernel("papo_rows", papo_rows<SI, SO>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, c, ch, phase);
+}
+
+// The instance for the call's dtypes (the gradient is the input's type or fp32).
+template <class F>
+auto with_kernel(const DeviceCall& c, F&& f) {
+  const bool f32grad = c.gradType == DT_F32;
+  switch (c.dtype) {
+    case DT_BF16:
+      return f32grad ? f(papo_rows<BF16, F32>, launch<BF16, F32>) : f(papo_rows<BF16, BF16>, launch<BF16, BF16>);
+    case DT_F16:
+      return f32grad ? f(papo_rows<F16, F32>, launch<F16, F32>) : f(papo_rows<F16, F16>, launch<F16, F16>);
+    default:
+      return f(papo_rows<F32, F32>, launch<F32, F32>);
+  }
+}
+
+using Kernel = void (*)(DeviceCall, Chunk, int32_t);
+using Launch = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
+
+}  // namespace
+
+void run_rows_k1_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (c.kernel == KERNEL_K3_CLUSTER && run_rows_k3(c, ch, phase, stream)) return;
+  with_kernel(c, [&](Kernel, Launch run) {
+    if (c.kernel == KERNEL_K1_TWO_PASS && phase == PHASE_BOTH) {
+      run(c, ch, PHASE_FORWARD, stream);
+      run(c, ch, PHASE_BACKWARD, stream);
+    } else {
+      run(c, ch, phase, stream);
+    }
+    return 0;
+  });
+}
+
+int k2_blocks(const DeviceCall& c) {
+  if (const int forced = (int)env_int64("PAPO_CUDA_BLOCKS", 0)) return forced;
+  int dev = 0, sms = 1, l2 = 0, perSm = 1;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "cudaDeviceGetAttribute");
+  with_kernel(c, [&](Kernel k, Launch) {
+    return cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, k, kThreads, 0), "cudaOccupancy"), 0;
+  });
+  const int64_t full = (int64_t)sms * std::max(perSm, 1);
+  if (c.kernel != KERNEL_K2_FUSED && c.kernel != KERNEL_K3_CLUSTER) return (int)full;  // k3's own grid; k2 where it falls back
+  // The fused kernel re-reads each row of its pair after the statistics: keep the pairs in flight within half of
+  // L2 (the other half serves the streaming traffic), but never fewer blocks than SMs.
+  const int64_t esz = (int64_t)dtype_bytes(c.dtype);
+  const int64_t pairBytes = c.V * esz * (c.hasMaskedLogits ? 2 : 1);
+  const int64_t fit = (int64_t)l2 / 2 / std::max<int64_t>(pairBytes, 1);
+  return (int)std::max<int64_t>(sms, std::min(full, fit));
+}
+
+}  // namespace cuda
+}  // namespace papo

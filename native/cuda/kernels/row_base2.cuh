@@ -1,0 +1,159 @@
+// The per-element row math of kernel k3, in base 2 with the scale folded in: x2 = z * (log2(e) / tau), so that
+// each exponential is one ex2.approx.ftz (exp2_ftz, device_prims.cuh; flushing p below 2^-126 to 0 changes no
+// sum and no gradient above the fp32 floor), and no per-element NaN / +Infinity test.
+//
+//   statistics: m = max x2, s = sum 2^(x2 - m), t = sum 2^(x2 - m) (x2 - m), merged online as in row_block.cuh;
+//     a NaN logit makes s or t NaN and +Infinity makes m +Infinity, so a row is checked once, on its totals
+//     (classify_row() then finds which, exactly, on the rare bad row).
+//   natural units at the end: max = m ln2, logSum = log2(s) ln2, entropy = logSum - (t / s) ln2.
+//   gradient: with y2 = x2 - (m + log2 s), p = 2^y2 and ln p = y2 ln2,
+//     dL/dz = (1/tau) [gLp (1[j=o] - p) - gH p (ln p + H)] = -p (c0 + c1 y2) off the target,
+//     c0 = a + b H, c1 = b ln2 (a = gLp / tau, b = gH / tau), written as fma(-p, ..., +0) so an excluded token
+//     (x2 = -inf, p = 0) gets exactly +0.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "core/row_status.h"
+#include "cuda/device_prims.cuh"
+#include "row_block.cuh"
+
+namespace papo {
+namespace cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLn2 = 0.6931471805599453;
+
+// Trivially constructible (it lives in shared memory): start from empty().
+struct OnlineSoftmax2 {
+  float m, s, t;
+
+  static __device__ __forceinline__ OnlineSoftmax2 empty() { return OnlineSoftmax2{-INFINITY, 0.f, 0.f}; }
+
+  template <int n>
+  __device__ __forceinline__ void add(const float (&x2)[n]) {
+    float vm = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < n; ++k) vm = fmaxf(vm, x2[k]);
+    if (vm == -INFINITY) {  // all excluded, or NaN (which fmaxf skips): the rare vector is checked here
+#pragma unroll
+      for (int k = 0; k < n; ++k)
+        if (x2[k] != x2[k]) s = NAN;
+      return;
+    }
+    if (vm > m) {
+      if (m != -INFINITY) {
+        const float d = m - vm, f = exp2f(d);
+        t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
+        s *= f;
+      }
+      m = vm;
+    }
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      const float y = x2[k] - m;
+      const float e = exp2_ftz(y);
+      s += e;
+      t = fmaf(e, fmaxf(y, -128.f), t);  // the clamp keeps 0 * -inf out; a NaN y still makes e NaN
+    }
+  }
+
+  static __device__ __forceinline__ OnlineSoftmax2 merge(const OnlineSoftmax2& a, const OnlineSoftmax2& b) {
+    if (a.m == -INFINITY || b.m == -INFINITY) {
+      OnlineSoftmax2 r = a.m == -INFINITY ? b : a;
+      if (a.s != a.s || b.s != b.s) r.s = NAN;  // a NaN seen by a part that saw nothing finite
+      return r;
+    }
+    OnlineSoftmax2 r;
+    r.m = fmaxf(a.m, b.m);
+    const float da = a.m - r.m, db = b.m - r.m, fa = exp2f(da), fb = exp2f(db);
+    r.s = a.s * fa + b.s * fb;
+    r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
+    return r;
+  }
+
+  __device__ __forceinline__ OnlineSoftmax2 shfl_xor(int o) const {
+    return OnlineSoftmax2{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                          __shfl_xor_sync(0xffffffffu, t, o)};
+  }
+
+  __device__ __forceinline__ bool bad() const { return s != s || t != t || m == INFINITY; }
+};
+
+// Kernel k3's reductions: block_merge() of row_block.cuh over this accumulator.
+using StatsScratch2 = BlockScratch<OnlineSoftmax2>;
+
+// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
+// scale the totals saw (a logit that overflows only there is +Infinity to this kernel).
+template <class S>
+__device__ int32_t classify_row(const typename S::T* row, int64_t V, float scale2) {
+  int32_t status = ROW_NO_FINITE;
+  for (int64_t j = 0; j < V; ++j) {
+    const float x = S::to_float(row[j]) * scale2;
+    if (x != x) return ROW_NAN;
+    if (x == INFINITY) status = ROW_POS_INF;
+    else if (status == ROW_NO_FINITE && x != -INFINITY) status = ROW_OK;
+  }
+  return status;
+}
+
+// RowStats in natural units from the base-2 totals (the same definitions as the CPU's RowStats).
+template <class S>
+__device__ RowStats finish_stats2(const OnlineSoftmax2& tot, const typename S::T* row, int64_t V, int64_t target,
+                                  float invTau) {
+  RowStats r{};
+  if (tot.bad()) {
+    r.status = classify_row<S>(row, V, invTau * kLog2e);
+    if (r.status == ROW_OK) r.status = ROW_NAN;  // the sums went NaN without a NaN logit: never expected
+    return r;
+  }
+  if (tot.m == -INFINITY) {
+    r.status = ROW_NO_FINITE;
+    return r;
+  }
+  const double logSum = log2((double)tot.s) * kLn2;
+  r.maxScaled = (float)((double)tot.m * kLn2);
+  r.logSum = (float)logSum;
+  r.lse = (double)tot.m * kLn2 + logSum;
+  r.entropy = logSum - (double)tot.t / (double)tot.s * kLn2;
+  if (r.entropy < 0.0) r.entropy = 0.0;  // rounding on a one-hot row
+  r.targetScaled = S::to_float(row[target]) * invTau;
+  r.status = ROW_OK;
+  return r;
+}
+
+// The gradient's coefficients in base 2. K comes from the base-2 totals themselves, so a row's largest logit
+// gets y2 = -log2(s) exactly as the statistics saw it (a one-element row: p = 1 and a gradient of exactly 0).
+struct GradCoef2 {
+  float a, b;     // gLp / tau, gH / tau (both 0: no gradient to compute)
+  float scale2;   // log2(e) / tau
+  float K;        // m + log2(s): y2 = x2 - K
+  float c0, c1;   // a + b H, b ln2
+  float target2;  // the sampled token's x2, read before any gradient is written
+  int64_t target;
+};
+
+__device__ __forceinline__ GradCoef2 grad_coef2(float invTau, const RowStats& s, const OnlineSoftmax2& tot, double gLp,
+                                                double gH, int64_t target, float target2) {
+  GradCoef2 g;
+  g.a = (float)(invTau * gLp);
+  g.b = (float)(invTau * gH);
+  g.scale2 = invTau * kLog2e;
+  g.K = (float)((double)tot.m + log2((double)tot.s));
+  g.c0 = (float)(invTau * gLp + invTau * gH * s.entropy);
+  g.c1 = (float)(invTau * gH * kLn2);
+  g.target2 = target2;
+  g.target = target;
+  return g;
+}
+
+// dL/dz at a non-target element from its scaled logit x2.
+__device__ __forceinline__ float grad_of2(const GradCoef2& g, float x2) {
+  const float y2 = x2 - g.K;
+  const float p = exp2_ftz(y2);
+  return fmaf(-p, fmaf(g.c1, fmaxf(y2, -128.f), g.c0), 0.f);
+}
+
+}  // namespace cuda
+}  // namespace papo

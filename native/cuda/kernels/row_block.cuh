@@ -1,0 +1,320 @@
+// Block-wide row primitives of the CUDA kernels: one thread block walks one row of V logits.
+//
+//   block_row_stats: max, log-sum-exp, the sampled token's scaled logit and the full entropy, in one read of
+//     the row (online softmax: each thread keeps (m, s, t) = (running max, sum e^(x-m), sum e^(x-m)(x-m)) and
+//     the block merges them). Same definitions as the CPU's RowStats; the sums run in another order and
+//     __expf is an approximation, so the backends agree to within rounding (the tests' tolerances), not bit for
+//     bit.
+//   block_row_grad: dL/dz_j = (1/tau) [ gLp (1[j=o] - p_j) - gH p_j (log p_j + H) ], p_j recomputed in fp32 from
+//     the statistics and rounded once to the output type. Safe in place (out == row): each element is read
+//     and written by the same thread, and the one-hot term is added from the saved target logit after a
+//     barrier.
+//
+// Loads are 16 bytes wide (4 fp32 or 8 fp16/bf16): a row starts wherever N*V puts it, so a short scalar head
+// aligns it, then whole vectors, then a scalar tail. Offsets are 64-bit throughout.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/row_status.h"
+#include "cuda/device_prims.cuh"
+
+namespace papo {
+namespace cuda {
+
+constexpr int kThreads = 512;  // per block; every kernel here is launched with this many
+constexpr int kUnroll = 4;     // vectors in flight per thread
+static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+
+// fp32 statistics for every storage type; 16-bit types travel as raw bits, as on the host.
+struct F32 {
+  using T = float;
+  static constexpr int kVec = 4;
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float f) { return f; }
+};
+struct BF16 {
+  using T = uint16_t;
+  static constexpr int kVec = 8;
+  static __device__ __forceinline__ float to_float(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
+  static __device__ __forceinline__ uint16_t from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+};
+struct F16 {
+  using T = uint16_t;
+  static constexpr int kVec = 8;
+  static __device__ __forceinline__ float to_float(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+  static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
+};
+
+template <class S>
+union Vec16 {
+  uint4 raw;
+  typename S::T e[S::kVec];
+};
+
+template <class S>
+__device__ __forceinline__ void load_vec(const typename S::T* p, float invTau, float (&x)[S::kVec]) {
+  Vec16<S> v;
+  v.raw = load16(p);
+#pragma unroll
+  for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(v.e[k]) * invTau;
+}
+
+// n values (n * sizeof(T) a multiple of 16, p 16-byte aligned) as whole 16-byte stores.
+template <class S, int n>
+__device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n]) {
+  constexpr int per = 16 / sizeof(typename S::T);
+  static_assert(n % per == 0, "whole vectors");
+#pragma unroll
+  for (int w = 0; w < n / per; ++w) {
+    Vec16<S> v;
+#pragma unroll
+    for (int k = 0; k < per; ++k) v.e[k] = S::from_float(g[w * per + k]);
+    store16(p + w * per, v.raw);
+  }
+}
+
+// Elements before the first 16-byte boundary of p (all of them when p is not even element-aligned, which the
+// host rules out).
+template <class T>
+__device__ __forceinline__ int64_t head_elems(const T* p, int64_t V) {
+  const int64_t h = (int64_t)((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15) / (int64_t)sizeof(T);
+  return h < V ? h : V;
+}
+
+// ---- statistics ---------------------------------------------------------------------------------------------
+
+// Trivially constructible (it lives in __shared__ memory): start from OnlineSoftmax::empty().
+struct OnlineSoftmax {
+  float m;  // m == -inf <=> nothing seen yet (then s == t == 0)
+  float s, t;
+  int bad;  // bit 0: NaN seen, bit 1: +Infinity seen
+
+  static __device__ __forceinline__ OnlineSoftmax empty() { return OnlineSoftmax{-INFINITY, 0.f, 0.f, 0}; }
+
+  // Values already scaled by 1/tau. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and
+  // y is clamped at -88 only where it multiplies e, so that e * y never meets 0 * -inf.
+  template <int n>
+  __device__ __forceinline__ void add(const float (&x)[n]) {
+    float vm = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      bad |= (x[k] != x[k]) | ((x[k] == INFINITY) << 1);
+      vm = fmaxf(vm, x[k]);
+    }
+    if (vm == -INFINITY) return;
+    if (vm > m) {
+      if (m != -INFINITY) {
+        const float d = m - vm, f = __expf(d);
+        t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
+        s *= f;
+      }
+      m = vm;
+    }
+#pragma unroll
+    for (int k = 0; k < n; ++k) {
+      const float y = x[k] - m;
+      const float e = __expf(y);
+      s += e;
+      t = fmaf(e, fmaxf(y, -88.f), t);
+    }
+  }
+
+  // Symmetric in (a, b), so every lane of a butterfly ends with the same bits.
+  static __device__ __forceinline__ OnlineSoftmax merge(const OnlineSoftmax& a, const OnlineSoftmax& b) {
+    OnlineSoftmax r = empty();
+    r.bad = a.bad | b.bad;
+    if (a.m == -INFINITY || b.m == -INFINITY) {
+      const OnlineSoftmax& keep = a.m == -INFINITY ? b : a;
+      r.m = keep.m, r.s = keep.s, r.t = keep.t;
+      return r;
+    }
+    r.m = fmaxf(a.m, b.m);
+    const float da = a.m - r.m, db = b.m - r.m, fa = __expf(da), fb = __expf(db);
+    r.s = a.s * fa + b.s * fb;
+    r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
+    return r;
+  }
+
+  // The lane `o` away's accumulator (a butterfly step).
+  __device__ __forceinline__ OnlineSoftmax shfl_xor(int o) const {
+    return OnlineSoftmax{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                         __shfl_xor_sync(0xffffffffu, t, o), __shfl_xor_sync(0xffffffffu, bad, o)};
+  }
+};
+
+// The reductions below serve any online-softmax accumulator with empty(), merge() and shfl_xor(): this file's
+// natural-unit one, and kernel k3's base-2 one (row_base2.cuh).
+template <class Acc>
+__device__ __forceinline__ Acc warp_merge(Acc st) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) st = Acc::merge(st, st.shfl_xor(o));
+  return st;
+}
+
+template <class Acc>
+struct BlockScratch {
+  Acc warp[kThreads / 32];
+  Acc total;
+};
+using StatsScratch = BlockScratch<OnlineSoftmax>;
+
+// The block's merge of every thread's accumulator: every thread returns the same total. Starts and ends with a
+// barrier, so sh can be reused.
+template <class Acc>
+__device__ __forceinline__ Acc block_merge(Acc st, BlockScratch<Acc>& sh) {
+  st = warp_merge(st);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  __syncthreads();  // the previous call's readers of sh are done
+  if (lane == 0) sh.warp[warp] = st;
+  __syncthreads();
+  if (warp == 0) {
+    Acc w = lane < nwarps ? sh.warp[lane] : Acc::empty();
+    w = warp_merge(w);
+    if (lane == 0) sh.total = w;
+  }
+  __syncthreads();
+  return sh.total;
+}
+
+// A row's RowStats from the merged (m, s, t) of all its elements; reads the sampled token's logit.
+template <class S>
+__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau) {
+  RowStats r{};
+  if (tot.bad & 1) {
+    r.status = ROW_NAN;
+  } else if (tot.bad & 2) {
+    r.status = ROW_POS_INF;
+  } else if (tot.m == -INFINITY) {
+    r.status = ROW_NO_FINITE;
+  } else {
+    const double logSum = log((double)tot.s);
+    r.maxScaled = tot.m;
+    r.logSum = (float)logSum;
+    r.lse = (double)tot.m + logSum;
+    r.entropy = logSum - (double)tot.t / (double)tot.s;
+    if (r.entropy < 0.0) r.entropy = 0.0;  // rounding on a one-hot row
+    r.targetScaled = S::to_float(row[target]) * invTau;
+    r.status = ROW_OK;
+  }
+  return r;
+}
+
+// Every thread of the block returns the same RowStats. Starts and ends with a barrier, so sh can be reused.
+template <class S>
+__device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float invTau, int64_t target,
+                                    StatsScratch& sh) {
+  constexpr int U = S::kVec;
+  OnlineSoftmax st = OnlineSoftmax::empty();
+  const int64_t head = head_elems(row, V);
+  const int64_t nvec = (V - head) / U;
+  const int64_t tail = head + nvec * U;
+  const int64_t tid = threadIdx.x, nt = blockDim.x;
+
+  for (int64_t j = tid; j < head; j += nt) {
+    const float x[1] = {S::to_float(row[j]) * invTau};
+    st.add(x);
+  }
+  const typename S::T* body = row + head;
+  int64_t v = tid;
+  for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
+    float x[kUnroll][U];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) load_vec<S>(body + (v + u * nt) * U, invTau, x[u]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) st.add(x[u]);
+  }
+  for (; v < nvec; v += nt) {
+    float x[U];
+    load_vec<S>(body + v * U, invTau, x);
+    st.add(x);
+  }
+  for (int64_t j = tail + tid; j < V; j += nt) {
+    const float x[1] = {S::to_float(row[j]) * invTau};
+    st.add(x);
+  }
+
+  return finish_stats<S>(block_merge(st, sh), row, target, invTau);
+}
+
+// ---- gradient -----------------------------------------------------------------------------------------------
+
+struct GradCoef {
+  float invTau, a, b, M, L, H;  // a = gLp / tau, b = gH / tau; M, L, H from RowStats
+  float targetScaled;
+  int64_t target;
+};
+
+__device__ __forceinline__ GradCoef grad_coef(float invTau, const RowStats& s, double gLp, double gH, int64_t target) {
+  return GradCoef{invTau, (float)(invTau * gLp), (float)(invTau * gH), s.maxScaled, s.logSum, (float)s.entropy,
+                  s.targetScaled, target};
+}
+
+__device__ __forceinline__ float grad_of(const GradCoef& c, float x /* scaled */) {
+  // log p = (x - max) - logSum: both differences small, so p keeps its digits for large logits. An excluded
+  // token (x = -inf) has p = 0 exactly, hence a gradient of exactly 0 as on the CPU; the clamp of log p only
+  // keeps 0 * -inf out of the entropy term.
+  const float y = (x - c.M) - c.L;
+  const float p = __expf(y);
+  return p == 0.f ? 0.f : -p * (c.a + c.b * (fmaxf(y, -88.f) + c.H));
+}
+
+// All threads of the block call this (it ends with a barrier). out may equal row.
+template <class SI, class SO>
+__device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, int64_t V, const GradCoef& c) {
+  constexpr int U = SI::kVec;
+  const int64_t tid = threadIdx.x, nt = blockDim.x;
+  if (c.a == 0.f && c.b == 0.f) {  // masked-out token or detached path: exact zeros, no reads
+    for (int64_t j = tid; j < V; j += nt) out[j] = SO::from_float(0.f);
+    __syncthreads();
+    return;
+  }
+  const int64_t head = head_elems(row, V);
+  const int64_t nvec = (V - head) / U;
+  const int64_t tail = head + nvec * U;
+  // Vector stores need the output at the same element to be 16-byte aligned too (block-uniform).
+  const bool outVec = (reinterpret_cast<uintptr_t>(out + head) & 15) == 0;
+
+  for (int64_t j = tid; j < head; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+  const typename SI::T* body = row + head;
+  typename SO::T* obody = out + head;
+  auto put = [&](int64_t v, const float (&x)[U]) {
+    float g[U];
+#pragma unroll
+    for (int k = 0; k < U; ++k) g[k] = grad_of(c, x[k]);
+    if (outVec) {
+      store_vec<SO, U>(obody + v * U, g);
+    } else {
+#pragma unroll
+      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(g[k]);
+    }
+  };
+  int64_t v = tid;
+  for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
+    float x[kUnroll][U];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) load_vec<SI>(body + (v + u * nt) * U, c.invTau, x[u]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) put(v + u * nt, x[u]);
+  }
+  for (; v < nvec; v += nt) {
+    float x[U];
+    load_vec<SI>(body + v * U, c.invTau, x);
+    put(v, x);
+  }
+  for (int64_t j = tail + tid; j < V; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
+
+  __syncthreads();  // the body's value at the target is written; now replace it with the one-hot version
+  if (threadIdx.x == 0) {
+    const float yo = fmaxf((c.targetScaled - c.M) - c.L, -88.f);
+    const float po = __expf(yo);
+    out[c.target] = SO::from_float(c.a - po * (c.a + c.b * (yo + c.H)));
+  }
+  __syncthreads();
+}
+
+}  // namespace cuda
+}  // namespace papo

@@ -1,0 +1,37 @@
+// One row's verdict and token terms, shared by the fused kernels and the naive chain: given both paths'
+// statistics (o.s, o.ms) and sampled-token log-probs (o.lp, and o.a when there are masked logits), set o.status
+// and o.t the way the CPU backend does (papo_cpu.cpp), with token_terms() from papo_math.h.
+#pragma once
+
+#include "core/token_math.h"
+#include "core/row_status.h"
+#include "cuda/device_call.h"
+
+namespace papo {
+namespace cuda {
+
+__device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
+  if (o.s.status != ROW_OK) {
+    o.status = o.s.status;
+    return;
+  }
+  if (c.hasMaskedLogits && o.ms.status != ROW_OK) {
+    o.status = o.ms.status;
+    o.onMasked = 1;
+    return;
+  }
+  if (!c.hasMaskedLogits) o.a = c.tok.maskedLogProbs ? c.tok.maskedLogProbs[row] : 0.0;
+  if (c.terms == TERMS_NONE) return;
+  const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
+  if (m == 0.0) return;  // o.t stays zero: no loss, zero gradient
+  if (isinf(o.lp) || isinf(o.a)) {
+    o.status = kTargetExcluded;
+    o.onMasked = !isinf(o.lp);
+    return;
+  }
+  if (c.terms == TERMS_HOST) return;
+  o.t = token_terms(c.params, token_input(c.tok, row, o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0));
+}
+
+}  // namespace cuda
+}  // namespace papo

@@ -1,0 +1,54 @@
+#include "emulator_hooks.h"
+
+#include <string>
+
+#include <papo_emulator/emulator.h>
+#include "napi/js_errors.h"
+
+namespace papo {
+
+namespace {
+
+// emuInjectFault(kind, nth): the nth next call of that kind fails (emulator.h lists the kinds).
+Napi::Value InjectFault(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    const std::string kind = info[0].ToString().Utf8Value();
+    const double nth = info[1].ToNumber().DoubleValue();
+    if (!(nth >= 0 && nth < 1e9)) throw Error(ErrorCode::InvalidArgument, "nth: expected a count >= 0");
+    if (!papo_emu::inject_fault(kind, (int)nth))
+      throw Error(ErrorCode::InvalidArgument,
+                  "kind: expected 'cudaMalloc', 'cudaHostAlloc', 'launch' or 'memcpy', got '" + kind + "'");
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  const papo_emu::Stats s = papo_emu::stats();
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("deviceSyncs", (double)s.deviceSyncs);
+  o.Set("hostAllocs", (double)s.hostAllocs);
+  o.Set("launches", (double)s.launches);
+  o.Set("liveHostBytes", (double)s.liveHostBytes);
+  o.Set("liveDeviceBytes", (double)s.liveDeviceBytes);
+  Napi::Array contexts = Napi::Array::New(env, s.contexts.size());
+  for (size_t i = 0; i < s.contexts.size(); ++i) contexts.Set((uint32_t)i, s.contexts[i]);
+  o.Set("contexts", contexts);
+  return o;
+}
+
+Napi::Value Reset(const Napi::CallbackInfo& info) {
+  papo_emu::reset_stats();
+  for (const char* k : {"cudaMalloc", "cudaHostAlloc", "launch", "memcpy"}) papo_emu::inject_fault(k, 0);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void init_emulator_hooks(Napi::Env env, Napi::Object exports) {
+  exports.Set("emuInjectFault", Napi::Function::New(env, InjectFault, "emuInjectFault"));
+  exports.Set("emuStats", Napi::Function::New(env, Stats, "emuStats"));
+  exports.Set("emuReset", Napi::Function::New(env, Reset, "emuReset"));
+}
+
+}  // namespace papo
