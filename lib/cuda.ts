@@ -1,10 +1,12 @@
 // GPU-resident tensors: cuda.upload() copies host data to a device, cuda.wrap() views memory that another
 // runtime owns (no copy), and papoLoss() given DeviceTensor logits returns DeviceTensor gradients, so [N, V]
 // data never crosses PCIe. A DeviceTensor owns its memory only when papo-kernels allocated it.
+import { allocDevice, DeviceTensor, ELEMENT_BYTES, viewDevice } from './device-tensor';
 import { describe, rangeError, typeError, unsupported } from './errors';
 import { native, tryNative, nativeLoadError } from './native';
 import { dtypes, toTensor } from './tensor';
-import type { DType, Tensor, TensorLike } from './types';
+import type { DType, TensorLike } from './types';
+
 
 export interface DeviceOptions {
   /** CUDA device index (default 0). */
@@ -22,75 +24,6 @@ export interface WrapOptions extends DeviceOptions {
   stream?: bigint;
 }
 
-const ELEMENT_BYTES: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2 };
-const owner = Symbol('papo-kernels device tensor');
-
-/** Tensor memory on a CUDA device. dispose() (or `using`) frees what papo-kernels allocated; a disposed tensor
- * cannot be used. */
-export class DeviceTensor {
-  readonly dims: readonly number[];
-  readonly type: DType;
-  readonly device: number;
-  readonly byteLength: number;
-  /** The stream this memory is used on (WrapOptions.stream): papo-kernels' work on it is ordered on this stream.
-   * 0n is the legacy default stream; cuda.upload() gives 0n, papoLoss gradients their logits' stream. */
-  readonly stream: bigint;
-  #pointer: bigint;
-  #handle: unknown;  // the native allocation when owned, else null
-  #disposed = false;
-
-  /** @internal use cuda.upload / cuda.wrap */
-  constructor(key: symbol, pointer: bigint, dims: readonly number[], type: DType, device: number, stream: bigint, handle: unknown) {
-    if (key !== owner) throw new TypeError('DeviceTensor: use cuda.upload() or cuda.wrap()');
-    this.#pointer = pointer;
-    this.dims = Object.freeze([...dims]);
-    this.type = type;
-    this.device = device;
-    this.stream = stream;
-    this.byteLength = dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[type];
-    this.#handle = handle;
-  }
-
-  get disposed(): boolean {
-    return this.#disposed;
-  }
-  /** Whether papo-kernels allocated this memory (and dispose() frees it). */
-  get owned(): boolean {
-    return this.#handle !== null;
-  }
-  /** The device address (throws once disposed). */
-  get pointer(): bigint {
-    this.assertLive('pointer');
-    return this.#pointer;
-  }
-
-  /** Throws a RangeError naming `name` when the tensor was disposed. */
-  assertLive(name: string): void {
-    if (this.#disposed) throw rangeError(name, 'the DeviceTensor was disposed');
-  }
-
-  /** A host copy, in the tensor's storage type (Float32Array, or Uint16Array bits for 16-bit types). */
-  download(): Tensor {
-    this.assertLive('download');
-    const n = this.byteLength / ELEMENT_BYTES[this.type];
-    const data = this.type === 'float32' ? new Float32Array(n) : new Uint16Array(n);
-    native().cudaCopy(this.#pointer, this.device, data, false, this.stream);
-    return { data, dims: [...this.dims], type: this.type };
-  }
-
-  /** Frees owned memory now (idempotent); a wrapped tensor only becomes unusable. */
-  dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    if (this.#handle !== null) native().cudaFree(this.#handle);
-    this.#handle = null;
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-}
-
 function deviceIndex(options: DeviceOptions | undefined, name: string): number {
   const d = options?.device ?? 0;
   if (!Number.isInteger(d) || d < 0) throw rangeError(`${name}.device`, `expected a device index >= 0, got ${describe(d)}`);
@@ -98,12 +31,6 @@ function deviceIndex(options: DeviceOptions | undefined, name: string): number {
 }
 
 /** Throws PAPO_UNSUPPORTED unless `device` exists. */
-/** Whether t is device memory: narrows a gradient of `Tensor | DeviceTensor` (papoLoss on logits whose placement
- * the caller's types do not say) to one or the other. */
-export function isDeviceTensor(t: unknown): t is DeviceTensor {
-  return t instanceof DeviceTensor;
-}
-
 export function requireDevice(device: number, what: string): void {
   const b = tryNative();
   if (!b) throw unsupported(`${what} is not available: ${nativeLoadError()!.message}`);
@@ -113,14 +40,6 @@ export function requireDevice(device: number, what: string): void {
       "Backend 'cpu' (or 'auto') runs on host data.");
   if (device >= i.cudaDevices.length)
     throw rangeError(`${what}.device`, `device ${device} does not exist (${i.cudaDevices.length} device(s))`);
-}
-
-/** Device memory of papo-kernels' own (uninitialised unless zero), used on `stream` (default 0n: the legacy
- * default stream). The allocation itself is complete on return (zeroing too), whatever the stream. */
-export function allocDevice(dims: readonly number[], type: DType, device: number, zero: boolean, stream = 0n): DeviceTensor {
-  const bytes = dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[type];
-  const { handle, ptr } = native().cudaAlloc(bytes, device, zero);
-  return new DeviceTensor(owner, ptr, dims, type, device, stream, handle);
 }
 
 export const cuda = {
@@ -156,7 +75,7 @@ export const cuda = {
     const device = deviceIndex(options, 'options');
     const stream = options?.stream ?? 0n;
     if (typeof stream !== 'bigint' || stream < 0n) throw typeError('options.stream', 'a cudaStream_t as a bigint', stream);
-    return new DeviceTensor(owner, pointer, dims, type, device, stream, null);
+    return viewDevice(pointer, dims, type, device, stream);
   },
 
   /** A non-blocking CUDA stream on `device` (for cuda.wrap's `stream` when the caller has none of its own, and

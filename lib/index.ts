@@ -1,7 +1,8 @@
 // papo-kernels: the PAPO training objective (GRPO/DAPO surrogate + implicit perception loss + double entropy
 // loss) and its gradients from the logits of any model runner. See README.md and docs/objective.md.
 export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELEMENTS } from './papo';
-export { cuda, DeviceTensor, isDeviceTensor } from './cuda';
+export { cuda } from './cuda';
+export { DeviceTensor, isDeviceTensor } from './device-tensor';
 export type { DeviceOptions, WrapOptions } from './cuda';
 export { presets } from './presets';
 export type { PresetValues } from './presets';

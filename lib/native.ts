@@ -4,8 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import bindings = require('bindings');
 
-export const DTYPE_CODE = { float32: 0, float16: 1, bfloat16: 2 } as const;
-export const BACKEND_CODE = { cpu: 0, cuda: 1, 'cuda-naive': 2 } as const;
+import type { CodeTables } from './codes';
 
 /** Device memory as native code takes it (napi/args.cpp checks the bytes and, with the driver, the pointer). */
 export interface NativeDeviceRecord {
@@ -130,6 +129,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
   /** Exponentials per second of the CPU kernels on all their threads (the benchmarks' floor). */
   cpuExpFloor(): number;
+  /** The codes of every enum native code reads, from its C++ enums (lib/codes.ts must agree). */
+  enums: CodeTables;
   cudaStreamCreate(device: number): bigint;
   cudaStreamDestroy(stream: bigint, device: number): void;
 }

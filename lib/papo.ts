@@ -2,14 +2,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
-import { resolveOptions, klEstimators, lossAggs, lossTypes, rolloutModes, type ResolvedOptions } from './options';
+import { CODES } from './codes';
+import { resolveOptions, type ResolvedOptions } from './options';
 import {
-  BACKEND_CODE, DTYPE_CODE, native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
+  native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
   type NativePapoDesc, type NativePlacement,
 } from './native';
 import { fromFloat64 } from './dtype';
 import { referencePapo } from './reference';
-import { allocDevice, cuda, DeviceTensor, requireDevice } from './cuda';
+import { cuda, requireDevice } from './cuda';
+import { allocDevice, DeviceTensor } from './device-tensor';
 import { toTensor } from './tensor';
 import type {
   BackendName, DevicePapoInputs, DType, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions,
@@ -83,25 +85,25 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   }
   const N = call.N;
   const desc: NativePapoDesc = {
-    backend: BACKEND_CODE[backend as 'cpu' | 'cuda' | 'cuda-naive'],
+    backend: CODES.backend[backend as 'cpu' | 'cuda' | 'cuda-naive'],
     ...placement(call),
     N, V: call.V, temperature: o.temperature,
-    logits: nativeTensor(call.logits), dtype: DTYPE_CODE[call.logits.type],
+    logits: nativeTensor(call.logits), dtype: CODES.dtype[call.logits.type],
     tokens: call.tokens, advantages: call.advantages, seqLengths: call.seqLengths,
     params: {
       clipLow: o.clipLow, clipHigh: o.clipHigh, clipDual: o.clipDual, klCoef: o.klCoef,
-      klEstimator: klEstimators.indexOf(o.klEstimator), perceptionCoef: o.perceptionCoef,
-      perceptionEstimator: klEstimators.indexOf(o.perceptionEstimator), entropyCoef: o.entropyCoef,
-      maskedEntropyCoef: o.maskedEntropyCoef, entropyMode: o.entropyMode === 'full' ? 1 : 0, detachMasked: detached,
-      lossType: lossTypes.indexOf(o.lossType),
+      klEstimator: CODES.klEstimator[o.klEstimator], perceptionCoef: o.perceptionCoef,
+      perceptionEstimator: CODES.klEstimator[o.perceptionEstimator], entropyCoef: o.entropyCoef,
+      maskedEntropyCoef: o.maskedEntropyCoef, entropyMode: CODES.entropyMode[o.entropyMode], detachMasked: detached,
+      lossType: CODES.lossType[o.lossType],
     },
-    lossAgg: lossAggs.indexOf(o.lossAgg), lossScale: call.lossScale, normScale: call.normScale,
+    lossAgg: CODES.lossAgg[o.lossAgg], lossScale: call.lossScale, normScale: call.normScale,
     outLogProbs: new Float32Array(N), outEntropy: new Float32Array(N),
   };
   if (o.perceptionClip) [desc.params.perceptionClipLo, desc.params.perceptionClipHi] = o.perceptionClip;
   if (o.lossType === 'sapo') [desc.params.sapoTauPositive, desc.params.sapoTauNegative] = [o.sapoTauPositive, o.sapoTauNegative];
   if (o.rolloutCorrection) {
-    desc.params.rolloutCorrection = 1 + rolloutModes.indexOf(o.rolloutCorrection.mode);
+    desc.params.rolloutCorrection = CODES.rolloutCorrection[o.rolloutCorrection.mode];
     [desc.params.rolloutUpper, desc.params.rolloutLower] = [o.rolloutCorrection.upper, o.rolloutCorrection.lower];
   }
   if (o.perceptionTopP !== null) desc.params.perceptionTopP = o.perceptionTopP;
@@ -111,7 +113,7 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   if (call.sftMask) desc.sftMask = call.sftMask;
   if (call.maskedLogits) {
     desc.maskedLogits = nativeTensor(call.maskedLogits);
-    desc.maskedDtype = DTYPE_CODE[call.maskedLogits.type];
+    desc.maskedDtype = CODES.dtype[call.maskedLogits.type];
     desc.outMaskedLogProbs = new Float32Array(N);
     desc.outMaskedEntropy = new Float32Array(N);
   }
@@ -119,8 +121,8 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   if (call.mask) desc.mask = call.mask;
   if (call.oldLogProbs) desc.oldLogProbs = call.oldLogProbs;
   if (call.refLogProbs) desc.refLogProbs = call.refLogProbs;
-  if (grad) [desc.gradLogits, desc.gradType] = [nativeTensor(grad), DTYPE_CODE[grad.type]];
-  if (mgrad) [desc.gradMaskedLogits, desc.gradMaskedType] = [nativeTensor(mgrad), DTYPE_CODE[mgrad.type]];
+  if (grad) [desc.gradLogits, desc.gradType] = [nativeTensor(grad), CODES.dtype[grad.type]];
+  if (mgrad) [desc.gradMaskedLogits, desc.gradMaskedType] = [nativeTensor(mgrad), CODES.dtype[mgrad.type]];
   return { desc, grad, mgrad };
 }
 
@@ -254,8 +256,8 @@ function referenceLogProbs(call: PreparedCall): LogProbsResult {
 
 function logProbsDesc(call: PreparedCall, backend: Resolved): NativeLogProbsDesc {
   return {
-    backend: BACKEND_CODE[backend as 'cpu' | 'cuda' | 'cuda-naive'], ...placement(call), N: call.N, V: call.V,
-    temperature: call.opts.temperature, logits: nativeTensor(call.logits), dtype: DTYPE_CODE[call.logits.type], tokens: call.tokens,
+    backend: CODES.backend[backend as 'cpu' | 'cuda' | 'cuda-naive'], ...placement(call), N: call.N, V: call.V,
+    temperature: call.opts.temperature, logits: nativeTensor(call.logits), dtype: CODES.dtype[call.logits.type], tokens: call.tokens,
     outLogProbs: new Float32Array(call.N), outEntropy: new Float32Array(call.N),
   };
 }

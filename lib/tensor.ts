@@ -1,6 +1,6 @@
 // Tensor adapters: onnxruntime-node `{ data, dims, type }`, `{ data, shape, dtype }` and tfjs-style objects
 // (`shape`, `dtype`, `dataSync()`) all become one normalised view. Nothing is copied but tfjs's dataSync().
-import { DeviceTensor } from './cuda';
+import { DeviceTensor } from './device-tensor';
 import { describe, rangeError, typeError } from './errors';
 import type { DType, TensorData } from './types';
 

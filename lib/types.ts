@@ -1,5 +1,5 @@
 // Public types of papo-kernels. The names here are the API contract.
-import type { DeviceTensor } from './cuda';
+import type { DeviceTensor } from './device-tensor';
 
 /** Element types of logits and gradients. 16-bit data travels as raw bits in a Uint16Array. */
 export type DType = 'float32' | 'float16' | 'bfloat16';

@@ -144,7 +144,7 @@ describe(`${cases.length} malformed inputs are rejected, naming the argument`, (
   });
 });
 
-describe('native code checks again (descriptors that bypass the TypeScript checks)', () => {
+describe('native code keeps memory safe (descriptors that bypass the TypeScript checks)', () => {
   const good = () => {
     const i = base();
     return {
@@ -159,24 +159,15 @@ describe('native code checks again (descriptors that bypass the TypeScript check
     ['short logits', (d) => { d.logits = new Float32Array(N * V - 1); }, /logits: expected 200 elements/],
     ['logits of the wrong type', (d) => { d.logits = new Float64Array(N * V); }, /logits: wrong typed array type/],
     ['token out of range', (d) => { d.tokens = Int32Array.of(0, 1, 2, V); }, /tokens\[3\] = 50 is outside/],
-    ['NaN advantage', (d) => { d.advantages = Float32Array.of(0, NaN, 0, 0); }, /advantages\[1\] is not finite/],
-    ['temperature 0', (d) => { d.temperature = 0; }, /temperature: expected a finite number > 0/],
-    ['clipDual 1', (d) => { (d.params as Record<string, number>).clipDual = 1; }, /clipDual: expected a finite number > 1/],
     ['fractional N', (d) => { d.N = 2.5; }, /N: expected a positive integer/],
     ['seqLengths not adding up', (d) => { d.seqLengths = Int32Array.of(1); }, /seqLengths: they add up to 1/],
     ['gradient overlapping the logits', (d) => { d.gradLogits = (d.logits as Float32Array).subarray(1, 1 + N * V - 1); d.gradType = 0; }, /gradLogits: expected 200 elements/],
     ['unknown backend code', (d) => { d.backend = 7; }, /backend: unknown value/],
     ['device memory on the cpu backend', (d) => { d.onDevice = true; }, /onDevice: device memory needs a CUDA backend/],
     ['unknown lossType code', (d) => { (d.params as Record<string, number>).lossType = 9; }, /lossType: unknown value/],
-    ['clipLow 1 outside cispo', (d) => { (d.params as Record<string, number>).clipLow = 1; }, /clipLow: expected a number in \[0, 1\) \(1 only with lossType 'cispo'\)/],
     ['perceptionTopP 1', (d) => { (d.params as Record<string, number>).perceptionTopP = 1; }, /perceptionTopP: expected a number in \(0, 1\)/],
-    ['rollout bounds reversed', (d) => {
-      Object.assign(d.params as object, { rolloutCorrection: 2, rolloutUpper: 1, rolloutLower: 2 });
-      d.rolloutLogProbs = new Float32Array(N);
-    }, /rolloutCorrection: expected 0 < lower <= upper/],
     ['rollout correction without log-probs', (d) => { Object.assign(d.params as object, { rolloutCorrection: 1, rolloutUpper: 2, rolloutLower: 0.5 }); }, /rolloutLogProbs: required with rolloutCorrection/],
     ['sftMask of the wrong length', (d) => { d.sftMask = new Float32Array(2); }, /sftMask: expected 1 elements/],
-    ['negative perception weight', (d) => { d.perceptionWeights = Float32Array.of(-1); }, /perceptionWeights\[0\] is negative/],
     ['sftCoef without sftMask', (d) => { (d.params as Record<string, number>).sftCoef = 0.5; }, /sftMask: required when sftCoef is non-zero/],
   ];
   for (const [name, mutate, message] of bad) {

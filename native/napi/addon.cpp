@@ -13,6 +13,7 @@
 #include "args.h"
 #include "device_tensors.h"
 #include "js_errors.h"
+#include "napi/enums.h"
 #ifdef PAPO_CUDA_EMULATED
 #include "emulator_hooks.h"
 #endif
@@ -184,6 +185,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
+  exports.Set("enums", enum_tables(env));
   init_device_tensors(env, exports);
 #ifdef PAPO_CUDA_EMULATED
   init_emulator_hooks(env, exports);  // emuInjectFault, emuStats, emuReset: the emulated build's tests only

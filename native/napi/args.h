@@ -1,6 +1,8 @@
-// JavaScript -> PapoCall / LogProbsCall. lib/validate.ts has already checked everything with messages aimed at
-// users; this checks again (types, lengths, ranges, aliasing) so that no JS caller can make native code read or
-// write out of bounds. Failures throw papo::Error(InvalidArgument).
+// JavaScript -> PapoCall / LogProbsCall. Every rule of the API lives once, in lib/validate.ts and lib/options.ts,
+// with messages aimed at users. This checks only what keeps native code inside memory, whatever a JS caller
+// passes: typed-array types and lengths, token ids and enum codes in range, sequence lengths that add up, the
+// inputs a requested term reads being present, aliasing, and device pointer ranges. Failures throw
+// papo::Error(InvalidArgument).
 #pragma once
 
 #include <napi.h>
