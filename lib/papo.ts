@@ -135,12 +135,11 @@ function releaseGrads(call: PreparedCall, d: ReturnType<typeof nativeDesc>) {
 
 function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof nativeDesc>, m: NativeMetrics): PapoResult {
   const dims = call.logits.dims;
-  const { loss, meanMaskedEntropy, ...rest } = m;
   const result: PapoResult = {
-    loss,
+    loss: m.loss,
     logProbs: d.desc.outLogProbs,
     entropy: d.desc.outEntropy,
-    metrics: call.maskedLogits ? { ...rest, meanMaskedEntropy } : rest,
+    metrics: resultMetrics(call, m),
     backend,
   };
   const out = (g: Grad): Tensor | DeviceTensor => g.device ?? { data: g.data!, dims: [...dims], type: g.type };
@@ -153,14 +152,15 @@ function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof na
   return result;
 }
 
-/** The metrics that only some options report (the native backends set exactly these keys too). */
-const optionalMetrics = [
-  'rolloutCorrectionMean', 'rolloutCorrectionMaskedFrac', 'rolloutCorrectionTruncatedFrac', 'perceptionKeptFrac', 'sftLoss',
-] as const;
+/** result.metrics from what a backend computed, native or the reference, which report the same keys: the
+ * masked path's mean entropy only when there is a masked path, and the optional metrics only with their option. */
+function resultMetrics(call: PreparedCall, m: NativeMetrics | Record<string, number>): PapoResult['metrics'] {
+  const { loss: _loss, meanMaskedEntropy, ...rest } = m as NativeMetrics;
+  return (call.maskedLogits ? { ...rest, meanMaskedEntropy } : rest) as PapoResult['metrics'];
+}
 
 function runReference(call: PreparedCall): PapoResult {
   const r = referencePapo(call);
-  const { loss, meanMaskedEntropy, ...rest } = r.metrics;
   const dims = call.logits.dims;
   const gradTensor = (values: Float64Array | null, path: 'logits' | 'maskedLogits'): Tensor | undefined => {
     if (!values) return undefined;
@@ -170,16 +170,10 @@ function runReference(call: PreparedCall): PapoResult {
     return { data, dims: [...dims], type: g.type };
   };
   const result: PapoResult = {
-    loss,
+    loss: r.loss,
     logProbs: Float32Array.from(r.logProbs),
     entropy: Float32Array.from(r.entropy),
-    metrics: {
-      pgLoss: rest.pgLoss, klLoss: rest.klLoss, perceptionKl: rest.perceptionKl, entropyLoss: rest.entropyLoss,
-      maskedEntropyLoss: rest.maskedEntropyLoss, clipFrac: rest.clipFrac, dualClipFrac: rest.dualClipFrac,
-      approxKl: rest.approxKl, meanEntropy: rest.meanEntropy, tokens: rest.tokens,
-      ...(call.maskedLogits ? { meanMaskedEntropy } : {}),
-      ...Object.fromEntries(optionalMetrics.filter((k) => k in rest).map((k) => [k, rest[k]])),
-    },
+    metrics: resultMetrics(call, r.metrics),
     backend: 'reference',
   };
   const g = gradTensor(r.gradLogits, 'logits');
