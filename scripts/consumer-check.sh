@@ -48,11 +48,11 @@ echo "packed $(basename "$TARBALL"): $(wc -l < "$SCRATCH/contents.txt") files, $
 contents_ok() {
   local missing=0 f
   for f in package.json README.md LICENSE CMakeLists.txt binding.gyp docs/objective.md dist/lib/index.js \
-           dist/lib/index.d.ts scripts/build-addon.js scripts/cuda-archs.js native/papo_math.h native/napi/addon.cpp; do
+           dist/lib/index.d.ts scripts/build-addon.js scripts/cuda-archs.js native/core/token_math.h native/napi/addon.cpp; do
     grep -qx "$f" "$SCRATCH/contents.txt" || { echo "missing: $f"; missing=1; }
   done
   # Built or generated things, and what only this repository uses, stay out.
-  if grep -E '^(build|bench|test|examples|\.ci|\.gpu|dist/(bench|test))/|\.(node|o|a|so|tgz|jsonl)$|(^|/)(papo_cuda_test|emulator_test)$|(^|/)node_modules/' \
+  if grep -E '^(build|bench|test|tools|examples|\.ci|\.gpu|dist/(bench|test))/|\.(node|o|a|so|tgz|jsonl)$|(^|/)(papo_cuda_test|emulator_test)$|(^|/)node_modules/' \
        "$SCRATCH/contents.txt"; then
     echo "^ should not be in the package"
     missing=1

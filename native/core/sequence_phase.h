@@ -1,4 +1,4 @@
-// The sequence phase of the calls that need one (needs_sequence_phase(), papo_math.h): GSPO's sequence log-ratio
+// The sequence phase of the calls that need one (needs_sequence_phase(), core/token_math.h): GSPO's sequence log-ratio
 // s_i and the perception top-p threshold theta_i depend on every token of a sequence, so both backends first read
 // every row for its statistics, then call this (O(N) on the host), then write the gradients in a second read of
 // the logits. Calls without a sequence-level term never come here and keep one pass per row.

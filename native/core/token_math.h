@@ -45,7 +45,7 @@ struct LossParams {
   int32_t perceptionEstimator = KL_K3;
   int32_t perceptionClip = 0;  // 1: clamp kp to [perceptionClipLo, perceptionClipHi]
   double perceptionClipLo = 0.0, perceptionClipHi = 0.0;
-  double perceptionTopP = 0.0;  // in (0, 1): keep each sequence's top-p share of kp (sequence_terms.h); 0: off
+  double perceptionTopP = 0.0;  // in (0, 1): keep each sequence's top-p share of kp (core/sequence_phase.h); 0: off
   double entropyCoef = 0.0, maskedEntropyCoef = 0.0;
   int32_t entropyMode = ENTROPY_SAMPLED;
   double sftCoef = 0.0;  // with sftMask: the SFT term on the selected (correct) rollouts
@@ -56,7 +56,7 @@ struct LossParams {
 };
 
 // GSPO's log-ratio and the top-p threshold are per sequence: no token's terms exist before every row of its
-// sequence has been read. Such calls run in phases (sequence_terms.h); all others keep one pass per row.
+// sequence has been read. Such calls run in phases (core/sequence_phase.h); all others keep one pass per row.
 PAPO_HD bool needs_sequence_phase(const LossParams& p) {
   return p.lossType == LOSS_GSPO || p.lossType == LOSS_GSPO_TOKEN || p.perceptionTopP > 0.0;
 }

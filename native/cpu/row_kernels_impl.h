@@ -28,7 +28,7 @@ namespace {
 constexpr int64_t kBlock = 2048;
 
 // A row whose sums went NaN or whose max is +Infinity, classified by one scalar pass (rare: the call fails).
-// NaN anywhere outranks +Infinity (row_types.h).
+// NaN anywhere outranks +Infinity (core/row_status.h).
 template <class S>
 int32_t classify_bad_row(const typename S::T* row, int64_t V, float invTau) {
   int32_t status = ROW_OK;

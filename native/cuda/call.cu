@@ -67,7 +67,7 @@ void check_rows(const std::vector<RowOut>& rows, const int32_t* tokens) {
 }
 
 // The sequence phase between the forward and the backward: every row's terms on the host from the per-row
-// results (sequence_terms.h), written into them and uploaded for the backward phase to read.
+// results (core/sequence_phase.h), written into them and uploaded for the backward phase to read.
 void host_terms(const PapoCall& call, const TokenWeights& w, std::vector<RowOut>& rows, RowOut* out,
                 cudaStream_t stream) {
   std::vector<RowValues> values(call.N);

@@ -36,7 +36,7 @@ enum Phase : int32_t {
 enum Terms : int32_t {
   TERMS_NONE = 0,     // logProbs(): statistics only
   TERMS_PER_ROW = 1,  // each row's token terms right after its statistics (one pass)
-  TERMS_HOST = 2,     // a sequence phase (sequence_terms.h): the forward checks rows, the host writes RowOut::t
+  TERMS_HOST = 2,     // a sequence phase (core/sequence_phase.h): the forward checks rows, the host writes RowOut::t
 };
 
 struct DeviceCall {
@@ -61,10 +61,10 @@ struct Chunk {
   void* maskedGrad = nullptr;
 };
 
-// Each kernel family runs `phase` of `call` on one chunk, on `stream` (fused.cu, naive.cu).
+// Each kernel family runs `phase` of `call` on one chunk, on `stream` (kernels/k1_k2_rows.cu, kernels/k0_naive.cu).
 void run_rows_k1_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-// k3 (cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
+// k3 (kernels/k3_cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
 bool run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
 int k2_blocks(const DeviceCall& call);

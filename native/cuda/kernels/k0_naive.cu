@@ -4,7 +4,7 @@
 //   p    = exp(logp)              (elementwise)
 //   lp   = gather(logp, tokens)   (thread per row)
 //   H    = -sum(p * logp)         (block per row)
-//   terms                         (thread per row, token_terms() from papo_math.h)
+//   terms                         (thread per row, token_terms() from core/token_math.h)
 //   grad = (1/tau)(gLp (onehot - p) - gH p (logp + H)), cast to the output type   (elementwise)
 // It is the baseline of the benchmarks and a second oracle for the fused kernels, so it stays simple: plain
 // scalar loads, no fusion. Its only concessions are the guards for p = 0 (p log p = 0, and an exact +0

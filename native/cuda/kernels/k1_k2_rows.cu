@@ -8,7 +8,7 @@
 //       it. The grid is sized for that (k2_blocks).
 //   forward only (logProbs, and the check pass before an in-place gradient): PHASE_FORWARD, one read.
 //
-// The per-token math is token_terms() from papo_math.h, the same code the CPU backend runs, evaluated in
+// The per-token math is token_terms() from core/token_math.h, the same code the CPU backend runs, evaluated in
 // doubles by the block's first thread.
 #include <stdlib.h>
 

@@ -1,6 +1,6 @@
 // One row's verdict and token terms, shared by the fused kernels and the naive chain: given both paths'
 // statistics (o.s, o.ms) and sampled-token log-probs (o.lp, and o.a when there are masked logits), set o.status
-// and o.t the way the CPU backend does (papo_cpu.cpp), with token_terms() from papo_math.h.
+// and o.t the way the CPU backend does (papo_cpu.cpp), with token_terms() from core/token_math.h.
 #pragma once
 
 #include "core/token_math.h"
