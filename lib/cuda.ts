@@ -2,7 +2,7 @@
 // runtime owns (no copy), and papoLoss() given DeviceTensor logits returns DeviceTensor gradients, so [N, V]
 // data never crosses PCIe. A DeviceTensor owns its memory only when papo-kernels allocated it.
 import { describe, rangeError, typeError, unsupported } from './errors';
-import { native, tryNative, nativeLoadError } from './native';
+import { emulatedBuildMissing, native, tryNative, nativeLoadError } from './native';
 import { dtypes, toTensor } from './tensor';
 import type { DType, Tensor, TensorLike } from './types';
 
@@ -107,6 +107,8 @@ export function isDeviceTensor(t: unknown): t is DeviceTensor {
 export function requireDevice(device: number, what: string): void {
   const b = tryNative();
   if (!b) throw unsupported(`${what} is not available: ${nativeLoadError()!.message}`);
+  const missing = emulatedBuildMissing();
+  if (missing) throw unsupported(`${what} is not available: ${missing}`);
   const i = b.info();
   if (!i.cudaBuilt || i.cudaDevices.length === 0)
     throw unsupported(`${what} is not available: no CUDA device (${i.cudaStatus || 'none found'}). ` +

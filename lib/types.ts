@@ -25,9 +25,6 @@ export interface OrtTensor {
 /** A DType, or any string: an object literal written before the call widens `type: 'float32'` to string, and
  * papoLoss checks the value at run time (naming `logits.type`), so such a literal needs no `as const`. */
 export type DTypeName = DType | (string & {});
-// Declared after OrtTensor on purpose: when a tensor matches no member, TypeScript reports against the last-created
-// of the members that share its keys, so a literal with the wrong data (a Float64Array) is told what `data` must
-// be, not that OrtTensor's `location` is missing (test/typing-errors.test.ts).
 /** onnxruntime-node's tensor shape. */
 export interface OrtLikeTensor {
   data: TensorData;
@@ -40,7 +37,10 @@ export interface ShapedTensor {
   shape: readonly number[];
   dtype: DTypeName;
 }
-export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor | OrtTensor;
+// OrtTensor first and OrtLikeTensor last on purpose: when a tensor matches no member, TypeScript reports against
+// the last of the members that share the most keys with it, so a literal with the wrong data (a Float64Array) is
+// told what `data` must be, not that OrtTensor's `location` is missing (test/typing-errors.test.ts).
+export type TensorLike = OrtTensor | TfjsLikeTensor | ShapedTensor | OrtLikeTensor;
 /** Sampled token ids: int32, or int64 as onnxruntime gives them (each value must fit in int32). */
 export type TokenIds = Int32Array | BigInt64Array | readonly number[];
 
