@@ -96,7 +96,7 @@ export function chartRows(rows: Row[]): ChartRow[] {
 export function writeChart(file: string, m: Machine, rows: ChartRow[]) {
   const caseKey = (r: ChartRow) => `${r.kind}|${r.dtype}|${r.V}`;
   const cases = [...new Set(rows.map(caseKey))];
-  const labelW = 250, barW = 380, textW = 300, W = labelW + barW + textW, barH = 16, gap = 4, groupGap = 16, top = 64;
+  const labelW = 110, barW = 460, textW = 300, W = labelW + barW + textW, barH = 16, gap = 4, groupGap = 16, top = 64;
   const vals = rows.map((r) => r.melemPerS).filter((v) => v > 0);
   const lo = 10 ** Math.floor(Math.log10(Math.min(...vals))), hi = 10 ** Math.ceil(Math.log10(Math.max(...vals)));
   const fx = (v: number) => ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * barW;
@@ -106,8 +106,9 @@ export function writeChart(file: string, m: Machine, rows: ChartRow[]) {
     const [kind, dtype, V] = c.split('|');
     const rs = rows.filter((r) => caseKey(r) === c).sort((a, b) => a.melemPerS - b.melemPerS);
     const what = kind === 'fwd' ? 'logProbs, forward, one path' : 'papoLoss, forward + backward, both paths';
-    out.push(`<text x="8" y="${y + 11}" font-weight="bold">${kind} · ${dtype} · V = ${V}</text>`);
-    out.push(`<text x="8" y="${y + 25}" font-size="10" fill="#555">${what}</text>`);
+    out.push(`<text x="8" y="${y + 12}"><tspan font-weight="bold">${kind} · ${dtype} · V = ${V}</tspan>` +
+      `<tspan dx="12" font-size="11" fill="#555">${what}</tspan></text>`);
+    y += 20;
     rs.forEach((r, i) => {
       const by = y + i * (barH + gap);
       const color = COLORS[r.backend] ?? '#333';
@@ -117,7 +118,7 @@ export function writeChart(file: string, m: Machine, rows: ChartRow[]) {
       out.push(`<text x="${(labelW + fx(r.melemPerS) + 6).toFixed(1)}" y="${by + 12}" font-size="11">${rate(r.melemPerS)}` +
         (faster.length ? `  <tspan font-weight="bold">${escapeXml(faster.join(', '))}</tspan>` : '') + '</text>');
     });
-    y += Math.max(2, rs.length) * (barH + gap) + groupGap;
+    y += rs.length * (barH + gap) + groupGap;
   }
   const axisY = y;
   const grid: string[] = [];
