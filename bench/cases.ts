@@ -1,23 +1,16 @@
 // The inputs of the benchmarks: deterministic logits of both paths with a realistic spread, for any N, V and
 // dtype, generated directly in the storage type (no float64 copy of an [N, V] tensor).
+import { numberToBf16 } from '../lib/dtype';
 import type { DType, PapoInputs, TensorData } from '../lib/types';
 
 export const ELEMENT_BYTES: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2 };
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-function bf16(x: number): number {
-  f32[0] = x;
-  const u = u32[0];
-  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
-}
 
 function logits(n: number, V: number, type: DType, phase: number): TensorData {
   if (type === 'float16') throw new Error('the benchmarks use float32 and bfloat16');
   const out = type === 'float32' ? new Float32Array(n * V) : new Uint16Array(n * V);
   for (let i = 0; i < n * V; i++) {
     const x = Math.sin(i * 0.37 + phase) * 6;
-    out[i] = type === 'float32' ? x : bf16(x);
+    out[i] = type === 'float32' ? x : numberToBf16(x);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 // What a benchmark run leaves behind: the table (stdout), JSON lines appended to bench/results/, and an SVG
-// chart of the speedup over the naive baseline and the fraction of the roofline against the vocabulary size.
+// chart of every backend's rate per case.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Timing } from './harness';
@@ -69,59 +69,74 @@ export function appendJsonLines(file: string, m: Machine, rows: Row[]) {
 }
 
 // ---- SVG -------------------------------------------------------------------------------------------------------
+// One horizontal bar per backend and case, on a log axis of logits elements per second, each bar named and
+// labelled with its rate and how many times faster it is than every slower backend of its case: which backend is
+// how much faster than which reads off the picture without the table.
 
-const COLORS: Record<string, string> = { cpu: '#1f77b4', cuda: '#2ca02c', 'cuda-naive': '#ff7f0e', 'torch-eager': '#9467bd', 'torch-compile': '#8c564b',
-  'tfjs-wasm': '#d62728', 'tfjs-cpu': '#e377c2' };
-
-function panel(x0: number, title: string, rows: Row[], value: (r: Row) => number, logY: boolean, yLabel: string): string {
-  const w = 420, h = 300, left = 60, top = 40, pw = w - left - 20, ph = h - top - 50;
-  const vs = [...new Set(rows.map((r) => r.V))].sort((a, b) => a - b);
-  const vals = rows.map(value).filter((v) => v > 0 && Number.isFinite(v));
-  let lo = logY ? Math.min(...vals) / 1.5 : 0, hi = logY ? Math.max(...vals) * 1.5 : Math.max(100, ...vals);
-  if (!(lo > 0) && logY) lo = 1;
-  if (!(hi > lo)) hi = lo * 10;
-  const fx = (V: number) => vs.length === 1 ? pw / 2 : ((Math.log(V) - Math.log(vs[0])) / (Math.log(vs[vs.length - 1]) - Math.log(vs[0]))) * pw;
-  const fy = (v: number) => ph - (logY ? (Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo)) : (v - lo) / (hi - lo)) * ph;
-  const out: string[] = [`<g transform="translate(${x0 + left},${top})">`];
-  out.push(`<text x="${pw / 2}" y="-18" text-anchor="middle" font-weight="bold">${title}</text>`);
-  out.push(`<rect width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
-  const ticks = logY ? [1, 3, 10, 30, 100, 300, 1000, 3000, 10000].filter((t) => t >= lo && t <= hi) : [0, 25, 50, 75, 100].filter((t) => t <= hi);
-  for (const t of ticks) out.push(`<line x1="0" x2="${pw}" y1="${fy(t)}" y2="${fy(t)}" stroke="#eee"/><text x="-6" y="${fy(t) + 4}" text-anchor="end" font-size="11">${t}</text>`);
-  for (const V of vs) out.push(`<text x="${fx(V)}" y="${ph + 16}" text-anchor="middle" font-size="11">${V}</text>`);
-  out.push(`<text x="${pw / 2}" y="${ph + 34}" text-anchor="middle" font-size="12">vocabulary size V (log)</text>`);
-  out.push(`<text transform="translate(-44,${ph / 2}) rotate(-90)" text-anchor="middle" font-size="12">${yLabel}</text>`);
-  const series = new Map<string, Row[]>();
-  for (const r of rows) {
-    const key = `${r.backend} ${r.kind} ${r.dtype}`;
-    series.set(key, [...(series.get(key) ?? []), r]);
-  }
-  for (const [, rs] of series) {
-    const pts = rs.filter((r) => value(r) > 0).sort((a, b) => a.V - b.V).map((r) => `${fx(r.V).toFixed(1)},${fy(value(r)).toFixed(1)}`);
-    const color = COLORS[rs[0].backend] ?? '#333';
-    const dash = rs[0].kind === 'fwd' ? ' stroke-dasharray="5,3"' : '';
-    out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`);
-    for (const p of pts) {
-      const [x, y] = p.split(',');
-      out.push(rs[0].dtype === 'bfloat16'
-        ? `<rect x="${+x - 3.5}" y="${+y - 3.5}" width="7" height="7" fill="${color}"/>`
-        : `<circle cx="${x}" cy="${y}" r="3.5" fill="${color}"/>`);
-    }
-  }
-  out.push('</g>');
-  return out.join('\n');
+/** What a chart needs of a row (a Row of this run, or a JSON line of an earlier one). */
+export interface ChartRow {
+  kind: string;
+  backend: string;
+  dtype: string;
+  V: number;
+  melemPerS: number;
 }
 
-export function writeChart(file: string, m: Machine, rows: Row[]) {
-  const fast = rows.filter((r) => r.backend !== 'reference');
-  const backends = [...new Set(fast.map((r) => r.backend))];
-  const legend = backends.map((b, i) => `<g transform="translate(${70 + i * 130},335)"><line x2="24" stroke="${COLORS[b] ?? '#333'}" stroke-width="3"/><text x="30" y="4" font-size="12">${b}</text></g>`).join('\n');
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="860" height="380" font-family="sans-serif" font-size="12">
-<rect width="860" height="380" fill="white"/>
-${panel(0, 'speedup over the naive reference (per element)', fast, (r) => r.speedup, true, 'speedup (x, log)')}
-${panel(430, '% of the roofline (copy of the same bytes)', fast, (r) => 100 * gbs(r) / r.rooflineGBs, false, '% of copy rate')}
-${legend}
-<text x="70" y="362" font-size="11">solid: papoLoss fwd+bwd (both paths); dashed: logProbs fwd; circle: float32, square: bfloat16</text>
-<text x="70" y="376" font-size="11">${m.date.slice(0, 10)}, commit ${m.commit}, ${m.gpu ?? m.cpu} (${m.cores} cores, ${m.cpuIsa}, ${m.threads} threads)</text>
+const COLORS: Record<string, string> = { reference: '#7f7f7f', cpu: '#1f77b4', cuda: '#2ca02c', 'cuda-naive': '#ff7f0e',
+  'torch-eager': '#9467bd', 'torch-compile': '#8c564b', 'tfjs-wasm': '#d62728', 'tfjs-cpu': '#e377c2' };
+
+const escapeXml = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const ratio = (x: number) => `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(0) : x.toFixed(1)}×`;
+const rate = (x: number) => x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+
+export function chartRows(rows: Row[]): ChartRow[] {
+  return rows.map((r) => ({ kind: r.kind, backend: r.backend, dtype: r.dtype, V: r.V, melemPerS: r.elements / r.timing.medianMs / 1e3 }));
+}
+
+export function writeChart(file: string, m: Machine, rows: ChartRow[]) {
+  const caseKey = (r: ChartRow) => `${r.kind}|${r.dtype}|${r.V}`;
+  const cases = [...new Set(rows.map(caseKey))];
+  const labelW = 110, barW = 460, textW = 300, W = labelW + barW + textW, barH = 16, gap = 4, groupGap = 16, top = 64;
+  const vals = rows.map((r) => r.melemPerS).filter((v) => v > 0);
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...vals))), hi = 10 ** Math.ceil(Math.log10(Math.max(...vals)));
+  const fx = (v: number) => ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * barW;
+  const out: string[] = [];
+  let y = top;
+  for (const c of cases) {
+    const [kind, dtype, V] = c.split('|');
+    const rs = rows.filter((r) => caseKey(r) === c).sort((a, b) => a.melemPerS - b.melemPerS);
+    const what = kind === 'fwd' ? 'logProbs, forward, one path' : 'papoLoss, forward + backward, both paths';
+    out.push(`<text x="8" y="${y + 12}"><tspan font-weight="bold">${kind} · ${dtype} · V = ${V}</tspan>` +
+      `<tspan dx="12" font-size="11" fill="#555">${what}</tspan></text>`);
+    y += 20;
+    rs.forEach((r, i) => {
+      const by = y + i * (barH + gap);
+      const color = COLORS[r.backend] ?? '#333';
+      const faster = rs.slice(0, i).reverse().map((s) => `${ratio(r.melemPerS / s.melemPerS)} ${s.backend}`);
+      out.push(`<text x="${labelW - 8}" y="${by + 12}" text-anchor="end">${escapeXml(r.backend)}</text>`);
+      out.push(`<rect x="${labelW}" y="${by}" width="${Math.max(1, fx(r.melemPerS)).toFixed(1)}" height="${barH}" fill="${color}"/>`);
+      out.push(`<text x="${(labelW + fx(r.melemPerS) + 6).toFixed(1)}" y="${by + 12}" font-size="11">${rate(r.melemPerS)}` +
+        (faster.length ? `  <tspan font-weight="bold">${escapeXml(faster.join(', '))}</tspan>` : '') + '</text>');
+    });
+    y += rs.length * (barH + gap) + groupGap;
+  }
+  const axisY = y;
+  const grid: string[] = [];
+  for (let t = lo; t <= hi * 1.0001; t *= 10) {
+    const x = (labelW + fx(t)).toFixed(1);
+    grid.push(`<line x1="${x}" x2="${x}" y1="${top - 6}" y2="${axisY}" stroke="#ddd"/>`);
+    grid.push(`<text x="${x}" y="${axisY + 14}" text-anchor="middle" font-size="11">${t >= 1 ? t.toLocaleString('en-US') : t}</text>`);
+  }
+  const H = axisY + 70;
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
+<rect width="${W}" height="${H}" fill="white"/>
+<text x="8" y="22" font-size="15" font-weight="bold">Million logits elements per second, per backend (log scale; longer is faster)</text>
+<text x="8" y="42" font-size="11" fill="#333">Each bar: its rate, then how many times faster than each slower backend of the same case (per element; rows are sized per backend).</text>
+${grid.join('\n')}
+${out.join('\n')}
+<text x="${labelW + barW / 2}" y="${axisY + 30}" text-anchor="middle" font-size="12">Melem/s (log)</text>
+<text x="8" y="${axisY + 52}" font-size="11" fill="#333">${escapeXml(`${m.date.slice(0, 10)}, commit ${m.commit}, ${m.gpu ?? m.cpu} (${m.cores} cores, ${m.cpuIsa} kernels, ${m.threads} threads)` +
+    (m.tfjs ? `; ${m.tfjs}` : ''))}</text>
 </svg>
 `;
   fs.writeFileSync(file, svg);

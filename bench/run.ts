@@ -1,12 +1,7 @@
 // npm run bench: every backend against the naive float64 reference on the same inputs, next to the roofline of
 // the machine measured in the same run (a copy moving the same minimal bytes), for vocab 32000 and 151936,
-// float32 and bfloat16, forward only (logProbs) and forward + backward (papoLoss, both paths).
-//
-//   npm run bench                 quick (CPU cases only when there is no GPU; a few minutes at most); JSON lines
-//                                 and chart go to bench/results/local/ (untracked)
-//   npm run bench -- --full       everything: more vocab sizes, more rows, longer sampling
-//   npm run bench -- --save       update the committed bench/results/ instead
-//   npm run bench -- --no-save    print only (no JSON lines, no chart)
+// float32 and bfloat16, forward only (logProbs) and forward + backward (papoLoss, both paths). The usage below is
+// what --help prints; bench/README.md says how to read the results.
 //
 // CPU rows also say how close they come to the exponential floor measured in the same run: the kernels' vexp
 // over data in L1 on every thread, since an exp per element (two with gradients) is what bounds them.
@@ -17,6 +12,7 @@
 // The tfjs peer (bench/tfjs-peer.ts: the objective in tfjs ops with tf.grad, what a Node user without this package
 // would write) runs the float32 cases on tfjs's WASM backend; tfjs has no bfloat16.
 import { execSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
@@ -25,10 +21,29 @@ import type { DType, PapoInputs, Tensor } from '../lib/types';
 import { elements, makeBatch, minimalBytes, type Kind } from './cases';
 import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
-import { appendJsonLines, printTable, writeChart, type Machine, type Row } from './report';
+import { appendJsonLines, chartRows, printTable, writeChart, type Machine, type Row } from './report';
 import { deviceCopy, hostCopy } from './roofline';
 
+const USAGE = `usage: npm run bench [-- OPTION...]
+
+  (none)        quick run: CPU cases only when there is no GPU (about 50 s on a 2-core machine); appends JSON lines
+                to bench/results/local/cpu.jsonl (or gpu.jsonl) and draws chart-cpu.svg there, untracked
+  --full        every case: vocab 4096 to 151936, more rows, longer sampling (minutes)
+  --save        write the committed bench/results/ instead of bench/results/local/
+  --no-save     print the table only: no JSON lines, no chart
+  --chart-only  time nothing: redraw the chart from the latest run in the JSON lines (with --save: the committed ones)
+  --help, -h    this text
+
+How to read the table and the chart: bench/README.md.`;
+
 const args = process.argv.slice(2);
+const known = ['--full', '--save', '--no-save', '--chart-only', '--help', '-h'];
+const unknown = args.filter((a) => !known.includes(a));
+if (args.includes('--help') || args.includes('-h') || unknown.length) {
+  if (unknown.length) console.error(`bench: unknown option ${unknown.map((a) => `'${a}'`).join(', ')}\n`);
+  (unknown.length ? console.error : console.log)(USAGE);
+  process.exit(unknown.length ? 2 : 0);
+}
 const full = args.includes('--full');
 const save = !args.includes('--no-save');
 const committed = args.includes('--save');
@@ -130,17 +145,36 @@ async function main() {
   printTable(rows, machine);
   console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
   if (save) {
-    const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
-    const dir = path.join(__dirname, '..', '..', rel);
-    const name = gpu ? 'gpu' : 'cpu';
+    const { rel, dir, name } = resultsPlace();
     appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);
-    writeChart(path.join(dir, `chart-${name}.svg`), machine, rows);
+    writeChart(path.join(dir, `chart-${name}.svg`), machine, chartRows(rows));
     console.log(`appended ${rows.length} lines to ${rel}/${name}.jsonl; chart: ${rel}/chart-${name}.svg` +
       (committed ? '' : ' (untracked; --save updates the committed results)'));
   }
 }
 
-main().catch((e) => {
+/** Where this run's results go: the committed bench/results/ (--save) or the untracked local/ beside it. */
+function resultsPlace() {
+  const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
+  return { rel, dir: path.join(__dirname, '..', '..', rel), name: gpu ? 'gpu' : 'cpu' };
+}
+
+/** --chart-only: the chart of the latest run already in the JSON lines (one run shares one date). */
+function redrawChart() {
+  const { rel, dir, name } = resultsPlace();
+  const file = path.join(dir, `${name}.jsonl`);
+  if (!fs.existsSync(file)) throw new Error(`bench --chart-only: no ${rel}/${name}.jsonl to draw from; run the bench first`);
+  type Line = Machine & { case: string; backend: string; dtype: string; V: number; melemPerS: number };
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+  const latest = lines.reduce((a, l) => (l.date > a ? l.date : a), '');
+  const run = lines.filter((l) => l.date === latest);
+  const m = run[0];
+  writeChart(path.join(dir, `chart-${name}.svg`), m,
+    run.map((l) => ({ kind: l.case, backend: l.backend, dtype: l.dtype, V: l.V, melemPerS: l.melemPerS })));
+  console.log(`chart: ${rel}/chart-${name}.svg from the run of ${latest} (commit ${m.commit}, ${run.length} rows)`);
+}
+
+(args.includes('--chart-only') ? Promise.resolve().then(redrawChart) : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });

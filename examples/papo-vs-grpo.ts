@@ -1,11 +1,12 @@
 // PAPO against GRPO, from the same seed, on a task only the image can answer (examples/papo-vs-grpo/task.ts), with
-// a tiny tfjs policy trained through papo-kernels/tfjs. It writes the reward and the perception KL of both runs per
-// step to examples/papo-vs-grpo.svg.
+// a tiny tfjs policy trained through papo-kernels/tfjs. It draws the reward and the perception KL of both runs per
+// step into examples/output/papo-vs-grpo.svg (untracked); `--save` writes the committed examples/papo-vs-grpo.svg
+// instead, which the README shows, so a run with other settings never overwrites it by accident.
 //
-//   npm install && node dist/examples/papo-vs-grpo.js
+//   npm install && node dist/examples/papo-vs-grpo.js [--save]
 //
 // Settings from the environment: PAPO_EXAMPLE_STEPS (default 600), PAPO_EXAMPLE_SEED (1), PAPO_EXAMPLE_SVG (the
-// output file), PAPO_EXAMPLE_BACKEND (tfjs backend: wasm, the default, or cpu).
+// output file, overriding both), PAPO_EXAMPLE_BACKEND (tfjs backend: wasm, the default, or cpu).
 // In an application the imports are 'papo-kernels' and 'papo-kernels/tfjs'.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -35,7 +36,11 @@ function intEnv(name: string, fallback: number): number {
 
 const steps = intEnv('PAPO_EXAMPLE_STEPS', 600);
 const seed = intEnv('PAPO_EXAMPLE_SEED', 1);
-const svgPath = process.env.PAPO_EXAMPLE_SVG || path.join(__dirname, '..', '..', 'examples', 'papo-vs-grpo.svg');
+const args = process.argv.slice(2);
+if (args.some((a) => a !== '--save')) throw new RangeError(`papo-vs-grpo: the only option is --save, got ${args.join(' ')}`);
+const examples = path.join(__dirname, '..', '..', 'examples');
+const svgPath = process.env.PAPO_EXAMPLE_SVG ||
+  (args.includes('--save') ? path.join(examples, 'papo-vs-grpo.svg') : path.join(examples, 'output', 'papo-vs-grpo.svg'));
 const backend = process.env.PAPO_EXAMPLE_BACKEND || 'wasm';
 
 interface Run {

@@ -3,7 +3,7 @@
 // data never crosses PCIe. A DeviceTensor owns its memory only when papo-kernels allocated it.
 import { allocDevice, DeviceTensor, ELEMENT_BYTES, viewDevice } from './device-tensor';
 import { describe, rangeError, typeError, unsupported } from './errors';
-import { native, tryNative, nativeLoadError } from './native';
+import { emulatedBuildMissing, native, tryNative, nativeLoadError } from './native';
 import { dtypes, toTensor } from './tensor';
 import type { DType, TensorLike } from './types';
 
@@ -34,6 +34,8 @@ function deviceIndex(options: DeviceOptions | undefined, name: string): number {
 export function requireDevice(device: number, what: string): void {
   const b = tryNative();
   if (!b) throw unsupported(`${what} is not available: ${nativeLoadError()!.message}`);
+  const missing = emulatedBuildMissing();
+  if (missing) throw unsupported(`${what} is not available: ${missing}`);
   const i = b.info();
   if (!i.cudaBuilt || i.cudaDevices.length === 0)
     throw unsupported(`${what} is not available: no CUDA device (${i.cudaStatus || 'none found'}). ` +

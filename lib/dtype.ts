@@ -1,19 +1,100 @@
-// fp16 / bf16 <-> number conversions for the float64 reference and the tests. Native code has its own
-// (vectorised) copies; both round to nearest even.
+// float32 <-> bfloat16 / float16 conversions: the exported array conversions, and the per-value ones of the
+// float64 reference and the tests. Every rounding here is to nearest, ties to even, with NaN kept a (quiet) NaN.
+// Native code has its own (vectorised) copies with the same rounding.
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
+
+/** bfloat16 bits of the float32 whose bits are `u`: the upper half, rounded to nearest even on the lower half. */
+function bf16FromBits(u: number): number {
+  // NaN: truncating could clear every payload bit left and make it an infinity, so set the quiet bit instead
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** float16 bits of the float32 whose bits are `u`, rounded to nearest even (overflow to infinity, underflow
+ * through the subnormals to zero). */
+function f16FromBits(u: number): number {
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  const mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 127 + 15;  // float16's biased exponent
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    // a subnormal float16, n * 2^-24 with n = the 24-bit significand >> (14 - e), rounded
+    if (e < -10) return sign;  // below half of the smallest subnormal
+    const m = mant | 0x800000;
+    const shift = 14 - e;
+    const rem = m & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    let n = m >>> shift;
+    if (rem > half || (rem === half && n & 1)) n += 1;
+    return sign | n;  // n = 0x400 is the smallest normal's encoding
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h += 1;  // a carry into the exponent is right, up to infinity
+  return sign | h;
+}
+
+/** float32 bits of the float16 `h` (exact: every float16 is a float32). */
+function f32BitsFromF16(h: number): number {
+  const sign = (h & 0x8000) << 16;
+  const exp = (h >>> 10) & 0x1f;
+  let mant = h & 0x3ff;
+  if (exp === 0x1f) return (sign | 0x7f800000 | (mant << 13)) >>> 0;
+  if (exp === 0) {
+    if (mant === 0) return sign >>> 0;
+    let e = 127 - 15 + 1;
+    while (!(mant & 0x400)) {
+      mant <<= 1;
+      e -= 1;
+    }
+    return (sign | (e << 23) | ((mant & 0x3ff) << 13)) >>> 0;
+  }
+  return (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
+}
+
+/** float32 values as bfloat16 bits (what `{ data, dims, type: 'bfloat16' }` takes), rounded to nearest even. */
+export function float32ToBfloat16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < out.length; i++) out[i] = bf16FromBits(bits[i]);
+  return out;
+}
+
+/** bfloat16 bits as float32 values (exact). */
+export function bfloat16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < out.length; i++) out[i] = bits[i] << 16;
+  return new Float32Array(out.buffer);
+}
+
+/** float32 values as float16 bits (what `{ data, dims, type: 'float16' }` takes), rounded to nearest even. */
+export function float32ToFloat16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < out.length; i++) out[i] = f16FromBits(bits[i]);
+  return out;
+}
+
+/** float16 bits as float32 values (exact). */
+export function float16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < out.length; i++) out[i] = f32BitsFromF16(bits[i]);
+  return new Float32Array(out.buffer);
+}
 
 export function bf16ToNumber(bits: number): number {
   u32[0] = bits << 16;
   return f32[0];
 }
 
+/** bfloat16 bits of x, rounded to float32 first, as native code holds the values it rounds. */
 export function numberToBf16(x: number): number {
   f32[0] = x;
-  const u = u32[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+  return bf16FromBits(u32[0]);
 }
 
 export function f16ToNumber(bits: number): number {

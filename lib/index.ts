@@ -4,6 +4,7 @@ export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELE
 export { cuda } from './cuda';
 export { DeviceTensor, isDeviceTensor } from './device-tensor';
 export type { DeviceOptions, WrapOptions } from './cuda';
+export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './dtype';
 export { presets } from './presets';
 export type { PresetValues } from './presets';
 export type { PapoErrorCode } from './errors';

@@ -148,8 +148,19 @@ export function packageRoot(): string {
 
 let binding: NativeBinding | null = null;
 let loadError: Error | null = null;
+/** Set when PAPO_CUDA_EMULATE=1 found no emulated build and the release build stands in for the CPU only. */
+let emulationMissing: string | null = null;
 
 const REBUILD = "run 'npm rebuild papo-kernels' (in a checkout of papo-kernels itself: 'npm run build')";
+const EMULATED_REBUILD = "it is a test tool of the papo-kernels repository, not part of the package: 'npm install' " +
+  "in a checkout of papo-kernels builds it";
+
+/** The release build standing in where PAPO_CUDA_EMULATE=1 finds no emulated one: its CPU backend serves 'cpu'
+ * and 'auto', and it reports no CUDA device, so no call reaches a real GPU (or fails on a missing one) believing
+ * it is emulated. */
+function cpuOnlyStandIn(release: NativeBinding, why: string): NativeBinding {
+  return { ...release, info: () => ({ ...release.info(), cudaDevices: [], cudaStatus: why }) };
+}
 
 /** Why the addon is unavailable, with what to do about it. bindings throws an error carrying `tries` when no
  * candidate file exists; any other error is a file that exists but did not load. */
@@ -158,8 +169,7 @@ function loadFailure(e: unknown, emulated: boolean, root: string): Error {
   const only = "Only backend 'reference' works without it.";
   if (emulated && err.tries)
     return new Error(`papo-kernels: PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing ` +
-      `(${err.tries.join(', ')}); 'npm install' in the papo-kernels repository builds it (a consumer install of the ` +
-      `package does not). ${only}`);
+      `(${err.tries.join(', ')}), and so is the release build: ${EMULATED_REBUILD}. ${only}`);
   if (err.tries)
     return new Error(`papo-kernels: the native addon is not built (no papo_kernels.node in ${path.join(root, 'build', 'Release')} ` +
       `nor in the ${err.tries.length - 1} other places the bindings package looks). The package's install script builds it, ` +
@@ -178,17 +188,35 @@ export function tryNative(): NativeBinding | null {
   const file = process.env.PAPO_ADDON_PATH;
   const emulated = !file && process.env.PAPO_CUDA_EMULATE === '1';
   const root = packageRoot();
+  // explicit module_root: bindings would otherwise guess the root from the stack, which bundlers break
+  const load = (emulatedOnly: boolean) => (file ? require(file) : bindings({
+    bindings: 'papo_kernels.node',
+    module_root: root,
+    ...(emulatedOnly ? { try: [['module_root', 'build', 'Emulated', 'bindings']] } : {}),
+  })) as NativeBinding;
   try {
-    binding = (file ? require(file) : bindings({
-      bindings: 'papo_kernels.node',
-      // explicit: bindings would otherwise guess the root from the stack, which bundlers break
-      module_root: root,
-      ...(emulated ? { try: [['module_root', 'build', 'Emulated', 'bindings']] } : {}),
-    })) as NativeBinding;
+    binding = load(emulated);
   } catch (e) {
-    loadError = loadFailure(e, emulated, root);
+    const tries = (e as { tries?: string[] }).tries;
+    if (!emulated || !tries) {
+      loadError = loadFailure(e, emulated, root);
+      return binding;
+    }
+    emulationMissing = `PAPO_CUDA_EMULATE=1 asks for the emulated CUDA device, but this install has none ` +
+      `(${tries.join(', ')}): ${EMULATED_REBUILD}. Backends 'cpu' and 'auto' run on the CPU meanwhile.`;
+    try {
+      binding = cpuOnlyStandIn(load(false), `papo-kernels: ${emulationMissing}`);
+    } catch (e2) {
+      loadError = (e2 as { tries?: string[] }).tries ? loadFailure(e, true, root) : loadFailure(e2, false, root);
+    }
   }
   return binding;
+}
+
+/** Why CUDA is refused although an addon loaded: PAPO_CUDA_EMULATE=1 without an emulated build (else null). */
+export function emulatedBuildMissing(): string | null {
+  tryNative();
+  return emulationMissing;
 }
 
 export function nativeLoadError(): Error | null {

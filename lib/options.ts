@@ -73,9 +73,15 @@ export function closest(name: string, known: readonly string[]): string | undefi
   return bestD <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
 }
 
+/** Names users reach for that spell differently here: the hint goes by meaning, not by spelling ('gpu' is one
+ * letter from 'cpu'). */
+const synonyms: Readonly<Record<string, string>> = { gpu: 'cuda', nvidia: 'cuda' };
+
 function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
   if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
-  const hint = typeof v === 'string' ? closest(v, allowed) : undefined;
+  const synonym = typeof v === 'string' ? synonyms[v.toLowerCase()] : undefined;
+  const hint = typeof v === 'string'
+    ? (synonym !== undefined && (allowed as readonly string[]).includes(synonym) ? synonym : closest(v, allowed)) : undefined;
   throw rangeError(name, `expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(v)}` +
     (hint ? ` (did you mean '${hint}'?)` : ''));
 }

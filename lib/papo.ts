@@ -14,8 +14,8 @@ import { cuda, requireDevice } from './cuda';
 import { allocDevice, DeviceTensor } from './device-tensor';
 import { toTensor } from './tensor';
 import type {
-  BackendName, DevicePapoInputs, DType, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoInfo, PapoInputs, PapoOptions,
-  PapoResult, Tensor, TensorLike, TokenIds,
+  BackendName, DevicePapoInputs, DType, GradOptions, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoGradResult, PapoInfo,
+  PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
 import { prepareCall, type PreparedCall } from './validate';
 
@@ -194,9 +194,13 @@ function prepare(inputs: PapoInputs, options: PapoOptions | undefined): { call: 
 }
 
 /** The PAPO loss, its gradients and per-token statistics, computed on the calling thread. Host logits give
- * Tensor gradients, DeviceTensor logits DeviceTensor gradients. */
+ * Tensor gradients, DeviceTensor logits DeviceTensor gradients; gradLogits is typed as present unless the options
+ * may set computeGrad to false. */
+export function papoLossSync(inputs: HostPapoInputs, options?: GradOptions): PapoGradResult<Tensor>;
 export function papoLossSync(inputs: HostPapoInputs, options?: PapoOptions): PapoResult<Tensor>;
+export function papoLossSync(inputs: DevicePapoInputs, options?: GradOptions): PapoGradResult<DeviceTensor>;
 export function papoLossSync(inputs: DevicePapoInputs, options?: PapoOptions): PapoResult<DeviceTensor>;
+export function papoLossSync(inputs: PapoInputs, options?: GradOptions): PapoGradResult;
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult;
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult {
   const { call, backend } = prepare(inputs, options);
@@ -214,8 +218,11 @@ export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoRes
  * The PAPO loss on a worker thread: the event loop keeps turning while the rows are processed. The inputs must
  * not be modified (nor DeviceTensors disposed) until the promise settles. Validation errors reject the promise.
  */
+export function papoLoss(inputs: HostPapoInputs, options?: GradOptions): Promise<PapoGradResult<Tensor>>;
 export function papoLoss(inputs: HostPapoInputs, options?: PapoOptions): Promise<PapoResult<Tensor>>;
+export function papoLoss(inputs: DevicePapoInputs, options?: GradOptions): Promise<PapoGradResult<DeviceTensor>>;
 export function papoLoss(inputs: DevicePapoInputs, options?: PapoOptions): Promise<PapoResult<DeviceTensor>>;
+export function papoLoss(inputs: PapoInputs, options?: GradOptions): Promise<PapoGradResult>;
 export function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult>;
 export async function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult> {
   const { call, backend } = prepare(inputs, options);

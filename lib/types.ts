@@ -7,18 +7,6 @@ export type DType = 'float32' | 'float16' | 'bfloat16';
 /** The storage of each dtype: Float32Array for float32, Uint16Array (raw bits) for float16 and bfloat16. */
 export type TensorData = Float32Array | Uint16Array;
 
-/** onnxruntime-node's tensor shape. */
-export interface OrtLikeTensor {
-  data: TensorData;
-  dims: readonly number[];
-  type: DType;
-}
-/** `{ data, shape, dtype }`, as many array libraries describe a tensor. */
-export interface ShapedTensor {
-  data: TensorData;
-  shape: readonly number[];
-  dtype: DType;
-}
 /** tfjs-style tensors: `dataSync()` is typed as tfjs types it (by dtype: Float32Array, Int32Array, Uint8Array), so
  * real tfjs tensors are assignable; only float32 ones are accepted at run time (tfjs has no 16-bit floats). */
 export interface TfjsLikeTensor {
@@ -34,7 +22,25 @@ export interface OrtTensor {
   readonly type: string;
   readonly location: string;
 }
-export type TensorLike = OrtLikeTensor | ShapedTensor | TfjsLikeTensor | OrtTensor;
+/** A DType, or any string: an object literal written before the call widens `type: 'float32'` to string, and
+ * papoLoss checks the value at run time (naming `logits.type`), so such a literal needs no `as const`. */
+export type DTypeName = DType | (string & {});
+/** onnxruntime-node's tensor shape. */
+export interface OrtLikeTensor {
+  data: TensorData;
+  dims: readonly number[];
+  type: DTypeName;
+}
+/** `{ data, shape, dtype }`, as many array libraries describe a tensor. */
+export interface ShapedTensor {
+  data: TensorData;
+  shape: readonly number[];
+  dtype: DTypeName;
+}
+// OrtTensor first and OrtLikeTensor last on purpose: when a tensor matches no member, TypeScript reports against
+// the last of the members that share the most keys with it, so a literal with the wrong data (a Float64Array) is
+// told what `data` must be, not that OrtTensor's `location` is missing (test/typing-errors.test.ts).
+export type TensorLike = OrtTensor | TfjsLikeTensor | ShapedTensor | OrtLikeTensor;
 /** Sampled token ids: int32, or int64 as onnxruntime gives them (each value must fit in int32). */
 export type TokenIds = Int32Array | BigInt64Array | readonly number[];
 
@@ -171,6 +177,15 @@ export interface PapoResult<G extends Tensor | DeviceTensor = Tensor | DeviceTen
   /** The backend that ran ('cpu', 'cuda', 'cuda-naive' or 'reference'). */
   backend: string;
 }
+
+/** What papoLoss returns when the options leave computeGrad at its default (true) or set it to true: gradLogits is
+ * always there (gradMaskedLogits only with maskedLogits and without detachMasked). */
+export interface PapoGradResult<G extends Tensor | DeviceTensor = Tensor | DeviceTensor> extends PapoResult<G> {
+  gradLogits: G;
+}
+
+/** Options under which papoLoss computes gradients: computeGrad absent or true (a literal, not a boolean). */
+export type GradOptions = PapoOptions & { computeGrad?: true };
 
 export interface LogProbsOptions {
   temperature?: number;

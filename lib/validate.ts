@@ -38,6 +38,9 @@ export interface PreparedCall {
   normScale: number;
 }
 
+/** How far above 0 a response token's log-prob may be and still count as rounding of a float32 log-softmax. */
+export const LOG_PROB_ROUNDING = 1e-3;
+
 const inputNames: readonly (keyof PapoInputs)[] = [
   'logits', 'maskedLogits', 'maskedLogProbs', 'tokens', 'advantages', 'responseMask', 'oldLogProbs',
   'refLogProbs', 'seqLengths', 'rolloutLogProbs', 'perceptionWeights', 'sftMask',
@@ -160,12 +163,25 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
     advantages = new Float32Array(N);
     for (let s = 0, row = 0; s < B; row += seqLengths[s], s++) advantages.fill(perSeq[s], row, row + seqLengths[s]);
   } else {
-    throw rangeError('advantages', `expected ${N} values (per token) or ${B} (per sequence), got ${advIn.length}`);
+    // Without seqLengths a packed batch is one sequence, so per-sequence advantages for several cannot be placed.
+    const hint = !batched && inputs.seqLengths === undefined && advIn.length > 1 && advIn.length < N
+      ? `; ${advIn.length} values look like one per sequence: pass seqLengths (the packed sequences' lengths, summing ` +
+        `to ${N}) to say where each sequence starts, or broadcastAdvantages(advantages, seqLengths) for per-token values`
+      : '';
+    throw rangeError('advantages', `expected ${N} values (per token) or ${B} (per sequence), got ${advIn.length}${hint}`);
   }
 
   const optional = (name: 'oldLogProbs' | 'refLogProbs' | 'maskedLogProbs' | 'rolloutLogProbs') => {
     const v = inputs[name];
-    return v === undefined || v === null ? null : floats(name, v, N, 'one log-prob per token', counts);
+    if (v === undefined || v === null) return null;
+    const f = floats(name, v, N, 'one log-prob per token', counts);
+    // A log-prob above 0 is a probability above 1: a sign flipped, logits passed instead, or the wrong array. On
+    // a response token it would enter the ratio or the KL silently; rounding alone never gets this far above 0.
+    for (let i = 0; i < N; i++)
+      if (counts(i) && f[i] > LOG_PROB_ROUNDING)
+        throw rangeError(name, `element ${i} is ${v[i]}, but a log-prob is at most 0 (a probability at most 1); ` +
+          'expected log-probs of the sampled tokens, not logits or negated log-probs');
+    return f;
   };
   const oldLogProbs = optional('oldLogProbs');
   const refLogProbs = optional('refLogProbs');

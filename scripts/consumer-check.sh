@@ -61,6 +61,20 @@ contents_ok() {
 }
 check "the tarball holds the sources, dist/lib and docs, and no build output, tests or benchmarks" contents_ok
 
+# The registry shows the packed README: a relative link or image there must lead to a file of the tarball (the rest
+# link absolutely to the repository).
+readme_links_ok() {
+  local bad=0 target
+  tar -xzf "$TARBALL" -C "$SCRATCH" package/README.md
+  while read -r target; do
+    target=${target%%#*}
+    [ -z "$target" ] && continue
+    grep -qx "$target" "$SCRATCH/contents.txt" || { echo "README links to $target, which is not in the package"; bad=1; }
+  done < <(grep -oE '\]\([^)]+\)' "$SCRATCH/package/README.md" | sed -E 's/^\]\(//; s/\)$//' | grep -vE '^(https?:|mailto:|#)')
+  return $bad
+}
+check "every relative link of the packed README leads to a file in the package" readme_links_ok
+
 # ---- the install ------------------------------------------------------------------------------------------------
 APP="$SCRATCH/app"
 mkdir -p "$APP"
@@ -88,6 +102,39 @@ check "the install leaves build/Release/papo_kernels.node alone (no objects, tes
 check "the install summary says what was built and pruned" \
   grep -Eq 'papo-kernels [0-9.]+: built with cmake-js in [0-9]+ s: cpu .*CUDA skipped: PAPO_CPU_ONLY is set; build/ pruned to build/Release/papo_kernels.node' \
   "$SCRATCH/install.log"
+no_install_noise() {
+  ! grep -E 'Not searching for unused variables|Unable to find cublas' "$SCRATCH/install.log"
+}
+check "the install prints no cmake noise" no_install_noise
+
+# ---- the README's quick start, as written -------------------------------------------------------------------------
+# The first ts block after "## Quick start", unchanged, as an ES module of a strict nodenext project of its own.
+QUICK="$SCRATCH/app/quick"
+mkdir -p "$QUICK"
+awk '/^## Quick start/ { on = 1 } on && /^```ts$/ { inblock = 1; next } inblock && /^```$/ { exit } inblock { print }' \
+  "$ROOT/README.md" > "$QUICK/quick-start.mts"
+quick_start_extracted() {
+  [ "$(wc -l < "$QUICK/quick-start.mts")" -ge 10 ] && grep -q "from 'papo-kernels'" "$QUICK/quick-start.mts"
+}
+check "the README has a TypeScript quick start ($(wc -l < "$QUICK/quick-start.mts") lines)" quick_start_extracted
+cat > "$QUICK/tsconfig.json" <<'EOF'
+{
+  "compilerOptions": {
+    "target": "ES2022", "module": "nodenext", "moduleResolution": "nodenext", "strict": true,
+    "skipLibCheck": false, "types": ["node"], "outDir": "out"
+  },
+  "include": ["quick-start.mts"]
+}
+EOF
+check "tsc --strict: the README's quick start, unchanged (module nodenext)" "${TSC[@]}" -p "$QUICK/tsconfig.json"
+quick_start_runs() {
+  local out
+  out=$(node "$QUICK/out/quick-start.mjs") || return 1
+  echo "$out"
+  grep -Eq '^loss -?[0-9.]+, perception KL [0-9.]+ \(cpu\)$' <<< "$out" &&
+    grep -Fq "dL/dlogits [ 4, 32000 ] dL/dmaskedLogits [ 4, 32000 ]" <<< "$out"
+}
+check "the README's quick start runs: a finite loss and both gradients" quick_start_runs
 
 # ---- TypeScript under strict, from ESM and CommonJS -------------------------------------------------------------
 # The same small call from each: host logits, so r.gradLogits is a Tensor and .data needs no cast.

@@ -28,6 +28,9 @@ interface Probe {
   cpuLoss?: number;
   error?: { code: string; message: string };
   loaded: string[];
+  autoBackend?: string;
+  cudaError?: { code: string; message: string };
+  cudaStatus?: string;
 }
 
 let pkg: string;
@@ -43,11 +46,17 @@ function layout(files: Record<string, { copy: string } | { text: string }>) {
   }
 }
 
-function run(env: Record<string, string> = {}): Probe {
+// The same, plus what 'auto' and 'cuda' do and what info() says about CUDA.
+const cudaProbe = probe.replace('out.loaded =', `out.autoBackend = p.papoLossSync(inputs, { backend: 'auto' }).backend;
+try { p.papoLossSync(inputs, { backend: 'cuda' }); } catch (e) { out.cudaError = { code: e.code, message: e.message }; }
+out.cudaStatus = p.info().cudaStatus;
+out.loaded =`);
+
+function run(env: Record<string, string> = {}, script = probe): Probe {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   if (!('PAPO_CUDA_EMULATE' in env)) delete childEnv.PAPO_CUDA_EMULATE;
   delete childEnv.PAPO_ADDON_PATH;
-  const out = execFileSync(process.execPath, ['-e', probe, path.join(pkg, 'dist', 'lib', 'index.js')],
+  const out = execFileSync(process.execPath, ['-e', script, path.join(pkg, 'dist', 'lib', 'index.js')],
     { env: childEnv, encoding: 'utf8' });
   return JSON.parse(out) as Probe;
 }
@@ -93,10 +102,25 @@ describe('loading the native addon', () => {
     expect(run({ PAPO_CUDA_EMULATE: '1' }).loaded).toEqual([path.join(pkg, 'build', 'Emulated', 'papo_kernels.node')]);
     expect(run().loaded).toEqual([path.join(pkg, 'build', 'Release', 'papo_kernels.node')]);
 
-    layout({ 'build/Release/papo_kernels.node': { copy: release } });
+    layout({});
     const r = run({ PAPO_CUDA_EMULATE: '1' });
     expect(r.loaded).toEqual([]);
     expect(r.error?.code).toBe('PAPO_UNSUPPORTED');
-    expect(r.error?.message).toContain(`PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing (${path.join(pkg, 'build', 'Emulated', 'papo_kernels.node')})`);
+    expect(r.error?.message).toContain(`PAPO_CUDA_EMULATE=1 asks for the emulated build, but it is missing (${path.join(pkg, 'build', 'Emulated', 'papo_kernels.node')}), and so is the release build: it is a test tool of the papo-kernels repository, not part of the package: 'npm install' in a checkout of papo-kernels builds it`);
+  });
+
+  it('PAPO_CUDA_EMULATE=1 in a consumer install (no build/Emulated): cpu and auto work, cuda says how to build the emulated device', () => {
+    layout({ 'build/Release/papo_kernels.node': { copy: release } });
+    const r = run({ PAPO_CUDA_EMULATE: '1' }, cudaProbe);
+    expect(r.error).toBeUndefined();
+    expect(r.cpuLoss).toBeTypeOf('number');
+    expect(r.autoBackend).toBe('cpu');
+    expect(r.backends).toEqual(['reference', 'cpu']);
+    expect(r.loaded).toEqual([path.join(pkg, 'build', 'Release', 'papo_kernels.node')]);
+    const missing = `PAPO_CUDA_EMULATE=1 asks for the emulated CUDA device, but this install has none (${path.join(pkg, 'build', 'Emulated', 'papo_kernels.node')}): ` +
+      "it is a test tool of the papo-kernels repository, not part of the package: 'npm install' in a checkout of papo-kernels builds it";
+    expect(r.cudaError?.code).toBe('PAPO_UNSUPPORTED');
+    expect(r.cudaError?.message).toContain(`backend 'cuda' is not available: ${missing}`);
+    expect(r.cudaStatus).toContain(missing);
   });
 });

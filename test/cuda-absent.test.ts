@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
 import type { DType, Tensor } from '../lib/types';
+import { native } from '../lib/native';
 import { codeOf, makeInputs } from './helpers';
 
 delete process.env.PAPO_CUDA_EMULATE;
@@ -15,6 +16,13 @@ describe('CUDA without a device', () => {
     expect(i.cudaDevices).toEqual([]);
     expect(i.cudaStatus.length).toBeGreaterThan(0);
     expect(i.backends).not.toContain('cuda');
+  });
+  // The runtime reports cudaErrorInsufficientDriver when there is no driver at all, which reads as "upgrade it".
+  const noDriver = !gpu && info().cudaBuilt && native().info().cudaDriverVersion === 0;
+  it.runIf(noDriver)('a machine without an NVIDIA driver is told so, not that its driver is insufficient', () => {
+    expect(info().cudaStatus).toBe('no NVIDIA driver found (cudaErrorInsufficientDriver)');
+    expect(codeOf(() => papoLossSync(makeInputs(), { backend: 'cuda' })).message)
+      .toMatch(/^backend 'cuda' is not available: no CUDA device \(no NVIDIA driver found \(cudaErrorInsufficientDriver\)\)/);
   });
   it.skipIf(gpu)("backends 'cuda' and 'cuda-naive' fail with PAPO_UNSUPPORTED and the reason", () => {
     for (const backend of ['cuda', 'cuda-naive'] as const) {

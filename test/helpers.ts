@@ -99,7 +99,7 @@ export function codeOf(fn: () => unknown): { code?: string; message: string; nam
 export interface VariantInputs {
   /** Packed sequences (else one sequence, or the [B, T, V] layout's). */
   seqLengths?: number[];
-  /** rolloutLogProbs = old + noise wide enough that some ratios leave [1/2, 2]. */
+  /** rolloutLogProbs = old + noise wide enough that some ratios leave [1/2, 2] (at most 0, as log-probs are). */
   rollout?: boolean;
   perceptionWeights?: boolean;
   sftMask?: boolean;
@@ -115,7 +115,7 @@ export function makeVariantInputs(make: MakeOptions, v: VariantInputs): PapoInpu
   if (v.seqLengths) inputs.seqLengths = Int32Array.from(v.seqLengths);
   if (v.rollout) {
     const old = inputs.oldLogProbs as Float32Array;
-    inputs.rolloutLogProbs = Float32Array.from({ length: N }, (_, i) => old[i] + (r() - 0.5) * 2.4);
+    inputs.rolloutLogProbs = Float32Array.from({ length: N }, (_, i) => Math.min(0, old[i] + (r() - 0.5) * 2.4));
   }
   if (v.perceptionWeights) inputs.perceptionWeights = Float32Array.from({ length: B }, (_, b) => (b % 3 === 1 ? 0 : 0.5 + r()));
   if (v.sftMask) inputs.sftMask = Uint8Array.from({ length: B }, (_, b) => (b % 2 === 0 ? 1 : 0));

@@ -27,9 +27,11 @@ describe('CUDA architectures of the install', () => {
     expect(archs.chooseCudaArchs({ cudaarchs: '80;90', gpuCaps: [86], nvccArchs: nvcc13 })).toEqual({ archs: null, why: 'from CUDAARCHS' });
   });
   it('without nvidia-smi or a GPU: the default list, saying why', () => {
-    expect(archs.chooseCudaArchs({ gpuCaps: null, nvccArchs: null })).toEqual(
-      { archs: null, why: "the default list: no nvidia-smi to name this machine's GPUs; CUDAARCHS overrides" });
-    expect(archs.chooseCudaArchs({ gpuCaps: [], nvccArchs: null }).why).toMatch(/^the default list: nvidia-smi lists no GPU/);
+    // the decision made visible: built anyway (an image may run on GPUs later), and how to skip it
+    expect(archs.chooseCudaArchs({ gpuCaps: null, nvccArchs: null })).toEqual({ archs: null, why: "the default list: no " +
+      "nvidia-smi to name this machine's GPUs, so every GPU from sm_75 on, for an image built here that runs on GPUs " +
+      'later; PAPO_CPU_ONLY=1 skips CUDA, CUDAARCHS=90 builds one architecture' });
+    expect(archs.chooseCudaArchs({ gpuCaps: [], nvccArchs: null }).why).toMatch(/^the default list: nvidia-smi lists no GPU, so every GPU from sm_75 on.*PAPO_CPU_ONLY=1 skips CUDA/);
   });
   it("this machine's GPUs, each architecture once", () => {
     expect(archs.chooseCudaArchs({ gpuCaps: [86, 90], nvccArchs: nvcc13 })).toEqual(

@@ -50,6 +50,11 @@ const cases: Case[] = [
   ['tokens fractional', () => papoLossSync(with_({ tokens: [0, 1.5, 2, 3] })), T, /^tokens: expected an Int32Array/],
   ['advantages wrong type', () => papoLossSync(with_({ advantages: 'high' })), T, /^advantages: expected a Float32Array/],
   ['advantages wrong length', () => papoLossSync(with_({ advantages: new Float32Array(N + 2) })), R, /^advantages: expected 4 values \(per token\) or 1/],
+  ['per-sequence advantages on packed input without seqLengths', () => papoLossSync(with_({ advantages: [1, -1] })), R, /^advantages: expected 4 values \(per token\) or 1 \(per sequence\), got 2; 2 values look like one per sequence: pass seqLengths/],
+  ['refLogProbs above 0 on a response token', () => papoLossSync(with_({ refLogProbs: Float32Array.of(-1, -1, 0.5, -1) })), R, /^refLogProbs: element 2 is 0\.5, but a log-prob is at most 0/],
+  ['oldLogProbs above 0 on a response token', () => papoLossSync(with_({ oldLogProbs: [-1, 2.25, -1, -1] })), R, /^oldLogProbs: element 1 is 2\.25, but a log-prob is at most 0/],
+  ['rolloutLogProbs above 0 on a response token', () => papoLossSync(with_({ rolloutLogProbs: Float32Array.of(0, 0, 0.25, 0) }), { rolloutCorrection: { mode: 'truncate' } }), R, /^rolloutLogProbs: element 2 is 0\.25, but a log-prob is at most 0/],
+  ['maskedLogProbs above 0 on a response token', () => papoLossSync(with_({ maskedLogits: undefined, maskedLogProbs: Float32Array.of(-1, 3, -1, -1) })), R, /^maskedLogProbs: element 1 is 3, but a log-prob is at most 0/],
   ['advantages NaN', () => papoLossSync(with_({ advantages: Float32Array.of(0, NaN, 0, 0) })), R, /^advantages: element 1 is NaN/],
   ['advantages Infinity', () => papoLossSync(with_({ advantages: Float32Array.of(0, 0, Infinity, 0) })), R, /^advantages: element 2 is Infinity/],
   ['oldLogProbs wrong length', () => papoLossSync(with_({ oldLogProbs: new Float32Array(N - 1) })), R, /^oldLogProbs: expected 4 values/],
@@ -79,7 +84,8 @@ const cases: Case[] = [
   ['unknown estimator', () => papoLossSync(base(), { perceptionEstimator: 'k4' as 'k3' }), R, /^options\.perceptionEstimator/],
   ['unknown aggregation', () => papoLossSync(base(), { lossAgg: 'token-sum' as 'token-mean' }), R, /^options\.lossAgg/],
   ['unknown entropy mode', () => papoLossSync(base(), { entropyMode: 'both' as 'full' }), R, /^options\.entropyMode/],
-  ['unknown backend', () => papoLossSync(base(), { backend: 'gpu' as 'cuda' }), R, /^options\.backend/],
+  ['backend gpu, suggesting cuda (not cpu, one letter away)', () => papoLossSync(base(), { backend: 'gpu' as 'cuda' }), R, /^options\.backend: expected one of .*, got "gpu" \(did you mean 'cuda'\?\)/],
+  ['unknown backend', () => papoLossSync(base(), { backend: 'tpu' as 'cuda' }), R, /^options\.backend: expected one of 'auto', 'cpu', 'cuda', 'cuda-naive', 'reference', got "tpu"/],
   ['misspelt option', () => papoLossSync(base(), { perceptionCoeff: 0.1 } as PapoOptions), R, /^options: unknown option 'perceptionCoeff' \(did you mean 'perceptionCoef'\?\)/],
   ['negative coefficient', () => papoLossSync(base(), { perceptionCoef: -0.1 }), R, /^options\.perceptionCoef/],
   ['lossScale 0', () => papoLossSync(base(), { lossScale: 0 }), R, /^options\.lossScale/],
@@ -139,6 +145,11 @@ describe(`${cases.length} malformed inputs are rejected, naming the argument`, (
       expect((err as { code: string }).code).toBe('PAPO_INVALID_ARGUMENT');
     });
   }
+  it('log-probs above 0 by rounding only, or on a padding token, are accepted', () => {
+    // base() masks token 3: a positive value there is padding, never read
+    const r = papoLossSync(with_({ refLogProbs: Float32Array.of(-1, 1e-4, -1, 7), oldLogProbs: Float32Array.of(-1, -1, 5e-4, 9) }));
+    expect(Number.isFinite(r.loss)).toBe(true);
+  });
   it('the async entry point rejects the promise instead of throwing', async () => {
     await expect(papoLoss(with_({ tokens: new Int32Array(1) }))).rejects.toThrow(/^tokens: expected 4 values/);
   });

@@ -23,7 +23,12 @@ function niceMax(v: number): number {
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v)!;
 }
 
-function panel(x0: number, title: string, series: Series[], pick: (s: Series) => number[], yMax: number): string {
+/** The k3 estimator's clamp (docs/objective.md): each token's perception KL term is at most this, so a policy that
+ * learns to give its answer no probability on masked images flattens against it. */
+const K3_CLAMP = 10;
+
+function panel(x0: number, title: string, series: Series[], pick: (s: Series) => number[], yMax: number,
+  mark?: { value: number; label: string }): string {
   const w = 430, h = 300, left = 56, top = 36, pw = w - left - 16, ph = h - top - 46;
   const steps = Math.max(...series.map((s) => pick(s).length));
   const fx = (i: number) => (steps > 1 ? (i / (steps - 1)) * pw : pw / 2);
@@ -44,13 +49,18 @@ function panel(x0: number, title: string, series: Series[], pick: (s: Series) =>
   const line = (v: number[], color: string, width: number, opacity: number) =>
     `<polyline points="${v.map((y, i) => `${fx(i).toFixed(1)},${fy(y).toFixed(1)}`).join(' ')}" fill="none" stroke="${color}" stroke-width="${width}" stroke-opacity="${opacity}"/>`;
   for (const s of series) out.push(line(pick(s), s.color, 1, 0.3), line(movingAverage(pick(s)), s.color, 2.5, 1));
+  if (mark && mark.value <= yMax)
+    out.push(`<line x1="0" x2="${pw}" y1="${fy(mark.value)}" y2="${fy(mark.value)}" stroke="#000" stroke-dasharray="6,4"/>`,
+      `<text x="6" y="${fy(mark.value) - 5}" font-size="11">${mark.label}</text>`);
   out.push('</g>');
   return out.join('\n');
 }
 
 /** Two panels side by side, a legend and the caption lines under them. */
 export function chartSvg(series: Series[], caption: string[]): string {
-  const klMax = niceMax(Math.max(...series.flatMap((s) => s.perceptionKl)));
+  // room above the clamp for its label when a run reaches it
+  const klPeak = Math.max(...series.flatMap((s) => s.perceptionKl));
+  const klMax = klPeak > K3_CLAMP / 2 ? 12 : niceMax(klPeak);
   const legend = series.map((s, i) =>
     `<g transform="translate(${70 + i * 170},322)"><line x2="24" stroke="${s.color}" stroke-width="3"/><text x="30" y="4">${s.name}</text></g>`).join('\n');
   const height = 340 + caption.length * 15;
@@ -58,7 +68,8 @@ export function chartSvg(series: Series[], caption: string[]): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="880" height="${height}" font-family="sans-serif" font-size="12">
 <rect width="880" height="${height}" fill="white"/>
 ${panel(0, 'mean reward of the rollouts', series, (s) => s.reward, 1)}
-${panel(440, 'perception KL (k3, token mean)', series, (s) => s.perceptionKl, klMax)}
+${panel(440, 'perception KL (k3, token mean)', series, (s) => s.perceptionKl, klMax,
+    { value: K3_CLAMP, label: `k3 clamp (${K3_CLAMP}): no token's KL term goes higher` })}
 ${legend}
 <text x="420" y="326" font-size="11">faint: per step; bold: mean of the last ${WINDOW} steps</text>
 ${lines}

@@ -19,8 +19,11 @@ CudaProbe probe_once() {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    // cudaErrorNoDevice / cudaErrorInsufficientDriver on a machine without a GPU or driver: not a failure.
-    p.status = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    // cudaErrorNoDevice / cudaErrorInsufficientDriver on a machine without a GPU or driver: not a failure. With no
+    // driver at all (driver version 0) the runtime still says "insufficient", which reads as "upgrade it".
+    p.status = p.driverVersion == 0
+        ? std::string("no NVIDIA driver found (") + cudaGetErrorName(err) + ")"
+        : std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
     cudaGetLastError();  // clear the sticky-free error so later calls start clean
     return p;
   }

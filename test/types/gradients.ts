@@ -1,8 +1,10 @@
 // Type-level tests: `tsc -p tsconfig.json`, the first step of `npm test`, checks this file; nothing here runs.
 // Host logits give Tensor gradients whose `.data` reads without a cast, DeviceTensor logits give DeviceTensors,
-// and logits typed as either give the union, which isDeviceTensor narrows.
+// and logits typed as either give the union, which isDeviceTensor narrows. gradLogits is present (no `!`, no `?.`)
+// unless the options may set computeGrad to false; a `type` widened to string is accepted (checked at run time).
 import {
-  DeviceTensor, isDeviceTensor, papoLoss, papoLossSync, type PapoInputs, type PapoResult, type Tensor, type TensorData,
+  DeviceTensor, isDeviceTensor, papoLoss, papoLossSync, type PapoGradResult, type PapoInputs, type PapoOptions,
+  type PapoResult, type Tensor, type TensorData,
 } from '../../lib';
 
 /** true when A and B are the same type (not merely assignable either way). */
@@ -19,8 +21,8 @@ const perToken = { tokens: Int32Array.of(0, 1), advantages: [1, -1] };
 export async function hostGradients(): Promise<TensorData[]> {
   const ort = { ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' as const } };
   const r = papoLossSync(ort, { preset: 'dapo' });
-  expectType<Equal<typeof r, PapoResult<Tensor>>>(true);
-  const data: TensorData | undefined = r.gradLogits?.data;  // the point: no cast
+  expectType<Equal<typeof r, PapoGradResult<Tensor>>>(true);
+  const data: TensorData = r.gradLogits.data;  // the point: no cast, no `!`
 
   const shaped = papoLossSync({ ...perToken, logits: { data: bits, shape: [2, 3], dtype: 'bfloat16' },
     maskedLogits: { data: bits, shape: [2, 3], dtype: 'bfloat16' } });
@@ -28,22 +30,41 @@ export async function hostGradients(): Promise<TensorData[]> {
 
   const tfjs = { shape: [2, 3], dtype: 'float32', dataSync: (): Float32Array => f32 };
   const asyncResult = await papoLoss({ ...perToken, logits: tfjs, maskedLogits: tfjs });
-  expectType<Equal<typeof asyncResult, PapoResult<Tensor>>>(true);
-  return [data!, masked!.data, asyncResult.gradLogits!.data];
+  expectType<Equal<typeof asyncResult, PapoGradResult<Tensor>>>(true);
+  return [data, masked!.data, asyncResult.gradLogits.data];
+}
+
+export function literalWrittenFirst(): TensorData {
+  // `type` widens to string here: accepted, and checked at run time (logits.type).
+  const logits = { data: f32, dims: [2, 3], type: 'float32' };
+  return papoLossSync({ ...perToken, logits }).gradLogits.data;
+}
+
+export function computeGradOption(flag: boolean, options: PapoOptions): void {
+  const explicitTrue = papoLossSync({ ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' } }, { computeGrad: true });
+  expectType<Equal<typeof explicitTrue.gradLogits, Tensor>>(true);
+  const off = papoLossSync({ ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' } }, { computeGrad: false });
+  expectType<Equal<typeof off, PapoResult<Tensor>>>(true);
+  expectType<Equal<typeof off.gradLogits, Tensor | undefined>>(true);
+  const unknownFlag = papoLossSync({ ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' } }, { computeGrad: flag });
+  expectType<Equal<typeof unknownFlag.gradLogits, Tensor | undefined>>(true);
+  const anyOptions = papoLossSync({ ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' } }, options);
+  expectType<Equal<typeof anyOptions.gradLogits, Tensor | undefined>>(true);
+  // @ts-expect-error an unknown option is still a compile error (excess property check)
+  papoLossSync({ ...perToken, logits: { data: f32, dims: [2, 3], type: 'float32' } }, { presett: 'grpo' });
 }
 
 export async function deviceGradients(): Promise<void> {
   const r = await papoLoss({ ...perToken, logits: device, maskedLogits: device }, { backend: 'cuda' });
-  expectType<Equal<typeof r.gradLogits, DeviceTensor | undefined>>(true);
+  expectType<Equal<typeof r.gradLogits, DeviceTensor>>(true);
   // @ts-expect-error device memory has no host data: download() it
-  void r.gradLogits?.data;
-  r.gradLogits?.dispose();
+  void r.gradLogits.data;
+  r.gradLogits.dispose();
 }
 
 export function eitherPlacement(): TensorData | null {
   const r = papoLossSync(either);
-  expectType<Equal<typeof r.gradLogits, Tensor | DeviceTensor | undefined>>(true);
+  expectType<Equal<typeof r.gradLogits, Tensor | DeviceTensor>>(true);
   const g = r.gradLogits;
-  if (!g) return null;
   return isDeviceTensor(g) ? null : g.data;
 }
