@@ -1,5 +1,6 @@
 // Option resolution: preset values, then explicit options, each validated with an error that names it.
 import { describe, rangeError, typeError } from './errors';
+import { resolveOut, type OutOption } from './out';
 import { defaultPreset, presets } from './presets';
 import type {
   BackendName, EntropyModeName, KlEstimatorName, LossAggName, LossTypeName, PapoOptions, PresetName,
@@ -44,13 +45,14 @@ export interface ResolvedOptions {
   inPlace: boolean;
   gradType: 'input' | 'float32';
   backend: BackendName;
+  out: OutOption;
 }
 
 const optionNames: readonly (keyof PapoOptions)[] = [
   'preset', 'lossType', 'sapoTauPositive', 'sapoTauNegative', 'rolloutCorrection', 'perceptionTopP', 'sftCoef',
   'clipLow', 'clipHigh', 'clipDual', 'klCoef', 'klEstimator', 'perceptionCoef', 'perceptionEstimator',
   'perceptionClip', 'entropyCoef', 'maskedEntropyCoef', 'entropyMode', 'detachMasked', 'lossAgg', 'lossScale',
-  'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend',
+  'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend', 'out',
 ];
 
 function editDistance(a: string, b: string): number {
@@ -167,6 +169,7 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
     inPlace: given('inPlace') ? bool('options.inPlace', o.inPlace) : false,
     gradType: given('gradType') ? oneOf('options.gradType', o.gradType, ['input', 'float32'] as const) : 'input',
     backend: given('backend') ? oneOf('options.backend', o.backend, backendNames) : 'auto',
+    out: null,
   };
   if (o.perceptionClip !== undefined && o.perceptionClip !== null) {
     const c = o.perceptionClip;
@@ -196,5 +199,6 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
     r.rolloutCorrection = { mode, upper, lower };
   }
   if (r.inPlace && !r.computeGrad) throw rangeError('options.inPlace', 'needs computeGrad: true');
+  r.out = resolveOut(o.out, r.inPlace, r.computeGrad);
   return r;
 }

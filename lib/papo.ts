@@ -45,17 +45,20 @@ function chooseBackend(requested: BackendName, call: PreparedCall): Resolved {
   return elements >= AUTO_CUDA_MIN_ELEMENTS && cuda.available() ? 'cuda' : 'cpu';
 }
 
-type Grad = { data: Float32Array | Uint16Array | null; device: DeviceTensor | null; type: DType };
+/** owned: allocated by this call (a failed call frees it); else the caller's logits (in place) or options.out. */
+type Grad = { data: Float32Array | Uint16Array | null; device: DeviceTensor | null; type: DType; owned: boolean };
 
 function gradBuffer(call: PreparedCall, path: 'logits' | 'maskedLogits'): Grad {
   const t = call[path]!;
-  if (call.opts.inPlace) return { data: t.data, device: t.device, type: t.type };
+  if (call.opts.inPlace) return { data: t.data, device: t.device, type: t.type, owned: false };
+  const given = call.out[path === 'logits' ? 'gradLogits' : 'gradMaskedLogits'];
+  if (given) return { data: given.data, device: given.device, type: given.type, owned: false };
   const type: DType = call.opts.gradType === 'float32' ? 'float32' : t.type;
   // Written by the call on the logits' stream (the masked gradient too), so download() is ordered after it.
   const stream = call.logits.device?.stream ?? 0n;
-  if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false, stream), type };
+  if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false, stream), type, owned: true };
   const n = call.N * call.V;
-  return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), device: null, type };
+  return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), device: null, type, owned: true };
 }
 
 /** A logits or gradient tensor as native code takes it: a typed array, or { ptr, bytes } of device memory. */
@@ -80,7 +83,7 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   try {
     mgrad = o.computeGrad && call.maskedLogits && !detached ? gradBuffer(call, 'maskedLogits') : null;
   } catch (e) {
-    if (!o.inPlace) grad?.device?.dispose();
+    if (grad?.owned) grad.device?.dispose();
     throw e;
   }
   const N = call.N;
@@ -126,11 +129,9 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
   return { desc, grad, mgrad };
 }
 
-/** Frees the device gradients a failed call allocated (in place, they are the caller's logits). */
-function releaseGrads(call: PreparedCall, d: ReturnType<typeof nativeDesc>) {
-  if (call.opts.inPlace) return;
-  d.grad?.device?.dispose();
-  d.mgrad?.device?.dispose();
+/** Frees the device gradients a failed call allocated (not the caller's: its logits in place, or options.out). */
+function releaseGrads(d: ReturnType<typeof nativeDesc>) {
+  for (const g of [d.grad, d.mgrad]) if (g?.owned) g.device?.dispose();
 }
 
 function assemble(call: PreparedCall, backend: Resolved, d: ReturnType<typeof nativeDesc>, m: NativeMetrics): PapoResult {
@@ -209,7 +210,7 @@ export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoRes
   try {
     return assemble(call, backend, d, native().papoLoss(d.desc, false));
   } catch (e) {
-    releaseGrads(call, d);
+    releaseGrads(d);
     throw e;
   }
 }
@@ -231,7 +232,7 @@ export async function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promi
   try {
     return assemble(call, backend, d, await native().papoLoss(d.desc, true));
   } catch (e) {
-    releaseGrads(call, d);
+    releaseGrads(d);
     throw e;
   }
 }

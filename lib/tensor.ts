@@ -91,3 +91,11 @@ export function sharesMemory(a: ArrayBufferView, b: ArrayBufferView): boolean {
   if (a.buffer !== b.buffer) return false;
   return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
+
+/** Whether two tensors (host or device) overlap in memory. */
+export function sameMemory(a: NormTensor, b: NormTensor): boolean {
+  if (a.data && b.data) return sharesMemory(a.data, b.data);
+  if (!a.device || !b.device || a.device.device !== b.device.device) return false;
+  const [pa, pb] = [a.device.pointer, b.device.pointer];
+  return pa < pb + BigInt(b.device.byteLength) && pb < pa + BigInt(a.device.byteLength);
+}

@@ -135,6 +135,17 @@ export interface PapoOptions {
   inPlace?: boolean;
   gradType?: 'input' | 'float32';
   backend?: BackendName;
+  /** Gradient buffers of the caller's, written by the call and returned as result.gradLogits / gradMaskedLogits
+   * (reuse them across calls: nothing is allocated). Each has the logits' dims, the gradient's dtype (gradType)
+   * and the logits' placement (host data, or a DeviceTensor on their device); not with inPlace. */
+  out?: PapoOutputs;
+}
+
+/** A tensor the call writes into: host data ({ data, dims, type } or { data, shape, dtype }) or a DeviceTensor. */
+export type OutTensor = OrtLikeTensor | ShapedTensor | OrtTensor | DeviceTensor;
+export interface PapoOutputs {
+  gradLogits?: OutTensor;
+  gradMaskedLogits?: OutTensor;
 }
 
 export interface PapoMetrics {

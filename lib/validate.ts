@@ -2,15 +2,8 @@
 // The result, a PreparedCall, is what every backend consumes.
 import { rangeError, typeError } from './errors';
 import { closest, type ResolvedOptions } from './options';
-import { sharesMemory, toTensor, type NormTensor } from './tensor';
-
-/** Whether two tensors (host or device) overlap in memory. */
-function sameMemory(a: NormTensor, b: NormTensor): boolean {
-  if (a.data && b.data) return sharesMemory(a.data, b.data);
-  if (!a.device || !b.device || a.device.device !== b.device.device) return false;
-  const [pa, pb] = [a.device.pointer, b.device.pointer];
-  return pa < pb + BigInt(b.device.byteLength) && pb < pa + BigInt(a.device.byteLength);
-}
+import { prepareOut, type PreparedOut } from './out';
+import { sameMemory, toTensor, type NormTensor } from './tensor';
 import type { PapoInputs } from './types';
 
 export interface PreparedCall {
@@ -32,6 +25,8 @@ export interface PreparedCall {
   perceptionWeights: Float32Array | null;
   sftMask: Float32Array | null;
   opts: ResolvedOptions;
+  /** options.out, checked: the caller's gradient buffers (null: allocate). */
+  out: PreparedOut;
   /** token-mean denominator when given (else 0: the mask sum). */
   lossScale: number;
   /** seq-mean-token-sum-norm denominator: lossScale, else T ([B,T,V]) or the longest packed sequence. */
@@ -238,9 +233,10 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
       throw rangeError('options.inPlace', 'logits and maskedLogits share memory; in-place gradients would overwrite one path with the other');
   }
   const lossScale = opts.lossScale ?? 0;
+  const out = prepareOut(opts, inputs, logits, maskedLogits, maskedLogits !== null && !opts.detachMasked);
   return {
     N, V, seqLengths, logits, maskedLogits, maskedLogProbs, tokens, advantages, mask, oldLogProbs, refLogProbs,
-    rolloutLogProbs, perceptionWeights, sftMask, opts,
+    rolloutLogProbs, perceptionWeights, sftMask, opts, out,
     lossScale, normScale: opts.lossScale ?? padded,
   };
 }

@@ -173,6 +173,11 @@ describe('native code keeps memory safe (descriptors that bypass the TypeScript 
     ['fractional N', (d) => { d.N = 2.5; }, /N: expected a positive integer/],
     ['seqLengths not adding up', (d) => { d.seqLengths = Int32Array.of(1); }, /seqLengths: they add up to 1/],
     ['gradient overlapping the logits', (d) => { d.gradLogits = (d.logits as Float32Array).subarray(1, 1 + N * V - 1); d.gradType = 0; }, /gradLogits: expected 200 elements/],
+    ['gradient over the tokens', (d) => {
+      const g = new Float32Array(N * V);
+      d.tokens = new Int32Array(g.buffer, 16, N).fill(1);
+      [d.gradLogits, d.gradType] = [g, 0];
+    }, /gradLogits: overlaps tokens or seqLengths/],
     ['unknown backend code', (d) => { d.backend = 7; }, /backend: unknown value/],
     ['device memory on the cpu backend', (d) => { d.onDevice = true; }, /onDevice: device memory needs a CUDA backend/],
     ['unknown lossType code', (d) => { (d.params as Record<string, number>).lossType = 9; }, /lossType: unknown value/],

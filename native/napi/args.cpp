@@ -173,8 +173,9 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     const Span s = typed(desc, "refLogProbs", napi_float32_array, c.N);
     c.refLogProbs = static_cast<const float*>(s.data);
   }
+  Span lengths;
   if (has(desc, "seqLengths")) {
-    const Span s = typed(desc, "seqLengths", napi_int32_array, -1);
+    const Span s = lengths = typed(desc, "seqLengths", napi_int32_array, -1);
     if (s.length < 1) fail("seqLengths: expected at least one sequence");
     int64_t total = 0;
     for (int64_t i = 0; i < s.length; ++i) {
@@ -270,6 +271,11 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     fail("gradLogits: overlaps another tensor (in place needs two separate logits buffers)");
   if (mgrad.data && ((overlaps(mgrad, masked) && !same(mgrad, masked)) || overlaps(mgrad, logits)))
     fail("gradMaskedLogits: overlaps another tensor (in place needs two separate logits buffers)");
+  // The kernels index rows by the tokens and sequences by their lengths, read while gradients are written: a
+  // gradient over them would turn into reads out of bounds.
+  for (const Span* g : {&grad, &mgrad})
+    if (overlaps(*g, tokens) || overlaps(*g, lengths))
+      fail(std::string(g == &grad ? "gradLogits" : "gradMaskedLogits") + ": overlaps tokens or seqLengths");
 
   c.outLogProbs = static_cast<float*>(typed(desc, "outLogProbs", napi_float32_array, c.N).data);
   c.outEntropy = static_cast<float*>(typed(desc, "outEntropy", napi_float32_array, c.N).data);
