@@ -10,7 +10,7 @@
     "cflags_cc!": ["-fno-exceptions"],
     "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-psabi"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "xcode_settings": { "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17" }
   },
   "targets": [
@@ -25,6 +25,7 @@
       ],
       "defines": ["PAPO_VERSION=\"<(papo_version)\"", "PAPO_CUDA_SKIP_REASON=\"built by node-gyp (CPU only)\""],
       "conditions": [
+        ["OS!='mac'", { "ldflags": ["-Wl,-z,nodelete"] }],
         ["papo_x86==1", {
           "defines": ["PAPO_HAVE_X86_KERNELS"],
           "dependencies": ["papo_kernels_avx2", "papo_kernels_avx512"]

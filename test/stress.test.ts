@@ -45,7 +45,9 @@ describe('soak', () => {
     (globalThis as { gc?: () => void }).gc?.();
     const grown = (process.memoryUsage().rss - before) / 2 ** 20;
     console.log(`soak: 3000 calls, RSS ${grown >= 0 ? '+' : ''}${grown.toFixed(1)} MiB`);
-    expect(grown).toBeLessThan(40);
+    // ASan's quarantine holds freed memory back for a while (scripts/sanitize.sh preloads its runtime).
+    const asan = (process.env.LD_PRELOAD ?? '').includes('libasan');
+    expect(grown).toBeLessThan(asan ? 400 : 40);
   }, 60_000);
   it.skipIf(!cuda.available())('on a GPU: 1000 device-resident calls leave no device allocation behind', async () => {
     const i = makeInputs({ N: 8, V: 5000, type: 'bfloat16' });

@@ -79,15 +79,26 @@ class Worker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (!guarded([&] { result_ = run_(target_, call_); }, code_, message_)) SetError(message_);
+    failed_ = !guarded([&] { result_ = run_(target_, call_); }, code_, message_);
   }
-  void OnOK() override {
-    Napi::HandleScope scope(Env());
-    deferred_.Resolve(to_js_(Env(), result_));
-  }
-  void OnError(const Napi::Error&) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(make_error(Env(), code_, message_).Value());
+  // Settles the promise on the JavaScript thread. When the worker thread that made the call is being torn down
+  // (terminate(), process.exit() in it, an uncaught exception), this still runs, from the environment's
+  // teardown, where no JavaScript can run: settling then fails with an exception that must not leave this
+  // callback (node-addon-api would rethrow it and std::terminate the whole process). Nobody is left to see
+  // the promise, so the failure is dropped; with the environment alive it rejects the promise instead.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::HandleScope scope(env);
+      try {
+        if (status != napi_ok) failed_ = true, message_ = "the call did not run: status " + std::to_string(status);
+        if (!failed_) deferred_.Resolve(to_js_(env, result_));
+        else deferred_.Reject(make_error(env, code_, message_).Value());
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      }
+    } catch (...) {
+    }
+    delete this;
   }
 
  private:
@@ -98,6 +109,7 @@ class Worker : public Napi::AsyncWorker {
   Run run_;
   ToJs to_js_;
   Result result_{};
+  bool failed_ = false;
   ErrorCode code_ = ErrorCode::Internal;
   std::string message_;
 };

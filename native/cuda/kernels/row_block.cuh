@@ -10,8 +10,11 @@
 //     and written by the same thread, and the one-hot term is added from the saved target logit after a
 //     barrier.
 //
-// Loads are 16 bytes wide (4 fp32 or 8 fp16/bf16): a row starts wherever N*V puts it, so a short scalar head
-// aligns it, then whole vectors, then a scalar tail. Offsets are 64-bit throughout.
+// Who sums what is a function of the column alone, never of where the row sits: thread t takes the groups of
+// U = 16 bytes' worth of columns [gU, gU + U) for g = t, t + blockDim, ..., and the last V mod U columns one
+// each, so a row gives the same bits at any position in the batch and in any staging chunk. A row that starts
+// 16-byte aligned loads its groups as 16-byte vectors; one that does not (N*V puts it anywhere) loads the same
+// groups element by element. Offsets are 64-bit throughout.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -63,6 +66,18 @@ __device__ __forceinline__ void load_vec(const typename S::T* p, float invTau, f
   for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(v.e[k]) * invTau;
 }
 
+// One group of kVec columns at p: one 16-byte load where p is aligned (vec), else element by element, with the
+// same values either way.
+template <class S>
+__device__ __forceinline__ void load_group(const typename S::T* p, bool vec, float invTau, float (&x)[S::kVec]) {
+  if (vec) return load_vec<S>(p, invTau, x);
+#pragma unroll
+  for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(p[k]) * invTau;
+}
+
+template <class T>
+__device__ __forceinline__ bool aligned16(const T* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 // n values (n * sizeof(T) a multiple of 16, p 16-byte aligned) as whole 16-byte stores.
 template <class S, int n>
 __device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n]) {
@@ -78,7 +93,7 @@ __device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n])
 }
 
 // Elements before the first 16-byte boundary of p (all of them when p is not even element-aligned, which the
-// host rules out).
+// host rules out). Kernel k3's bulk copies start there.
 template <class T>
 __device__ __forceinline__ int64_t head_elems(const T* p, int64_t V) {
   const int64_t h = (int64_t)((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15) / (int64_t)sizeof(T);
@@ -209,27 +224,22 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
                                     StatsScratch& sh) {
   constexpr int U = S::kVec;
   OnlineSoftmax st = OnlineSoftmax::empty();
-  const int64_t head = head_elems(row, V);
-  const int64_t nvec = (V - head) / U;
-  const int64_t tail = head + nvec * U;
+  const int64_t nvec = V / U;
+  const int64_t tail = nvec * U;
   const int64_t tid = threadIdx.x, nt = blockDim.x;
+  const bool vec = aligned16(row);  // block-uniform
 
-  for (int64_t j = tid; j < head; j += nt) {
-    const float x[1] = {S::to_float(row[j]) * invTau};
-    st.add(x);
-  }
-  const typename S::T* body = row + head;
   int64_t v = tid;
   for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
     float x[kUnroll][U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) load_vec<S>(body + (v + u * nt) * U, invTau, x[u]);
+    for (int u = 0; u < kUnroll; ++u) load_group<S>(row + (v + u * nt) * U, vec, invTau, x[u]);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) st.add(x[u]);
   }
   for (; v < nvec; v += nt) {
     float x[U];
-    load_vec<S>(body + v * U, invTau, x);
+    load_group<S>(row + v * U, vec, invTau, x);
     st.add(x);
   }
   for (int64_t j = tail + tid; j < V; j += nt) {
@@ -272,15 +282,12 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
     __syncthreads();
     return;
   }
-  const int64_t head = head_elems(row, V);
-  const int64_t nvec = (V - head) / U;
-  const int64_t tail = head + nvec * U;
-  // Vector stores need the output at the same element to be 16-byte aligned too (block-uniform).
-  const bool outVec = (reinterpret_cast<uintptr_t>(out + head) & 15) == 0;
-
-  for (int64_t j = tid; j < head; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
-  const typename SI::T* body = row + head;
-  typename SO::T* obody = out + head;
+  // The same groups as the statistics (each element's gradient depends on it alone, so this is for speed).
+  const int64_t nvec = V / U;
+  const int64_t tail = nvec * U;
+  const bool vec = aligned16(row), outVec = aligned16(out);  // block-uniform
+  const typename SI::T* body = row;
+  typename SO::T* obody = out;
   auto put = [&](int64_t v, const float (&x)[U]) {
     float g[U];
 #pragma unroll
@@ -296,13 +303,13 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
   for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
     float x[kUnroll][U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) load_vec<SI>(body + (v + u * nt) * U, c.invTau, x[u]);
+    for (int u = 0; u < kUnroll; ++u) load_group<SI>(body + (v + u * nt) * U, vec, c.invTau, x[u]);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) put(v + u * nt, x[u]);
   }
   for (; v < nvec; v += nt) {
     float x[U];
-    load_vec<SI>(body + v * U, c.invTau, x);
+    load_group<SI>(body + v * U, vec, c.invTau, x);
     put(v, x);
   }
   for (int64_t j = tail + tid; j < V; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
