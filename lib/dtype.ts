@@ -56,34 +56,39 @@ function f32BitsFromF16(h: number): number {
   return (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
 }
 
-/** float32 values as bfloat16 bits (what `{ data, dims, type: 'bfloat16' }` takes), rounded to nearest even. */
-export function float32ToBfloat16(values: Float32Array): Uint16Array {
+/** Each float32 of `values`, by its bits, through `round` into 16 bits. */
+function narrow(values: Float32Array, round: (bits: number) => number): Uint16Array {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < out.length; i++) out[i] = bf16FromBits(bits[i]);
+  for (let i = 0; i < out.length; i++) out[i] = round(bits[i]);
   return out;
+}
+
+/** Each 16-bit value through `widen` into float32 bits. */
+function widen(bits: Uint16Array, expand: (bits: number) => number): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < out.length; i++) out[i] = expand(bits[i]);
+  return new Float32Array(out.buffer);
+}
+
+/** float32 values as bfloat16 bits (what `{ data, dims, type: 'bfloat16' }` takes), rounded to nearest even. */
+export function float32ToBfloat16(values: Float32Array): Uint16Array {
+  return narrow(values, bf16FromBits);
 }
 
 /** bfloat16 bits as float32 values (exact). */
 export function bfloat16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Uint32Array(bits.length);
-  for (let i = 0; i < out.length; i++) out[i] = bits[i] << 16;
-  return new Float32Array(out.buffer);
+  return widen(bits, (h) => h << 16);
 }
 
 /** float32 values as float16 bits (what `{ data, dims, type: 'float16' }` takes), rounded to nearest even. */
 export function float32ToFloat16(values: Float32Array): Uint16Array {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < out.length; i++) out[i] = f16FromBits(bits[i]);
-  return out;
+  return narrow(values, f16FromBits);
 }
 
 /** float16 bits as float32 values (exact). */
 export function float16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Uint32Array(bits.length);
-  for (let i = 0; i < out.length; i++) out[i] = f32BitsFromF16(bits[i]);
-  return new Float32Array(out.buffer);
+  return widen(bits, f32BitsFromF16);
 }
 
 export function bf16ToNumber(bits: number): number {
