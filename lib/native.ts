@@ -130,6 +130,9 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
   /** Exponentials per second of the CPU kernels on all their threads (the benchmarks' floor). */
   cpuExpFloor(): number;
+  /** Advises a fresh ArrayBuffer's whole huge pages as such (before their first touch); returns the byte offset
+   * (< 64) where its memory is 64-byte aligned. */
+  adviseHostBuffer(buffer: ArrayBuffer): number;
   cudaStreamCreate(device: number): bigint;
   cudaStreamDestroy(stream: bigint, device: number): void;
 }

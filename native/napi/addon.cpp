@@ -12,6 +12,7 @@
 #include "cuda/papo_cuda.h"
 #include "args.h"
 #include "device_tensors.h"
+#include "host_buffers.h"
 #include "js_errors.h"
 #ifdef PAPO_CUDA_EMULATED
 #include "emulator_hooks.h"
@@ -185,6 +186,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
   init_device_tensors(env, exports);
+  init_host_buffers(env, exports);
 #ifdef PAPO_CUDA_EMULATED
   init_emulator_hooks(env, exports);  // emuInjectFault, emuStats, emuReset: the emulated build's tests only
 #endif
