@@ -24,13 +24,13 @@ function medians(cases: Record<string, () => void>): Record<string, number> {
 }
 
 function outFor(batch: PapoInputs): PapoOptions['out'] {
-  const copy = (t: Tensor) => ({ ...t, data: t.data.slice() });  // slice of zeros allocates fresh pages too
+  const copy = (t: Tensor) => ({ ...t, data: t.data.slice() });
   return { gradLogits: copy(batch.logits as Tensor), gradMaskedLogits: copy(batch.maskedLogits as Tensor) };
 }
 
-function makeEmpty(batch: PapoInputs): PapoInputs {
+function emptyOut(batch: PapoInputs): PapoOptions['out'] {
   const empty = (t: Tensor) => ({ ...t, data: t.type === 'float32' ? new Float32Array(t.data.length) : new Uint16Array(t.data.length) });
-  return { ...batch, logits: empty(batch.logits as Tensor), maskedLogits: empty(batch.maskedLogits as Tensor) };
+  return { gradLogits: empty(batch.logits as Tensor), gradMaskedLogits: empty(batch.maskedLogits as Tensor) };
 }
 
 function measure(only?: string): Record<string, number> {
@@ -44,7 +44,7 @@ function measure(only?: string): Record<string, number> {
     if (!only) {
       cases[`${dtype} fresh`] = () => papoLossSync(batch, opts);
       // what fresh gradients cost before they were advised onto huge pages: plain typed arrays each call
-      cases[`${dtype} fresh plain`] = () => papoLossSync(batch, { ...opts, out: outFor(makeEmpty(batch)) });
+      cases[`${dtype} fresh plain`] = () => papoLossSync(batch, { ...opts, out: emptyOut(batch) });
       cases[`${dtype} forward only`] = () => logProbsSync(batch.logits, batch.tokens, { backend: 'cpu' });
     }
     Object.assign(r, medians(cases));
