@@ -131,9 +131,9 @@ class MaskedStreamJoin {
   bool pending_ = false;
 };
 
-// Waits for the call's stream when the call ends, also when it ends with an exception: the pinned buffers the call
-// took (declared before this) must not go back to the pool under kernels still running. The device scratch is
-// freed in stream order first, so that the wait also completes its free: any stream's next call may reuse it.
+// Waits for the call's stream when the call ends, also when it ends with an exception: the host image of the
+// per-token upload (declared before this) must outlive the copy that reads it. The device scratch is freed in
+// stream order first, so that the wait also completes its free and any stream's next call may reuse it.
 struct DrainOnExit {
   cudaStream_t stream;
   StreamBuffer& scratch;
