@@ -29,7 +29,9 @@ function outFor(batch: PapoInputs): PapoOptions['out'] {
 }
 
 function emptyOut(batch: PapoInputs): PapoOptions['out'] {
-  const empty = (t: Tensor) => ({ ...t, data: t.type === 'float32' ? new Float32Array(t.data.length) : new Uint16Array(t.data.length) });
+  const empty = (t: Tensor) => ({
+    ...t, data: t.type === 'float32' ? new Float32Array(t.data.length) : new Uint16Array(t.data.length),
+  });
   return { gradLogits: empty(batch.logits as Tensor), gradMaskedLogits: empty(batch.maskedLogits as Tensor) };
 }
 
@@ -55,19 +57,25 @@ function measure(only?: string): Record<string, number> {
 if (process.argv[2] === '--child') {
   process.stdout.write(JSON.stringify({ isa: info().cpuIsa, ms: measure('steady') }));
 } else {
-  const commit = (() => { try { return execSync('git rev-parse --short HEAD', { cwd: __dirname }).toString().trim(); } catch { return 'unknown'; } })();
+  let commit = 'unknown';
+  try {
+    commit = execSync('git rev-parse --short HEAD', { cwd: __dirname }).toString().trim();
+  } catch { /* not a checkout */ }
   const i = info();
-  console.log(`papo-kernels @ ${commit}: ${os.cpus()[0]?.model.trim()}, ${os.cpus().length} cores, ${i.cpuIsa} kernels on ${i.threads} threads`);
+  console.log(`papo-kernels @ ${commit}: ${os.cpus()[0]?.model.trim()}, ${os.cpus().length} cores, ` +
+    `${i.cpuIsa} kernels on ${i.threads} threads`);
   console.log(`V = ${V}, N = ${N}, both paths, preset papo-g, median of ${CALLS} calls\n`);
   const ms = measure();
-  const avx2 = JSON.parse(execFileSync(process.execPath, [__filename, '--child'], { env: { ...process.env, PAPO_CPU_ISA: 'avx2' }, encoding: 'utf8' }));
+  const child = execFileSync(process.execPath, [__filename, '--child'], { env: { ...process.env, PAPO_CPU_ISA: 'avx2' }, encoding: 'utf8' });
+  const avx2 = JSON.parse(child) as { isa: string; ms: Record<string, number> };
   const g = (t: number, paths = 2) => ((paths * N * V) / t / 1e3).toFixed(0);
+  const vsSteady = (k: string, steady: string) => `${g(ms[k])} (${(ms[k] / ms[steady]).toFixed(2)}x steady)`;
   const rows: [string, string, string][] = [
     ['fp32, steady state (out reused)', ms['float32 steady'].toFixed(2), g(ms['float32 steady'])],
-    ['fp32, fresh allocation', ms['float32 fresh'].toFixed(2), `${g(ms['float32 fresh'])} (${(ms['float32 fresh'] / ms['float32 steady']).toFixed(2)}x steady)`],
-    ['fp32, fresh plain typed arrays (before huge pages)', ms['float32 fresh plain'].toFixed(2), `${g(ms['float32 fresh plain'])} (${(ms['float32 fresh plain'] / ms['float32 steady']).toFixed(2)}x steady)`],
+    ['fp32, fresh allocation', ms['float32 fresh'].toFixed(2), vsSteady('float32 fresh', 'float32 steady')],
+    ['fp32, fresh plain typed arrays (before huge pages)', ms['float32 fresh plain'].toFixed(2), vsSteady('float32 fresh plain', 'float32 steady')],
     ['bf16, steady state', ms['bfloat16 steady'].toFixed(2), g(ms['bfloat16 steady'])],
-    ['bf16, fresh allocation', ms['bfloat16 fresh'].toFixed(2), `${g(ms['bfloat16 fresh'])} (${(ms['bfloat16 fresh'] / ms['bfloat16 steady']).toFixed(2)}x steady)`],
+    ['bf16, fresh allocation', ms['bfloat16 fresh'].toFixed(2), vsSteady('bfloat16 fresh', 'bfloat16 steady')],
     [`fp32, ${avx2.isa} kernels (PAPO_CPU_ISA=avx2), steady`, avx2.ms['float32 steady'].toFixed(2), g(avx2.ms['float32 steady'])],
     ['fp32 forward only (logProbs, one path)', ms['float32 forward only'].toFixed(2), g(ms['float32 forward only'], 1)],
     ['bf16 forward only (logProbs, one path)', ms['bfloat16 forward only'].toFixed(2), g(ms['bfloat16 forward only'], 1)],

@@ -50,9 +50,10 @@ struct Tensors {
 };
 
 // Host data: chunks of rows through two staging slots, each with its own stream, a pinned buffer (lent by the
-// staging pool, staging_pool.h) and a device buffer (stream-ordered on the slot's stream, stream_memory.h). Device memory stays bounded by PAPO_CUDA_STAGING_MB
-// (per slot, default 256) whatever N is. The slots are sized for the call's gradients, so that the forward and
-// the backward phase of an in-place call use the same chunks and buffers.
+// staging pool, staging_pool.h) and a device buffer (stream-ordered on the slot's stream, stream_memory.h).
+// Device memory stays bounded by PAPO_CUDA_STAGING_MB (per slot, default 256) whatever N is. The slots are sized
+// for the call's gradients, so that the forward and the backward phase of an in-place call use the same chunks
+// and buffers.
 class Staging {
  public:
   Staging(const DeviceCall& dc, const Tensors& t, int device);
