@@ -3,6 +3,9 @@
 // float32 and bfloat16, forward only (logProbs) and forward + backward (papoLoss, both paths). The usage below is
 // what --help prints; bench/README.md says how to read the results.
 //
+// Rows 'cpu out' and 'cuda out' are the steady state of a training loop: the same options.out gradient buffers
+// reused by every call, beside the rows that get fresh gradients each call.
+//
 // CPU rows also say how close they come to the exponential floor measured in the same run: the kernels' vexp
 // over data in L1 on every thread, since an exp per element (two with gradients) is what bounds them.
 //
@@ -17,7 +20,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
 import { native } from '../lib/native';
-import type { DType, PapoInputs, Tensor } from '../lib/types';
+import { allocDevice } from '../lib/device-tensor';
+import type { DType, PapoInputs, PapoOptions, PapoOutputs, Tensor } from '../lib/types';
 import { elements, makeBatch, minimalBytes, type Kind } from './cases';
 import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
@@ -65,11 +69,24 @@ function commitOf(): string {
   }
 }
 
-function run(kind: Kind, backend: string, batch: PapoInputs) {
+/** A steady-state row ('cpu out', 'cuda out'): the same options.out buffers reused by every call. */
+const STEADY = ' out';
+const baseBackend = (b: string) => (b.endsWith(STEADY) ? b.slice(0, -STEADY.length) : b);
+
+function outBuffers(batch: PapoInputs): { out: PapoOutputs; release: () => void } {
+  const like = (t: PapoInputs['logits']) => (t instanceof DeviceTensor
+    ? allocDevice(t.dims, t.type, t.device, false)
+    : { ...(t as Tensor), data: (t as Tensor).data.slice() });
+  const out = { gradLogits: like(batch.logits), gradMaskedLogits: like(batch.maskedLogits!) };
+  return { out, release: () => { for (const g of Object.values(out)) if (g instanceof DeviceTensor) g.dispose(); } };
+}
+
+function run(kind: Kind, backend: string, batch: PapoInputs, out?: PapoOutputs) {
   if (kind === 'fwd') return () => logProbsSync(batch.logits, batch.tokens, { backend: backend as 'cpu' });
+  const options: PapoOptions = { backend: baseBackend(backend) as 'cpu', ...(out ? { out } : {}) };
   return () => {
-    const r = papoLossSync(batch, { backend: backend as 'cpu' });
-    for (const g of [r.gradLogits, r.gradMaskedLogits]) if (g instanceof DeviceTensor) g.dispose();
+    const r = papoLossSync(batch, options);
+    if (!out) for (const g of [r.gradLogits, r.gradMaskedLogits]) if (g instanceof DeviceTensor) g.dispose();
   };
 }
 
@@ -96,7 +113,8 @@ async function main() {
   console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
   const rows: Row[] = [];
-  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', ...(gpu ? ['cuda-naive', 'cuda'] : [])];
+  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY,
+    ...(gpu ? ['cuda-naive', 'cuda', 'cuda' + STEADY] : [])];
   for (const V of vocabs) {
     for (const dtype of dtypes) {
       for (const kind of kinds) {
@@ -112,16 +130,20 @@ async function main() {
         for (const backend of backends) {
           const isTfjs = backend === tfjs?.backend;
           if (isTfjs && dtype !== 'float32') continue;
-          const N = rowsFor[isTfjs ? 'tfjs' : backend];
+          const steady = backend.endsWith(STEADY);
+          if (steady && kind === 'fwd') continue;  // no gradient: nothing to reuse
+          const N = rowsFor[isTfjs ? 'tfjs' : baseBackend(backend)];
           const host = makeBatch(N, V, dtype);
           const dev = backend.startsWith('cuda') ? onDevice(host) : null;
           const peer = isTfjs ? tfjs.prepare(kind, host) : null;
+          const outs = steady ? outBuffers(dev ? dev.batch : host) : null;
           try {
-            const fn = peer ? peer.run : run(kind, backend, dev ? dev.batch : host);
+            const fn = peer ? peer.run : run(kind, backend, dev ? dev.batch : host, outs?.out);
             const timing = measure(`${kind} ${backend}`, fn, backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
             caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
               rooflineGBs: dev ? deviceRate : hostRate, speedup: 0 });
           } finally {
+            outs?.release();
             dev?.release();
             peer?.release();
           }
@@ -132,8 +154,8 @@ async function main() {
         for (const r of caseRows) {
           r.speedup = perElem(ref) / perElem(r);
           // exponentials per element: one for the statistics, one more for the gradient
-          if (r.backend === 'cpu') r.expFloorFraction = (r.elements / r.timing.medianMs / 1e3) * (kind === 'fwd' ? 1 : 2) / expFloor;
-          if (naive && r.backend === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
+          if (baseBackend(r.backend) === 'cpu') r.expFloorFraction = (r.elements / r.timing.medianMs / 1e3) * (kind === 'fwd' ? 1 : 2) / expFloor;
+          if (naive && baseBackend(r.backend) === 'cuda') r.vsNaiveGpu = perElem(naive) / perElem(r);
         }
         rows.push(...caseRows);
         process.stdout.write(`  done: V=${V} ${dtype} ${kind}\n`);

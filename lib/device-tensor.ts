@@ -61,7 +61,9 @@ export class DeviceTensor {
     return { data, dims: [...this.dims], type: this.type };
   }
 
-  /** Frees owned memory now (idempotent); a wrapped tensor only becomes unusable. */
+  /** Frees owned memory (idempotent) in the order of the tensor's stream, without waiting for the device: work
+   * already enqueued on that stream may still use it, work on other streams must be complete (or ordered before
+   * it). A wrapped tensor only becomes unusable. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
@@ -74,11 +76,12 @@ export class DeviceTensor {
   }
 }
 
-/** Device memory of papo-kernels' own (uninitialised unless zero), used on `stream` (default 0n: the legacy
- * default stream). The allocation itself is complete on return (zeroing too), whatever the stream. */
+/** Device memory of papo-kernels' own (uninitialised unless zero), allocated and freed in the order of `stream`
+ * (default 0n: the legacy default stream): usable by work on that stream, or anywhere once the stream has been
+ * synchronised (every papo-kernels call does before it returns). Zeroing is complete on return. */
 export function allocDevice(dims: readonly number[], type: DType, device: number, zero: boolean, stream = 0n): DeviceTensor {
   const bytes = dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[type];
-  const { handle, ptr } = native().cudaAlloc(bytes, device, zero);
+  const { handle, ptr } = native().cudaAlloc(bytes, device, zero, stream);
   return new DeviceTensor(owner, ptr, dims, type, device, stream, handle);
 }
 

@@ -101,6 +101,14 @@ export interface NativeInfo {
 export interface NativeEmulatorStats {
   deviceSyncs: number;
   hostAllocs: number;
+  mallocs: number;
+  frees: number;
+  /** Implicit device-wide waits (cudaFree, cudaFreeHost). */
+  deviceDrains: number;
+  poolAllocs: number;
+  poolFrees: number;
+  poolGrowths: number;
+  poolReleases: number;
   liveHostBytes: number;
   liveDeviceBytes: number;
   contexts: number[];
@@ -108,8 +116,8 @@ export interface NativeEmulatorStats {
 
 /** The test hooks of the emulated build (build/Emulated, PAPO_CUDA_EMULATE=1); release builds lack them. */
 export interface NativeEmulator {
-  /** Makes the nth next call of that kind fail. */
-  emuInjectFault(kind: 'cudaMalloc' | 'cudaHostAlloc' | 'launch' | 'memcpy', nth: number): void;
+  /** Makes the nth next call of that kind fail, and the times - 1 (default 0) after it. */
+  emuInjectFault(kind: 'cudaMalloc' | 'cudaHostAlloc' | 'launch' | 'memcpy', nth: number, times?: number): void;
   emuStats(): NativeEmulatorStats;
   emuReset(): void;
   /** Makes the next cudaAlloc throw (PAPO_INTERNAL) right before its allocation gets a JavaScript handle. */
@@ -122,7 +130,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
   logProbs(desc: NativeLogProbsDesc, async: false): void;
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
-  cudaAlloc(bytes: number, device: number, zero: boolean): { handle: unknown; ptr: bigint };
+  /** Stream-ordered on `stream`: usable by work there from now on; cudaFree frees it in that stream's order. */
+  cudaAlloc(bytes: number, device: number, zero: boolean, stream: bigint): { handle: unknown; ptr: bigint };
   cudaFree(handle: unknown): void;
   cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
   cudaCopyDevice(dst: bigint, src: bigint, bytes: number, device: number): void;
@@ -131,6 +140,9 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   cpuExpFloor(): number;
   /** The codes of every enum native code reads, from its C++ enums (lib/codes.ts must agree). */
   enums: CodeTables;
+  /** Advises a fresh ArrayBuffer's whole huge pages as such (before their first touch); returns the byte offset
+   * (< 64) where its memory is 64-byte aligned. */
+  adviseHostBuffer(buffer: ArrayBuffer): number;
   cudaStreamCreate(device: number): bigint;
   cudaStreamDestroy(stream: bigint, device: number): void;
 }

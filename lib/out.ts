@@ -2,7 +2,7 @@
 // state allocates (and page-faults) nothing. Checked here, in two steps: the option's shape with the other
 // options (resolveOut), then each buffer against the call's logits and inputs (prepareOut). Every rule is checked
 // before any backend runs, so a rejected call leaves the buffers as they were.
-import { describe, rangeError, typeError } from './errors';
+import { rangeError, typeError } from './errors';
 import { sameMemory, storageName, toTensor, type NormTensor } from './tensor';
 import type { DType, PapoInputs } from './types';
 
@@ -47,7 +47,7 @@ function check(name: string, value: unknown, like: NormTensor, type: DType, grad
   if (!t.device !== !like.device)
     throw rangeError(name, like.device
       ? `expected a DeviceTensor on device ${like.device.device} like the logits, got host data`
-      : `expected host data like the logits, got a DeviceTensor (${describe(value)})`);
+      : 'expected host data like the logits, got a DeviceTensor');
   if (t.device && t.device.device !== like.device!.device)
     throw rangeError(`${name}.device`, `expected device ${like.device!.device} like the logits, got ${t.device.device}`);
   return t;

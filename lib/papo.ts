@@ -12,6 +12,7 @@ import { fromFloat64 } from './dtype';
 import { referencePapo } from './reference';
 import { cuda, requireDevice } from './cuda';
 import { allocDevice, DeviceTensor } from './device-tensor';
+import { hostGradient } from './host-gradient';
 import { toTensor } from './tensor';
 import type {
   BackendName, DevicePapoInputs, DType, GradOptions, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoGradResult, PapoInfo,
@@ -58,7 +59,7 @@ function gradBuffer(call: PreparedCall, path: 'logits' | 'maskedLogits'): Grad {
   const stream = call.logits.device?.stream ?? 0n;
   if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false, stream), type, owned: true };
   const n = call.N * call.V;
-  return { data: type === 'float32' ? new Float32Array(n) : new Uint16Array(n), device: null, type, owned: true };
+  return { data: hostGradient(n, type), device: null, type, owned: true };
 }
 
 /** A logits or gradient tensor as native code takes it: a typed array, or { ptr, bytes } of device memory. */

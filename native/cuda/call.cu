@@ -131,11 +131,14 @@ class MaskedStreamJoin {
   bool pending_ = false;
 };
 
-// Waits for the call's stream when the call ends, also when it ends with an exception: the buffers the call
-// took (declared before this) must not go back to the pool under kernels still running.
+// Waits for the call's stream when the call ends, also when it ends with an exception: the host image of the
+// per-token upload (declared before this) must outlive the copy that reads it. The device scratch is freed in
+// stream order first, so that the wait also completes its free and any stream's next call may reuse it.
 struct DrainOnExit {
   cudaStream_t stream;
+  StreamBuffer& scratch;
   ~DrainOnExit() {
+    scratch = StreamBuffer();
     cudaStreamSynchronize(stream);
     cudaGetLastError();
   }
@@ -153,8 +156,8 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
   Stream stream = exec.onDevice ? Stream::borrow(exec.stream) : Stream::own();
   MaskedStreamJoin join(exec, stream.get());
   const TokenWeights w = token_weights(call);
-  const CallBuffers up = upload_tokens(&call, call.tokens, call.N, &w, exec.device, stream.get());
-  DrainOnExit drain{stream.get()};
+  CallBuffers up = upload_tokens(&call, call.tokens, call.N, &w, exec.device, stream.get());
+  DrainOnExit drain{stream.get(), up.dev};
 
   DeviceCall dc = device_call(call.N, call.V, call.temperature, call.dtype, up);
   dc.gradType = call.gradLogits ? call.gradType : call.gradMaskedType;
@@ -215,8 +218,8 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
 void log_probs_cuda(const LogProbsCall& call, const CudaExec& exec) {
   DeviceScope scope(exec.device);
   Stream stream = exec.onDevice ? Stream::borrow(exec.stream) : Stream::own();
-  const CallBuffers up = upload_tokens(nullptr, call.tokens, call.N, nullptr, exec.device, stream.get());
-  DrainOnExit drain{stream.get()};
+  CallBuffers up = upload_tokens(nullptr, call.tokens, call.N, nullptr, exec.device, stream.get());
+  DrainOnExit drain{stream.get(), up.dev};
   DeviceCall dc = device_call(call.N, call.V, call.temperature, call.dtype, up);
   dc.terms = cuda::TERMS_NONE;
   dc.kernel = kernel_choice(exec.kernel) == KERNEL_K0_NAIVE ? KERNEL_K0_NAIVE : KERNEL_K1_TWO_PASS;  // full grid: no re-read

@@ -25,10 +25,10 @@ namespace {
 
 PapoMetrics papo_loss_cuda(const PapoCall&, const CudaExec&) { not_built(); }
 void log_probs_cuda(const LogProbsCall&, const CudaExec&) { not_built(); }
-void* cuda_alloc(size_t, int) { not_built(); }
-void cuda_free(void*, int) noexcept {}
+void* cuda_alloc(size_t, int, uint64_t) { not_built(); }
+void cuda_free(void*, int, uint64_t) noexcept {}
 void cuda_copy(void*, const void*, size_t, bool, int, uint64_t) { not_built(); }
-void cuda_memset_zero(void*, size_t, int) { not_built(); }
+void cuda_memset_zero(void*, size_t, int, uint64_t) { not_built(); }
 void cuda_copy_d2d(void*, const void*, size_t, int) { not_built(); }
 void cuda_check_pointer(const void*, size_t, int, const char*) { not_built(); }
 CudaMemInfo cuda_mem_info(int) { not_built(); }

@@ -8,6 +8,7 @@
 #include "cuda/cuda_resources.h"
 #include "cuda/driver_api.h"
 #include "cuda/papo_cuda.h"
+#include "cuda/stream_memory.h"
 
 namespace papo {
 
@@ -21,22 +22,15 @@ void throw_out_of_memory(const char* kind, size_t bytes, const char* what) {
 }
 
 
-void* cuda_alloc(size_t bytes, int device) {
+void* cuda_alloc(size_t bytes, int device, uint64_t stream) {
   DeviceScope scope(device);
-  void* p = nullptr;
-  const cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
-  if (err == cudaErrorMemoryAllocation) {
-    cudaGetLastError();
-    throw_out_of_memory("device", bytes, "the DeviceTensor");
-  }
-  cuda_check(err, "cudaMalloc");
-  return p;
+  return stream_alloc(bytes, reinterpret_cast<cudaStream_t>((uintptr_t)stream), "the DeviceTensor");
 }
 
-void cuda_free(void* ptr, int device) noexcept {
+void cuda_free(void* ptr, int device, uint64_t stream) noexcept {
   try {
     DeviceScope scope(device);
-    cudaFree(ptr);
+    stream_free(ptr, reinterpret_cast<cudaStream_t>((uintptr_t)stream));
   } catch (...) {  // the device cannot be made current: nothing can free the memory now
   }
   cudaGetLastError();
@@ -59,9 +53,9 @@ void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device) {
   s.sync();
 }
 
-void cuda_memset_zero(void* ptr, size_t bytes, int device) {
+void cuda_memset_zero(void* ptr, size_t bytes, int device, uint64_t stream) {
   DeviceScope scope(device);
-  const Stream s = Stream::own();
+  const Stream s = Stream::borrow(stream);
   cuda_check(cudaMemsetAsync(ptr, 0, bytes, s.get()), "cudaMemsetAsync");
   s.sync();
 }

@@ -48,13 +48,16 @@ void log_probs_cuda(const LogProbsCall& call, const CudaExec& exec);
 // Device memory for DeviceTensor (lib/cuda.ts). All throw papo::Error (CudaError, OutOfMemory with the bytes).
 // None of them makes a device other than `device` current, nor leaves one current that the thread did not
 // already use (see DeviceScope, cuda_resources.h).
-void* cuda_alloc(size_t bytes, int device);
-void cuda_free(void* ptr, int device) noexcept;
+// Allocation and free are stream-ordered (stream_memory.h) on `stream` (0: the legacy default stream): the memory is
+// usable by work on that stream from there on, and freed once the stream's work before the free is done; neither
+// waits for the device.
+void* cuda_alloc(size_t bytes, int device, uint64_t stream);
+void cuda_free(void* ptr, int device, uint64_t stream) noexcept;
 // bytes between host memory and device memory, ordered on `stream` (0: the legacy default stream); returns
 // when the copy is complete.
 void cuda_copy(void* dst, const void* src, size_t bytes, bool toDevice, int device, uint64_t stream);
-// Zeroes device memory on a stream of its own; returns when done (other streams are not waited for).
-void cuda_memset_zero(void* ptr, size_t bytes, int device);
+// Zeroes device memory on `stream` (its allocation's); returns when done (other streams are not waited for).
+void cuda_memset_zero(void* ptr, size_t bytes, int device, uint64_t stream);
 // A device-to-device copy on a stream of its own, complete on return: the benchmarks' roofline.
 void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device);
 // Checks that [ptr, ptr + bytes) is device (or managed) memory of `device` within one allocation, as far as the

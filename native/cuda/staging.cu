@@ -64,8 +64,7 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
   up.host.resize(total);
   for (const Part& p : parts) memcpy(up.host.data() + p.off, p.src, p.bytes);
   const size_t outOffset = (total + 255) & ~(size_t)255;
-  up.dev = PooledBuffer(PoolKind::Device, device, outOffset + n * sizeof(RowOut),
-                        "the per-token inputs and per-row results");
+  up.dev = StreamBuffer(outOffset + n * sizeof(RowOut), stream, "the per-token inputs and per-row results");
   char* base = up.dev.as<char>();
   up.out = reinterpret_cast<RowOut*>(base + outOffset);
   // On the call's stream: every kernel of the call is ordered after it (directly, or through the staging

@@ -15,16 +15,18 @@
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
 #include "cuda/staging_pool.h"
+#include "cuda/stream_memory.h"
 
 namespace papo {
 namespace cuda {
 
-// A call's small device data in one pooled buffer (staging_pool.h): the per-token arrays (uploaded with one
-// copy, 16-byte aligned parts), then the per-row results. The host image of the upload stays alive with it: the
-// copy is asynchronous, so its source must outlive it (the call synchronises its stream before this goes).
+// A call's small device data in one stream-ordered buffer on the call's stream (stream_memory.h): the per-token
+// arrays (uploaded with one copy, 16-byte aligned parts), then the per-row results. The host image of the upload
+// stays alive with it: the copy is asynchronous, so its source must outlive it (the call synchronises its stream
+// before this goes).
 struct CallBuffers {
   std::vector<char> host;
-  PooledBuffer dev;
+  StreamBuffer dev;
   cuda::TokenInputs tok;
   RowOut* out = nullptr;
 };
@@ -47,10 +49,11 @@ struct Tensors {
   void* maskedGrad;
 };
 
-// Host data: chunks of rows through two staging slots, each with its own stream, a pinned buffer and a device
-// buffer (both lent by the staging pool, staging_pool.h). Device memory stays bounded by PAPO_CUDA_STAGING_MB
-// (per slot, default 256) whatever N is. The slots are sized for the call's gradients, so that the forward and
-// the backward phase of an in-place call use the same chunks and buffers.
+// Host data: chunks of rows through two staging slots, each with its own stream, a pinned buffer (lent by the
+// staging pool, staging_pool.h) and a device buffer (stream-ordered on the slot's stream, stream_memory.h).
+// Device memory stays bounded by PAPO_CUDA_STAGING_MB (per slot, default 256) whatever N is. The slots are sized
+// for the call's gradients, so that the forward and the backward phase of an in-place call use the same chunks
+// and buffers.
 class Staging {
  public:
   Staging(const DeviceCall& dc, const Tensors& t, int device);
@@ -61,17 +64,20 @@ class Staging {
 
  private:
   struct Slot {
-    PooledBuffer host, dev;  // [logits | masked logits | gradients | masked gradients] of one chunk
-    Stream stream = Stream::own();
+    Stream stream = Stream::own();  // first: destroyed after the device buffer's free is enqueued on it
+    PooledBuffer host;
+    StreamBuffer dev;  // [logits | masked logits | gradients | masked gradients] of one chunk, as host
     Event done;
     bool recorded = false;
     bool pendingGrads = false;
     int64_t pendingBegin = -1, pendingRows = 0;
     Slot(int device, int64_t bytes)
         : host(PoolKind::Pinned, device, (size_t)bytes, "the pinned staging of the logits and gradients"),
-          dev(PoolKind::Device, device, (size_t)bytes, "a chunk of logits and gradients") {}
-    // Nothing may still use the buffers when they go back to the pool (members are destroyed after this).
+          dev((size_t)bytes, stream.get(), "a chunk of logits and gradients") {}
+    // Nothing may still use the pinned buffer when it goes back to the pool (members are destroyed after this).
+    // The device buffer's free completes with the wait, so that the next call's slots (other streams) reuse it.
     ~Slot() {
+      dev = StreamBuffer();
       cudaStreamSynchronize(stream.get());
       cudaGetLastError();
     }

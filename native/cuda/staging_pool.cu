@@ -18,9 +18,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Idle buffers kept per device and kind: the two staging slots' (pinned and device), plus on the device the
-// per-call buffer of per-token inputs and per-row results (staging.h), which every call takes.
-int max_idle(PoolKind kind) { return kind == PoolKind::Pinned ? 2 : 3; }
+// Idle buffers kept per device and kind: the two staging slots'.
+int max_idle(PoolKind) { return 2; }
 constexpr size_t kGranule = (size_t)2 << 20;  // sizes rounded up to 2 MiB, so that nearby shapes share buffers
 
 struct Idle {
@@ -42,15 +41,14 @@ std::chrono::milliseconds idle_time_from_env() {
 void free_buffer(PoolKind kind, int device, void* p) noexcept {
   try {
     DeviceScope scope(device);
-    kind == PoolKind::Pinned ? cudaFreeHost(p) : cudaFree(p);
+    (void)kind;
+    cudaFreeHost(p);
   } catch (...) {
   }
   cudaGetLastError();
 }
 
-cudaError_t alloc_buffer(PoolKind kind, void** p, size_t bytes) {
-  return kind == PoolKind::Pinned ? cudaHostAlloc(p, bytes, cudaHostAllocDefault) : cudaMalloc(p, bytes);
-}
+cudaError_t alloc_buffer(PoolKind, void** p, size_t bytes) { return cudaHostAlloc(p, bytes, cudaHostAllocDefault); }
 
 class Pool {
  public:
@@ -84,16 +82,16 @@ class Pool {
     void* p = nullptr;
     cudaError_t err = alloc_buffer(kind, &p, rounded);
     if (err == cudaErrorMemoryAllocation) {
-      // What the pool keeps idle may be what is missing (pinned memory is host memory whatever its device,
-      // device memory that of this device): free it and try once more, if there was any.
+      // What the pool keeps idle may be what is missing (pinned memory is host memory whatever its device):
+      // free it and try once more, if there was any.
       cudaGetLastError();
-      if (release_idle(kind, kind == PoolKind::Pinned ? -1 : device) > 0) err = alloc_buffer(kind, &p, rounded);
+      if (release_idle(kind, -1) > 0) err = alloc_buffer(kind, &p, rounded);
     }
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
-      throw_out_of_memory(kind == PoolKind::Pinned ? "pinned host" : "device", rounded, what);
+      throw_out_of_memory("pinned host", rounded, what);
     }
-    cuda_check(err, kind == PoolKind::Pinned ? "cudaHostAlloc" : "cudaMalloc");
+    cuda_check(err, "cudaHostAlloc");
     *capacity = rounded;
     return p;
   }
@@ -136,7 +134,6 @@ class Pool {
     done_freeing();
   }
 
-  void release_idle_device(int device) { release_idle(PoolKind::Device, device); }
 
  private:
   Pool() : idleTime_(idle_time_from_env()) {}
@@ -240,7 +237,6 @@ class Pool {
 
 }  // namespace
 
-void release_idle_device_buffers(int device) { Pool::instance().release_idle_device(device); }
 
 PooledBuffer::PooledBuffer(PoolKind kind, int device, size_t bytes, const char* what) : kind_(kind), device_(device) {
   p_ = Pool::instance().take(kind, device, bytes, &capacity_, what);

@@ -1,14 +1,13 @@
-// A process-wide pool of the buffers CUDA calls use for their duration (call.cu, staging.cu): the pinned and device
-// staging buffers that host-data calls copy their logits and gradients through (class Staging), and the device
-// buffer of every call's per-token inputs and per-row results. Per device.
+// A process-wide pool of the pinned host buffers that host-data CUDA calls copy their logits and gradients through
+// (class Staging, staging.cu), per device. (Device memory is stream-ordered instead: stream_memory.h.)
 //
 // Pinning a few hundred MiB with cudaHostAlloc costs tens of milliseconds (the pages are locked one by one) and
-// cudaFree waits for all work on the device, every stream's, so a call that allocated and freed them every time
-// would spend much of a training step doing that and hold up other streams' producers. The pool lends buffers
-// out instead:
+// cudaFreeHost waits for all work on the device, every stream's, so a call that allocated and freed them every
+// time would spend much of a training step doing that and hold up other streams' producers. The pool lends
+// buffers out instead:
 //   - a buffer is lent to one call at a time (taken, then given back when the call's streams are idle);
-//   - at most 2 idle pinned and 3 idle device buffers are kept per device (two staging slots' worth, plus a
-//     call's per-token buffer), the least recently returned going first;
+//   - at most 2 idle buffers are kept per device (two staging slots' worth), the least recently returned going
+//     first;
 //   - an idle buffer is freed after PAPO_CUDA_PINNED_IDLE_MS milliseconds (default 2000, read once per
 //     process; 0 disables the pool) by a background thread, so the memory comes back without another call;
 //   - when an allocation runs out of memory, the idle buffers are freed and the allocation is tried again.
@@ -18,7 +17,7 @@
 
 namespace papo {
 
-enum class PoolKind { Pinned, Device };
+enum class PoolKind { Pinned };
 
 // A buffer of the pool, lent for this object's lifetime (move-only). Its memory is uninitialised and may be
 // larger than asked. Give it back (destroy it) only when no stream still uses it.
@@ -48,8 +47,5 @@ class PooledBuffer {
   size_t capacity_ = 0;
 };
 
-// Frees `device`'s idle device buffers now, so that the next call's own device memory can be measured from zero
-// (papo_cuda_test --bench).
-void release_idle_device_buffers(int device);
 
 }  // namespace papo

@@ -12,6 +12,7 @@
 #include "cuda/papo_cuda.h"
 #include "args.h"
 #include "device_tensors.h"
+#include "host_buffers.h"
 #include "js_errors.h"
 #include "napi/enums.h"
 #ifdef PAPO_CUDA_EMULATED
@@ -199,6 +200,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
   exports.Set("enums", enum_tables(env));
   init_device_tensors(env, exports);
+  init_host_buffers(env, exports);
 #ifdef PAPO_CUDA_EMULATED
   init_emulator_hooks(env, exports);  // emuInjectFault, emuStats, emuReset: the emulated build's tests only
 #endif

@@ -12,19 +12,22 @@ namespace papo {
 
 namespace {
 
-// One cudaMalloc owned by a DeviceTensor. dispose() frees it at once; the garbage collector frees what was
-// never disposed (the finalizer), so a forgotten tensor costs memory for a while, not forever.
+// One stream-ordered allocation owned by a DeviceTensor, made on its stream. dispose() frees it in that stream's
+// order, without waiting for the device; the garbage collector frees what was never disposed (the finalizer) on
+// the legacy default stream, since the tensor's own stream may have been destroyed by then. A forgotten tensor
+// costs memory for a while, not forever.
 struct Allocation {
   void* ptr;
   int device;
   size_t bytes;
+  uint64_t stream;
 };
 std::atomic<int64_t> liveAllocations{0};
 std::atomic<int64_t> liveBytes{0};
 
-void release(Allocation* a) {
+void release(Allocation* a, uint64_t stream) {
   if (!a->ptr) return;
-  cuda_free(a->ptr, a->device);
+  cuda_free(a->ptr, a->device, stream);
   a->ptr = nullptr;
   liveAllocations--;
   liveBytes -= (int64_t)a->bytes;
@@ -42,7 +45,7 @@ struct AllocationOwner {
   Allocation* a = nullptr;
   ~AllocationOwner() {
     if (!a) return;
-    release(a);
+    release(a, a->stream);
     delete a;
   }
   Allocation* hand_over() { return std::exchange(a, nullptr); }
@@ -54,26 +57,27 @@ struct AllocationOwner {
 std::atomic<bool> failNextExternal{false};
 #endif
 
-// cudaAlloc(bytes, device, zero) -> { handle, ptr }
+// cudaAlloc(bytes, device, zero, stream) -> { handle, ptr }, usable on `stream` (0n: the legacy default stream)
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
     const Napi::Env env = info.Env();
     const double bytes = info[0].ToNumber().DoubleValue();
     if (!(bytes >= 0 && bytes <= 9007199254740991.0)) throw Error(ErrorCode::InvalidArgument, "bytes: expected a size >= 0");
     const int device = device_arg(info[1]);
+    const uint64_t stream = parse_address(info[3], "stream");
     AllocationOwner owner;
     {
-      void* p = cuda_alloc((size_t)bytes, device);
+      void* p = cuda_alloc((size_t)bytes, device, stream);
       try {
-        owner.a = new Allocation{p, device, (size_t)bytes};
+        owner.a = new Allocation{p, device, (size_t)bytes, stream};
       } catch (...) {
-        cuda_free(p, device);
+        cuda_free(p, device, stream);
         throw;
       }
       liveAllocations++;
       liveBytes += (int64_t)owner.a->bytes;
     }
-    if (info[2].ToBoolean().Value()) cuda_memset_zero(owner.a->ptr, owner.a->bytes, device);
+    if (info[2].ToBoolean().Value()) cuda_memset_zero(owner.a->ptr, owner.a->bytes, device, stream);
     Napi::Object o = Napi::Object::New(env);
     o.Set("ptr", Napi::BigInt::New(env, (uint64_t)(uintptr_t)owner.a->ptr));
 #ifdef PAPO_CUDA_EMULATED
@@ -83,7 +87,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     // Once the External exists its finalizer owns the allocation (the garbage collector frees it even if what
     // follows throws); if creating it throws, the owner still does.
     const Napi::External<Allocation> handle = Napi::External<Allocation>::New(env, owner.a, [](Napi::Env, Allocation* a) {
-      release(a);
+      release(a, 0);
       delete a;
     });
     owner.hand_over();
@@ -92,11 +96,12 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   });
 }
 
-// cudaFree(handle): idempotent.
+// cudaFree(handle): idempotent; in the order of the allocation's stream, returning at once.
 Napi::Value Free(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
     if (!info[0].IsExternal()) throw Error(ErrorCode::InvalidArgument, "handle: expected a device allocation");
-    release(info[0].As<Napi::External<Allocation>>().Data());
+    Allocation* a = info[0].As<Napi::External<Allocation>>().Data();
+    release(a, a->stream);
     return info.Env().Undefined();
   });
 }

@@ -9,13 +9,16 @@ namespace papo {
 
 namespace {
 
-// emuInjectFault(kind, nth): the nth next call of that kind fails (emulator.h lists the kinds).
+// emuInjectFault(kind, nth, times = 1): the nth next call of that kind fails, and the times - 1 after it
+// (emulator.h lists the kinds).
 Napi::Value InjectFault(const Napi::CallbackInfo& info) {
   return guarded_js(info.Env(), [&]() -> Napi::Value {
     const std::string kind = info[0].ToString().Utf8Value();
     const double nth = info[1].ToNumber().DoubleValue();
     if (!(nth >= 0 && nth < 1e9)) throw Error(ErrorCode::InvalidArgument, "nth: expected a count >= 0");
-    if (!papo_emu::inject_fault(kind, (int)nth))
+    const double times = info.Length() > 2 && info[2].IsNumber() ? info[2].ToNumber().DoubleValue() : 1;
+    if (!(times >= 1 && times < 1e9)) throw Error(ErrorCode::InvalidArgument, "times: expected a count >= 1");
+    if (!papo_emu::inject_fault(kind, (int)nth, (int)times))
       throw Error(ErrorCode::InvalidArgument,
                   "kind: expected 'cudaMalloc', 'cudaHostAlloc', 'launch' or 'memcpy', got '" + kind + "'");
     return info.Env().Undefined();
@@ -31,6 +34,13 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("launches", (double)s.launches);
   o.Set("liveHostBytes", (double)s.liveHostBytes);
   o.Set("liveDeviceBytes", (double)s.liveDeviceBytes);
+  o.Set("mallocs", (double)s.mallocs);
+  o.Set("frees", (double)s.frees);
+  o.Set("deviceDrains", (double)s.deviceDrains);
+  o.Set("poolAllocs", (double)s.poolAllocs);
+  o.Set("poolFrees", (double)s.poolFrees);
+  o.Set("poolGrowths", (double)s.poolGrowths);
+  o.Set("poolReleases", (double)s.poolReleases);
   Napi::Array contexts = Napi::Array::New(env, s.contexts.size());
   for (size_t i = 0; i < s.contexts.size(); ++i) contexts.Set((uint32_t)i, s.contexts[i]);
   o.Set("contexts", contexts);

@@ -27,6 +27,7 @@
 #include "cuda/launch.cuh"
 #include "cuda/papo_cuda.h"
 #include "cuda/staging_pool.h"
+#include "cuda/stream_memory.h"
 
 using namespace papo;
 
@@ -182,14 +183,14 @@ void compare(const std::string& tag, const Case& c, const PapoCall& got, const P
 struct OnDevice {
   std::vector<void*> allocs;
   void* up(const void* host, size_t bytes) {
-    void* p = cuda_alloc(bytes, 0);
+    void* p = cuda_alloc(bytes, 0, 0);
     allocs.push_back(p);
     if (host) cuda_copy(p, host, bytes, true, 0, 0);
-    else cuda_memset_zero(p, bytes, 0);
+    else cuda_memset_zero(p, bytes, 0, 0);
     return p;
   }
   ~OnDevice() {
-    for (void* p : allocs) cuda_free(p, 0);
+    for (void* p : allocs) cuda_free(p, 0, 0);
   }
 };
 
@@ -357,24 +358,11 @@ double median_ms(F&& f, int reps) {
   return t[t.size() / 2];
 }
 
-// Device memory a call holds beyond its inputs and outputs, from an empty pool: what cudaMemGetInfo loses across
-// the call (the staging pool keeps the call's buffers for PAPO_CUDA_PINNED_IDLE_MS after it). cuda-naive's
-// scratch is freed before it returns and is not counted: it is rows x V x 8 bytes per path (4 GiB at most).
+// Device memory a call holds beyond its inputs and outputs: the most its device scratch (stream-ordered, from an
+// emptied pool) reached. cuda-naive's scratch is rows x V x 8 bytes per path (4 GiB at most).
 struct MemProbe {
-  size_t before = 0;
-  MemProbe() {
-    release_idle_device_buffers(0);
-    before = free_bytes();
-  }
-  static size_t free_bytes() {
-    size_t f = 0, t = 0;
-    cudaMemGetInfo(&f, &t);
-    return f;
-  }
-  double mib() const {
-    const size_t after = free_bytes();
-    return after < before ? (double)(before - after) / (1 << 20) : 0.0;
-  }
+  size_t base = stream_pool_peak(true);  // what the pool holds for the inputs and outputs already
+  double mib() const { return (double)(stream_pool_peak(false) - base) / (1 << 20); }
 };
 
 // Every case the GPU benchmark reports, on one device in one run, each against the roofline of its own minimal

@@ -15,6 +15,7 @@
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
 #include "cuda/launch.cuh"
+#include "cuda/stream_memory.h"
 #include "row_block.cuh"
 #include "row_terms.cuh"
 
@@ -123,14 +124,15 @@ __global__ void naive_backward(const float* p, const float* logp, typename SO::T
 
 unsigned elementwise_blocks(int64_t n) { return (unsigned)std::min<int64_t>((n + 255) / 256, 65535 * 8); }
 
+// Stream-ordered on the call's stream: freed in order after the chain, without waiting for the device.
 struct PathScratch {
-  DeviceBuffer logp, p, lp, H, status;
-  PathScratch(int64_t rows, int64_t V)
-      : logp(rows * V * 4, "cuda-naive log-softmax"),
-        p(rows * V * 4, "cuda-naive softmax"),
-        lp(rows * 4, "cuda-naive log-probs"),
-        H(rows * 4, "cuda-naive entropy"),
-        status(rows * 4, "cuda-naive row status") {}
+  StreamBuffer logp, p, lp, H, status;
+  PathScratch(int64_t rows, int64_t V, cudaStream_t stream)
+      : logp(rows * V * 4, stream, "cuda-naive log-softmax"),
+        p(rows * V * 4, stream, "cuda-naive softmax"),
+        lp(rows * 4, stream, "cuda-naive log-probs"),
+        H(rows * 4, stream, "cuda-naive entropy"),
+        status(rows * 4, stream, "cuda-naive row status") {}
 };
 
 template <class S>
@@ -161,8 +163,8 @@ void run_typed(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t
   // need that much memory).
   const int64_t perRow = c.V * 8 * (c.hasMaskedLogits ? 2 : 1);
   const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(ch.rows, ((int64_t)4 << 30) / perRow));
-  PathScratch s(slice, c.V);
-  std::unique_ptr<PathScratch> ms(c.hasMaskedLogits ? new PathScratch(slice, c.V) : nullptr);
+  PathScratch s(slice, c.V, stream);
+  std::unique_ptr<PathScratch> ms(c.hasMaskedLogits ? new PathScratch(slice, c.V, stream) : nullptr);
   const int64_t esz = (int64_t)dtype_bytes(c.dtype), gsz = dtype_bytes(c.gradType);
   for (int64_t r0 = 0; r0 < ch.rows; r0 += slice) {
     const int64_t rows = std::min(slice, ch.rows - r0), rowBegin = ch.rowBegin + r0;
@@ -183,7 +185,6 @@ void run_typed(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t
       else backward_path<S>(c, rowBegin, rows, ps, g, path == 1, stream);
     }
   }
-  cuda_check(cudaStreamSynchronize(stream), "cuda-naive chain");  // the scratch is freed on return
 }
 
 }  // namespace

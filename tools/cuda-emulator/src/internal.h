@@ -58,6 +58,15 @@ cudaError_t pinned_alloc(void** out, size_t bytes);
 cudaError_t release(void* p, Space space);
 int64_t live_device_bytes(int device);
 int64_t live_pinned_bytes();
+// A pool block between its cudaFreeAsync (once the stream ran it) and its next stream-ordered allocation: its
+// pages are inaccessible, so a kernel that touches it faults; freed_async says so for copies (detail set).
+void set_freed_async(void* ptr, bool freed);
+bool freed_async(const void* p, std::string* detail);
+
+// ---- stream-ordered pools (mempool.cpp) ------------------------------------------------------------------------
+bool pool_owned(const void* ptr);
+void pool_stats(Stats& s);
+void reset_pool_stats();
 void install_fault_handler();
 
 // ---- streams (streams.cpp) -------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ struct Allocation {
   Space space;
   char* slackLo;  // [slackLo, ptr) and [ptr + bytes, slackHi): poisoned slack of device allocations
   char* slackHi;
+  bool freedAsync = false;  // a pool block freed in stream order: its pages are PROT_NONE until reused
 };
 
 std::mutex mu;
@@ -115,6 +116,25 @@ cudaError_t release(void* p, Space space) {
   return cudaSuccess;
 }
 
+void set_freed_async(void* ptr, bool freed) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = allocations.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == allocations.end()) return;
+  Allocation& a = it->second;
+  a.freedAsync = freed;
+  // Reused, it is poisoned again as a fresh allocation is (a GPU gives whatever was there).
+  mprotect(a.slackLo, a.slackHi - a.slackLo, freed ? PROT_NONE : PROT_READ | PROT_WRITE);
+  if (!freed) memset(a.slackLo, kPoison, a.slackHi - a.slackLo);
+}
+
+bool freed_async(const void* p, std::string* detail) {
+  std::lock_guard<std::mutex> lock(mu);
+  const Allocation* al = containing(reinterpret_cast<uintptr_t>(p));
+  if (!al || !al->freedAsync) return false;
+  if (detail) *detail = "use of a device allocation after its cudaFreeAsync";
+  return true;
+}
+
 Region find_region(const void* p, size_t bytes, std::string* error) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lock(mu);
@@ -141,6 +161,8 @@ Region find_region(const void* p, size_t bytes, std::string* error) {
 
 std::string describe_address(uintptr_t address) {
   std::lock_guard<std::mutex> lock(mu);
+  const Allocation* in = containing(address);
+  if (in && in->freedAsync) return "inside a device allocation after its cudaFreeAsync (a use after free)";
   const Allocation* best = nullptr;
   int64_t bestDist = INT64_MAX;
   for (const auto& kv : allocations) {
@@ -169,7 +191,7 @@ std::string check_canaries() {
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& kv : allocations) {
     const Allocation& al = kv.second;
-    if (al.space != Space::Device) continue;
+    if (al.space != Space::Device || al.freedAsync) continue;
     const char* at = nullptr;
     if (first_dirty(al.slackLo, al.ptr, &at) || first_dirty(al.ptr + al.bytes, al.slackHi, &at)) {
       char buf[200];

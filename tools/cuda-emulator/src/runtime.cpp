@@ -15,10 +15,11 @@ namespace papo_emu {
 
 namespace {
 
-std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0};
+std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0}, nMallocs{0}, nFrees{0}, nDrains{0};
 std::atomic<uint64_t> launchCounter{0};
 std::mutex faultMu;
 int faultCountdown[(int)FaultKind::Count] = {};
+int faultRepeat[(int)FaultKind::Count] = {};  // further calls that fail right after the nth
 std::atomic<uint32_t> contextsMade{0};  // bit per device
 
 thread_local std::string lastDetail;
@@ -121,11 +122,16 @@ cudaError_t fail(cudaError_t err, const std::string& detail) {
 bool should_fail(FaultKind kind) {
   std::lock_guard<std::mutex> lock(faultMu);
   int& n = faultCountdown[(int)kind];
-  if (n <= 0) return false;
+  int& more = faultRepeat[(int)kind];
+  if (n <= 0) {
+    if (more <= 0) return false;
+    --more;
+    return true;
+  }
   return --n == 0;
 }
 
-bool inject_fault(const std::string& kind, int nth) {
+bool inject_fault(const std::string& kind, int nth, int times) {
   FaultKind k;
   if (kind == "cudaMalloc") k = FaultKind::Malloc;
   else if (kind == "cudaHostAlloc") k = FaultKind::HostAlloc;
@@ -134,6 +140,7 @@ bool inject_fault(const std::string& kind, int nth) {
   else return false;
   std::lock_guard<std::mutex> lock(faultMu);
   faultCountdown[(int)k] = std::max(0, nth);
+  faultRepeat[(int)k] = nth > 0 ? std::max(0, times - 1) : 0;
   return true;
 }
 
@@ -141,6 +148,10 @@ Stats stats() {
   Stats s;
   s.deviceSyncs = nDeviceSyncs;
   s.hostAllocs = nHostAllocs;
+  s.mallocs = nMallocs;
+  s.frees = nFrees;
+  s.deviceDrains = nDrains;
+  pool_stats(s);
   s.launches = nLaunches;
   s.liveHostBytes = live_pinned_bytes();
   s.liveDeviceBytes = live_device_bytes(-1);
@@ -152,6 +163,10 @@ Stats stats() {
 void reset_stats() {
   nDeviceSyncs = 0;
   nHostAllocs = 0;
+  nMallocs = 0;
+  nFrees = 0;
+  nDrains = 0;
+  reset_pool_stats();
   nLaunches = 0;
   contextsMade = 0;
   // The threads' "context made" flags stay; a thread that made one before keeps it, as on a device.
@@ -405,6 +420,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return fail(cudaErrorInvalidValue);
   ensure_context();
   const int d = host_thread().device;
+  ++nMallocs;
   if (should_fail(FaultKind::Malloc)) return fail(cudaErrorMemoryAllocation, "injected cudaMalloc failure");
   if ((int64_t)(live_device_bytes(d) + bytes) > (int64_t)device_prop(d).totalGlobalMem)
     return fail(cudaErrorMemoryAllocation, "beyond the emulated device's memory (PAPO_EMU_MEMORY_MB)");
@@ -415,6 +431,9 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
   ensure_context();
   if (!ptr) return cudaSuccess;
+  if (pool_owned(ptr)) return fail(cudaErrorInvalidValue, "cudaFree of a stream-ordered allocation (cudaFreeAsync frees it)");
+  ++nFrees;
+  ++nDrains;
   const Region r = find_region(ptr, 0, nullptr);
   drain_device(r.space == Space::Device ? r.device : host_thread().device);  // cudaFree waits for the device first
   const cudaError_t e = release(ptr, Space::Device);
@@ -435,6 +454,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaHostAlloc(ptr,
 cudaError_t cudaFreeHost(void* ptr) {
   ensure_context();
   if (!ptr) return cudaSuccess;
+  ++nDrains;
   for (int d = 0; d < device_count(); ++d) drain_device(d);  // pinned memory may be in use by any device
   const cudaError_t e = release(ptr, Space::Pinned);
   return e == cudaSuccess ? e : fail(e, "cudaFreeHost of a pointer that cudaHostAlloc did not return");
@@ -506,6 +526,7 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
     enqueue(stream, "copy from pageable memory", [=](std::string& detail) {
       if (inject) return injected(detail);
+      if (freed_async(dst, &detail)) return cudaErrorIllegalAddress;
       memcpy(dst, staged->data(), bytes);
       return cudaSuccess;
     });
@@ -513,6 +534,7 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
   }
   CompletionPtr op = enqueue(stream, "copy", [=](std::string& detail) {
     if (inject) return injected(detail);
+    if (freed_async(dst, &detail) || freed_async(src, &detail)) return cudaErrorIllegalAddress;
     memcpy(dst, src, bytes);
     return cudaSuccess;
   });
@@ -526,7 +548,8 @@ cudaError_t fill(void* ptr, int value, size_t bytes, cudaStream_t stream) {
   const Region r = find_region(ptr, bytes, &err);
   if (r.space != Space::Device) return fail(cudaErrorInvalidValue, "cudaMemset of memory that is not device memory");
   if (!err.empty()) return fail(cudaErrorInvalidValue, "cudaMemset: " + err);
-  enqueue(stream, "memset", [=](std::string&) {
+  enqueue(stream, "memset", [=](std::string& detail) {
+    if (freed_async(ptr, &detail)) return cudaErrorIllegalAddress;
     memset(ptr, value, bytes);
     return cudaSuccess;
   });

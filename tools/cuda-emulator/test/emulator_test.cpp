@@ -255,6 +255,69 @@ void memory() {
   cudaFree(out);
 }
 
+// Stream-ordered allocation: reuse in stream order, across streams only once the free has run, a use after the
+// free caught in kernels and copies, and the release threshold.
+void pools() {
+  std::string msg;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = 0;
+  cudaMemPool_t pool = nullptr;
+  check(cudaMemPoolCreate(&pool, &props) == cudaSuccess, "cudaMemPoolCreate makes a pool of device 0");
+  uint64_t keep = 1 << 20;
+  cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+  cudaStream_t s1 = nullptr, s2 = nullptr;
+  cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+  float *a = nullptr, *b = nullptr, *c = nullptr, *out = nullptr;
+  cudaMalloc(&out, 4);
+  papo_emu::reset_stats();
+  cudaMallocFromPoolAsync(reinterpret_cast<void**>(&a), 4096, pool, s1);
+  cudaFreeAsync(a, s1);
+  cudaMallocFromPoolAsync(reinterpret_cast<void**>(&b), 4096, pool, s1);
+  papo_emu::Stats st = papo_emu::stats();
+  check(b == a && st.poolGrowths == 1 && st.poolAllocs == 2 && st.mallocs == 0,
+        "a block freed on a stream is reused by that stream's next allocation at once");
+  cudaFreeAsync(b, s1);
+  cudaMallocFromPoolAsync(reinterpret_cast<void**>(&c), 4096, pool, s2);
+  check(c != b, "another stream does not reuse it before the free has run");
+  cudaFreeAsync(c, s2);
+  cudaStreamSynchronize(s1);
+  cudaStreamSynchronize(s2);
+  cudaMallocFromPoolAsync(reinterpret_cast<void**>(&c), 4096, pool, s2);
+  check(c == b || c == a, "once it has run, any stream reuses it");
+  cudaError_t e = run(&msg, read_at, dim3(1), dim3(32), s2, (const float*)c, (int64_t)0, out);
+  check(e == cudaSuccess, "a reused block is usable on its stream", msg);
+  cudaFreeAsync(c, s2);
+  e = run(&msg, read_at, dim3(1), dim3(32), s2, (const float*)c, (int64_t)0, out);
+  check(e == cudaErrorIllegalAddress && contains(msg, "after its cudaFreeAsync"),
+        "a kernel reading a block after its stream-ordered free fails the launch", msg);
+  std::vector<float> h(4);
+  e = cudaMemcpyAsync(h.data(), c, 16, cudaMemcpyDeviceToHost, s2);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(s2);
+  cudaGetLastError();
+  check(e == cudaErrorIllegalAddress, "so does a copy from it", cudaGetErrorName(e));
+  check(cudaFree(c) == cudaErrorInvalidValue, "cudaFree of a stream-ordered allocation is refused");
+  cudaGetLastError();
+  float* big = nullptr;
+  cudaMallocFromPoolAsync(reinterpret_cast<void**>(&big), 4 << 20, pool, s1);
+  cudaFreeAsync(big, s1);
+  cudaStreamSynchronize(s1);
+  uint64_t reserved = 0;
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+  st = papo_emu::stats();
+  check(reserved <= keep && st.poolReleases >= 1, "idle memory beyond the release threshold goes back to the device");
+  cudaMemPoolTrimTo(pool, 0);
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+  check(reserved == 0 && cudaMemPoolDestroy(pool) == cudaSuccess, "cudaMemPoolTrimTo(0) empties it; then it can be destroyed");
+  st = papo_emu::stats();
+  check(st.deviceSyncs == 0 && st.deviceDrains == 0 && st.frees == 0, "none of it waits for the device");
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+  cudaFree(out);
+}
+
 // The defect this project had: per-token data copied from pageable memory on the legacy stream, then read by a
 // kernel on a non-blocking stream. CUDA does not order them; neither does the emulator.
 void streams() {
@@ -374,6 +437,7 @@ int main() {
   warps(d);
   races(d);
   memory();
+  pools();
   streams();
   clusters(d);
   faults(d);

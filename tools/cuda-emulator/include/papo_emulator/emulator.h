@@ -22,10 +22,11 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
 int max_active_clusters(dim3 block, size_t smem, unsigned cluster);
 
 enum class FaultKind { Malloc, HostAlloc, Launch, Memcpy, Count };
-// Makes the nth next call of that kind fail (1 = the next one): cudaMalloc and cudaHostAlloc with
+// Makes the nth next call of that kind fail (1 = the next one), and the times - 1 calls after it: cudaMalloc (and
+// the stream-ordered allocations) and cudaHostAlloc with
 // cudaErrorMemoryAllocation, a launch with cudaErrorLaunchOutOfResources (at once), a copy with
 // cudaErrorLaunchFailure when its stream runs it. Kinds: "cudaMalloc", "cudaHostAlloc", "launch", "memcpy".
-bool inject_fault(const std::string& kind, int nth);
+bool inject_fault(const std::string& kind, int nth, int times = 1);
 
 struct Stats {
   int64_t deviceSyncs = 0;    // cudaDeviceSynchronize calls
@@ -33,6 +34,13 @@ struct Stats {
   int64_t launches = 0;       // kernels run
   int64_t liveHostBytes = 0;  // pinned bytes not freed
   int64_t liveDeviceBytes = 0;
+  int64_t mallocs = 0;        // cudaMalloc calls
+  int64_t frees = 0;          // cudaFree calls (each waits for the whole device)
+  int64_t deviceDrains = 0;   // implicit device-wide waits: cudaFree, cudaFreeHost
+  int64_t poolAllocs = 0;     // cudaMallocAsync / cudaMallocFromPoolAsync calls
+  int64_t poolFrees = 0;      // cudaFreeAsync calls
+  int64_t poolGrowths = 0;    // pool allocations that needed new memory (none idle of that size was reusable)
+  int64_t poolReleases = 0;   // idle pool blocks given back (beyond a pool's release threshold, or trimmed)
   std::vector<int> contexts;  // devices whose context some thread created
 };
 Stats stats();

@@ -1,0 +1,85 @@
+// The steady-state targets in one run (node dist/bench/targets.js): V = 151936, N = 64, both paths, forward +
+// backward, preset papo-g; fresh gradients against the same options.out buffers reused, fp32 and bf16, the AVX2
+// kernels (a child process with PAPO_CPU_ISA=avx2, read at load) and forward only. Medians of 9 calls after 2
+// warm-up calls. Throughput in logits elements per second: 2·N·V / t with gradients, N·V / t forward only.
+import { execFileSync, execSync } from 'node:child_process';
+import * as os from 'node:os';
+import { info, logProbsSync, papoLossSync } from '../lib';
+import type { DType, PapoInputs, PapoOptions, Tensor } from '../lib/types';
+import { makeBatch } from './cases';
+
+const N = 64, V = 151936, CALLS = 9, WARM = 2;
+
+/** Medians of the cases, run in turns (one call of each per round) so that a load that comes and goes on a
+ * shared machine weighs on every case alike and the ratios hold. */
+function medians(cases: Record<string, () => void>): Record<string, number> {
+  const ms: Record<string, number[]> = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  for (let i = 0; i < WARM + CALLS; i++)
+    for (const [k, fn] of Object.entries(cases)) {
+      const t = process.hrtime.bigint();
+      fn();
+      if (i >= WARM) ms[k].push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+  return Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, v.sort((a, b) => a - b)[CALLS >> 1]]));
+}
+
+function outFor(batch: PapoInputs): PapoOptions['out'] {
+  const copy = (t: Tensor) => ({ ...t, data: t.data.slice() });
+  return { gradLogits: copy(batch.logits as Tensor), gradMaskedLogits: copy(batch.maskedLogits as Tensor) };
+}
+
+function emptyOut(batch: PapoInputs): PapoOptions['out'] {
+  const empty = (t: Tensor) => ({
+    ...t, data: t.type === 'float32' ? new Float32Array(t.data.length) : new Uint16Array(t.data.length),
+  });
+  return { gradLogits: empty(batch.logits as Tensor), gradMaskedLogits: empty(batch.maskedLogits as Tensor) };
+}
+
+function measure(only?: string): Record<string, number> {
+  const r: Record<string, number> = {};
+  for (const dtype of ['float32', 'bfloat16'] as DType[]) {
+    if (only && dtype !== 'float32') continue;
+    const batch = makeBatch(N, V, dtype);
+    const out = outFor(batch);
+    const opts: PapoOptions = { backend: 'cpu', preset: 'papo-g' };
+    const cases: Record<string, () => void> = { [`${dtype} steady`]: () => papoLossSync(batch, { ...opts, out }) };
+    if (!only) {
+      cases[`${dtype} fresh`] = () => papoLossSync(batch, opts);
+      // what fresh gradients cost before they were advised onto huge pages: plain typed arrays each call
+      cases[`${dtype} fresh plain`] = () => papoLossSync(batch, { ...opts, out: emptyOut(batch) });
+      cases[`${dtype} forward only`] = () => logProbsSync(batch.logits, batch.tokens, { backend: 'cpu' });
+    }
+    Object.assign(r, medians(cases));
+  }
+  return r;
+}
+
+if (process.argv[2] === '--child') {
+  process.stdout.write(JSON.stringify({ isa: info().cpuIsa, ms: measure('steady') }));
+} else {
+  let commit = 'unknown';
+  try {
+    commit = execSync('git rev-parse --short HEAD', { cwd: __dirname }).toString().trim();
+  } catch { /* not a checkout */ }
+  const i = info();
+  console.log(`papo-kernels @ ${commit}: ${os.cpus()[0]?.model.trim()}, ${os.cpus().length} cores, ` +
+    `${i.cpuIsa} kernels on ${i.threads} threads`);
+  console.log(`V = ${V}, N = ${N}, both paths, preset papo-g, median of ${CALLS} calls\n`);
+  const ms = measure();
+  const child = execFileSync(process.execPath, [__filename, '--child'], { env: { ...process.env, PAPO_CPU_ISA: 'avx2' }, encoding: 'utf8' });
+  const avx2 = JSON.parse(child) as { isa: string; ms: Record<string, number> };
+  const g = (t: number, paths = 2) => ((paths * N * V) / t / 1e3).toFixed(0);
+  const vsSteady = (k: string, steady: string) => `${g(ms[k])} (${(ms[k] / ms[steady]).toFixed(2)}x steady)`;
+  const rows: [string, string, string][] = [
+    ['fp32, steady state (out reused)', ms['float32 steady'].toFixed(2), g(ms['float32 steady'])],
+    ['fp32, fresh allocation', ms['float32 fresh'].toFixed(2), vsSteady('float32 fresh', 'float32 steady')],
+    ['fp32, fresh plain typed arrays (before huge pages)', ms['float32 fresh plain'].toFixed(2), vsSteady('float32 fresh plain', 'float32 steady')],
+    ['bf16, steady state', ms['bfloat16 steady'].toFixed(2), g(ms['bfloat16 steady'])],
+    ['bf16, fresh allocation', ms['bfloat16 fresh'].toFixed(2), vsSteady('bfloat16 fresh', 'bfloat16 steady')],
+    [`fp32, ${avx2.isa} kernels (PAPO_CPU_ISA=avx2), steady`, avx2.ms['float32 steady'].toFixed(2), g(avx2.ms['float32 steady'])],
+    ['fp32 forward only (logProbs, one path)', ms['float32 forward only'].toFixed(2), g(ms['float32 forward only'], 1)],
+    ['bf16 forward only (logProbs, one path)', ms['bfloat16 forward only'].toFixed(2), g(ms['bfloat16 forward only'], 1)],
+  ];
+  console.log('| case | ms | Melem/s |\n|---|---|---|');
+  for (const [c, t, m] of rows) console.log(`| ${c} | ${t} | ${m} |`);
+}
