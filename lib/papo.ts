@@ -9,7 +9,7 @@ import {
   type NativePapoDesc, type NativePlacement,
 } from './native';
 import { fromFloat64 } from './dtype';
-import { referencePapo } from './reference';
+import { referenceLogProbs, referencePapo } from './reference';
 import { cuda, requireDevice } from './cuda';
 import { allocDevice, DeviceTensor } from './device-tensor';
 import { hostGradient } from './host-gradient';
@@ -18,7 +18,7 @@ import type {
   BackendName, DevicePapoInputs, DType, GradOptions, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoGradResult, PapoInfo,
   PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
-import { prepareCall, type PreparedCall } from './validate';
+import { prepareCall, prepareLogProbsCall, type PreparedCall, type PreparedLogProbs } from './validate';
 
 type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
 
@@ -26,7 +26,8 @@ type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
  * launches, synchronisation) exceed what it saves, and host data must cross PCIe first. */
 export const AUTO_CUDA_MIN_ELEMENTS = 1 << 24;
 
-function chooseBackend(requested: BackendName, call: PreparedCall): Resolved {
+/** The backend for a call, from what it runs on: its logits' placement and size. */
+function chooseBackend(requested: BackendName, call: Pick<PreparedCall, 'logits' | 'maskedLogits' | 'N' | 'V'>): Resolved {
   const device = call.logits.device;
   const elements = call.N * call.V * (call.maskedLogits ? 2 : 1);
   if (requested === 'reference' || requested === 'cpu') {
@@ -69,7 +70,7 @@ function nativeTensor(t: { data: Float32Array | Uint16Array | null; device: Devi
 
 /** Device data runs on the logits' stream (0n: the legacy default stream), ordered with the masked logits' own
  * stream when that differs; host data on a stream of the call's own. */
-function placement(call: PreparedCall): NativePlacement {
+function placement(call: Pick<PreparedCall, 'logits' | 'maskedLogits'>): NativePlacement {
   const d = call.logits.device;
   if (!d) return { onDevice: false };
   const m = call.maskedLogits?.device;
@@ -243,42 +244,37 @@ function prepareLogProbs(logits: unknown, tokens: unknown, options: LogProbsOpti
   for (const k of Object.keys(options ?? {}))
     if (k !== 'temperature' && k !== 'backend') throw rangeError('options', `unknown option '${k}' (logProbs takes temperature and backend)`);
   const opts = resolveOptions({ temperature: options?.temperature, backend: options?.backend });
-  const t = toTensor('logits', logits);
-  const V = t.dims[t.dims.length - 1];
-  const N = t.dims.reduce((a, b) => a * b, 1) / V;
-  // tokens are checked by the same rules as papoLoss's
-  const call = prepareCall({ logits: t.device ?? t as TensorLike, tokens: tokens as Int32Array, advantages: new Float32Array(N) },
-    { ...opts, klCoef: 0, perceptionCoef: 0, maskedEntropyCoef: 0 });
-  return { call, backend: chooseBackend(opts.backend, call) };
+  const call = prepareLogProbsCall(logits, tokens);
+  return { call, temperature: opts.temperature, backend: chooseBackend(opts.backend, call) };
 }
 
-function referenceLogProbs(call: PreparedCall): LogProbsResult {
-  const r = referencePapo({ ...call, opts: { ...call.opts, computeGrad: false } });
+function referenceLogProbsResult(call: PreparedLogProbs, temperature: number): LogProbsResult {
+  const r = referenceLogProbs(call.logits, call.tokens, call.N, call.V, temperature);
   return { logProbs: Float32Array.from(r.logProbs), entropy: Float32Array.from(r.entropy) };
 }
 
-function logProbsDesc(call: PreparedCall, backend: Resolved): NativeLogProbsDesc {
+function logProbsDesc(call: PreparedLogProbs, temperature: number, backend: Resolved): NativeLogProbsDesc {
   return {
     backend: CODES.backend[backend as 'cpu' | 'cuda' | 'cuda-naive'], ...placement(call), N: call.N, V: call.V,
-    temperature: call.opts.temperature, logits: nativeTensor(call.logits), dtype: CODES.dtype[call.logits.type], tokens: call.tokens,
+    temperature, logits: nativeTensor(call.logits), dtype: CODES.dtype[call.logits.type], tokens: call.tokens,
     outLogProbs: new Float32Array(call.N), outEntropy: new Float32Array(call.N),
   };
 }
 
 /** Sampled-token log-probs and full entropies, without gradients (rollout and reference models). */
 export function logProbsSync(logits: TensorLike | DeviceTensor, tokens: TokenIds, options?: LogProbsOptions): LogProbsResult {
-  const { call, backend } = prepareLogProbs(logits, tokens, options);
-  if (backend === 'reference') return referenceLogProbs(call);
-  const desc = logProbsDesc(call, backend);
+  const { call, temperature, backend } = prepareLogProbs(logits, tokens, options);
+  if (backend === 'reference') return referenceLogProbsResult(call, temperature);
+  const desc = logProbsDesc(call, temperature, backend);
   native().logProbs(desc, false);
   return { logProbs: desc.outLogProbs, entropy: desc.outEntropy };
 }
 
 /** logProbsSync on a worker thread. */
 export async function logProbs(logits: TensorLike | DeviceTensor, tokens: TokenIds, options?: LogProbsOptions): Promise<LogProbsResult> {
-  const { call, backend } = prepareLogProbs(logits, tokens, options);
-  if (backend === 'reference') return referenceLogProbs(call);
-  const desc = logProbsDesc(call, backend);
+  const { call, temperature, backend } = prepareLogProbs(logits, tokens, options);
+  if (backend === 'reference') return referenceLogProbsResult(call, temperature);
+  const desc = logProbsDesc(call, temperature, backend);
   await native().logProbs(desc, true);
   return { logProbs: desc.outLogProbs, entropy: desc.outEntropy };
 }

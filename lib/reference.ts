@@ -2,7 +2,7 @@
 // (itself checked against finite differences) and the naive baseline of the benchmarks. It shares no code with
 // the native backends on purpose.
 import { toFloat64 } from './dtype';
-import { hostData } from './tensor';
+import { hostData, type NormTensor } from './tensor';
 import { rangeError } from './errors';
 import type { ResolvedOptions } from './options';
 import type { PreparedCall } from './validate';
@@ -37,6 +37,21 @@ function checkedRow(z: Float64Array, temperature: number, name: string, i: numbe
   }
   if (!finite) throw rangeError(name, `row ${i} has no finite entry (every token excluded)`);
   return rowLogSoftmax(z, temperature);
+}
+
+/** logProbs(): every row's sampled-token log-prob and full entropy, with papoLoss's checks (every token is a
+ * response token here). */
+export function referenceLogProbs(logits: NormTensor, tokens: Int32Array, N: number, V: number, temperature: number): ReferenceRows {
+  const z = toFloat64(hostData(logits), logits.type);
+  const logProbs = new Float64Array(N), entropy = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const row = checkedRow(z.subarray(i * V, (i + 1) * V), temperature, 'logits', i);
+    logProbs[i] = row.logp[tokens[i]];
+    entropy[i] = row.entropy;
+    if (logProbs[i] === -Infinity)
+      throw rangeError('logits', `tokens[${i}] = ${tokens[i]} has logit -Infinity (probability 0) but is a response token`);
+  }
+  return { logProbs, entropy };
 }
 
 /** Schulman's estimators of KL(π‖q) with d = log q − log π: value and derivative in d. */

@@ -79,6 +79,31 @@ function ints(name: string, v: unknown, what: string): Int32Array {
   throw typeError(name, `an Int32Array, a BigInt64Array or an array of integers (${what})`, v);
 }
 
+/** The sampled token ids: [N] integers in [0, V). */
+function tokenIds(v: unknown, N: number, V: number): Int32Array {
+  const tokens = ints('tokens', v, `[${N}] sampled token ids`);
+  lengthOk('tokens', tokens, N, 'one per logits row');
+  for (let i = 0; i < N; i++)
+    if (tokens[i] < 0 || tokens[i] >= V) throw rangeError('tokens', `element ${i} is ${tokens[i]}, outside [0, ${V})`);
+  return tokens;
+}
+
+/** What logProbs() runs on: one logits tensor and its token ids, by the same rules as papoLoss's. */
+export interface PreparedLogProbs {
+  N: number;
+  V: number;
+  logits: NormTensor;
+  maskedLogits: null;
+  tokens: Int32Array;
+}
+
+export function prepareLogProbsCall(logits: unknown, tokens: unknown): PreparedLogProbs {
+  const t = toTensor('logits', logits);
+  const V = t.dims[t.dims.length - 1];
+  const N = t.dims.reduce((a, b) => a * b, 1) / V;
+  return { N, V, logits: t, maskedLogits: null, tokens: tokenIds(tokens, N, V) };
+}
+
 export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): PreparedCall {
   if (inputs === null || typeof inputs !== 'object') throw typeError('inputs', 'an object', inputs);
   for (const key of Object.keys(inputs)) {
@@ -129,10 +154,7 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   }
   const B = seqLengths.length;
 
-  const tokens = ints('tokens', inputs.tokens, `[${N}] sampled token ids`);
-  lengthOk('tokens', tokens, N, 'one per logits row');
-  for (let i = 0; i < N; i++)
-    if (tokens[i] < 0 || tokens[i] >= V) throw rangeError('tokens', `element ${i} is ${tokens[i]}, outside [0, ${V})`);
+  const tokens = tokenIds(inputs.tokens, N, V);
 
   let mask: Float32Array | null = null;
   if (inputs.responseMask !== undefined && inputs.responseMask !== null) {
