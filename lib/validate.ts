@@ -34,7 +34,7 @@ export interface PreparedCall {
 }
 
 /** How far above 0 a response token's log-prob may be and still count as rounding of a float32 log-softmax. */
-export const LOG_PROB_ROUNDING = 1e-3;
+const LOG_PROB_ROUNDING = 1e-3;
 
 const inputNames: readonly (keyof PapoInputs)[] = [
   'logits', 'maskedLogits', 'maskedLogProbs', 'tokens', 'advantages', 'responseMask', 'oldLogProbs',
