@@ -15,7 +15,7 @@ const addonPath = path.join(root, 'build', 'Release', 'papo_kernels.node');
 const emulatedPath = path.join(root, 'build', 'Emulated', 'papo_kernels.node');
 
 // The emulated CUDA device (tools/cuda-emulator) is for this repository's own tests: built by `npm install`
-// in a checkout (which has test/), not in a consumer's install. PAPO_EMULATED_BUILD=1|0 overrides.
+// in a checkout (which has test/), not in a consumer's install, which lacks its sources. PAPO_EMULATED_BUILD=1|0 overrides.
 const ownCheckout = fs.existsSync(path.join(root, 'test')) && !root.split(path.sep).includes('node_modules');
 const emulated = process.env.PAPO_EMULATED_BUILD ? process.env.PAPO_EMULATED_BUILD !== '0' : ownCheckout;
 // The kernels' test program against the real CUDA build (build/Release/papo_cuda_test): likewise, and
