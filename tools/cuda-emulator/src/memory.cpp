@@ -38,8 +38,9 @@ struct Allocation {
   bool freedAsync = false;  // a pool block freed in stream order: its pages are PROT_NONE until reused
 };
 
-std::mutex mu;
-std::map<uintptr_t, Allocation> allocations;  // by ptr
+// Never destroyed: detached stream threads may still allocate or free while the process runs its exit handlers.
+std::mutex& mu = *new std::mutex;
+std::map<uintptr_t, Allocation>& allocations = *new std::map<uintptr_t, Allocation>;  // by ptr
 int64_t deviceBytes[16] = {};
 int64_t pinnedBytes = 0;
 

@@ -36,9 +36,10 @@ namespace papo_emu {
 
 namespace {
 
-std::mutex mu;
-std::map<void*, std::pair<cudaMemPool_t, size_t>> live;  // pool allocations in use: their pool and size
-std::vector<cudaMemPool_t> pools;                          // every pool that has allocated (for pool_owned)
+// Never destroyed: detached stream threads may still free into a pool while the process runs its exit handlers.
+std::mutex& mu = *new std::mutex;
+std::map<void*, std::pair<cudaMemPool_t, size_t>>& live = *new std::map<void*, std::pair<cudaMemPool_t, size_t>>;  // pool allocations in use: their pool and size
+std::vector<cudaMemPool_t>& pools = *new std::vector<cudaMemPool_t>;                          // every pool that has allocated (for pool_owned)
 CUmemPoolHandle_st defaultPools[16];
 std::atomic<int64_t> nAllocs{0}, nFrees{0}, nGrowths{0}, nReleases{0};
 

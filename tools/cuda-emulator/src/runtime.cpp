@@ -17,7 +17,7 @@ namespace {
 
 std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0}, nMallocs{0}, nFrees{0}, nDrains{0};
 std::atomic<uint64_t> launchCounter{0};
-std::mutex faultMu;
+std::mutex& faultMu = *new std::mutex;  // never destroyed, like the rest of the emulator's state
 int faultCountdown[(int)FaultKind::Count] = {};
 int faultRepeat[(int)FaultKind::Count] = {};  // further calls that fail right after the nth
 std::atomic<uint32_t> contextsMade{0};  // bit per device
@@ -29,8 +29,8 @@ struct KernelAttr {
   const void* kernel;
   int maxDynamicSmem;
 };
-std::mutex attrMu;
-std::vector<KernelAttr> attrs;
+std::mutex& attrMu = *new std::mutex;
+std::vector<KernelAttr>& attrs = *new std::vector<KernelAttr>;
 
 cudaDeviceProp make_prop(int device) {
   cudaDeviceProp p{};
@@ -92,12 +92,12 @@ int device_count() {
 }
 
 const cudaDeviceProp& device_prop(int device) {
-  static const std::vector<cudaDeviceProp> props = [] {
-    std::vector<cudaDeviceProp> v;
-    for (int i = 0; i < device_count(); ++i) v.push_back(make_prop(i));
+  static const std::vector<cudaDeviceProp>* props = [] {  // never destroyed: read by stream threads at exit too
+    auto* v = new std::vector<cudaDeviceProp>;
+    for (int i = 0; i < device_count(); ++i) v->push_back(make_prop(i));
     return v;
   }();
-  return props[device];
+  return (*props)[device];
 }
 
 HostThread& host_thread() {

@@ -50,8 +50,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-std::mutex regMu;
-std::vector<CUstream_st*> live;  // every stream with a thread, the legacy ones included
+// Never destroyed: the streams' detached threads may still run while the process runs its exit handlers.
+std::mutex& regMu = *new std::mutex;
+std::vector<CUstream_st*>& live = *new std::vector<CUstream_st*>;  // every stream with a thread, the legacy ones included
 CUstream_st* legacyOf[16] = {};
 
 void run_stream(CUstream_st* st) {
