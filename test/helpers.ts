@@ -121,3 +121,9 @@ export function makeVariantInputs(make: MakeOptions, v: VariantInputs): PapoInpu
   if (v.sftMask) inputs.sftMask = Uint8Array.from({ length: B }, (_, b) => (b % 2 === 0 ? 1 : 0));
   return inputs;
 }
+
+/** MiB that ASan's quarantine (256 MiB by default) may hold back from the OS after frees, when scripts/sanitize.sh
+ * has preloaded its runtime; 0 otherwise. Memory checks add it to their limits, so they stay tight in plain runs. */
+export function asanSlackMiB(): number {
+  return (process.env.LD_PRELOAD ?? '').includes('libasan') ? 360 : 0;
+}

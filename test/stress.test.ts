@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { cuda, papoLoss, papoLossSync } from '../lib';
 import type { PapoResult, Tensor } from '../lib/types';
-import { makeInputs } from './helpers';
+import { asanSlackMiB, makeInputs } from './helpers';
 
 const bits = (r: PapoResult) => [r.loss, ...r.logProbs, ...r.entropy, ...(r.gradLogits as Tensor).data, ...(r.gradMaskedLogits as Tensor).data];
 
@@ -45,9 +45,7 @@ describe('soak', () => {
     (globalThis as { gc?: () => void }).gc?.();
     const grown = (process.memoryUsage().rss - before) / 2 ** 20;
     console.log(`soak: 3000 calls, RSS ${grown >= 0 ? '+' : ''}${grown.toFixed(1)} MiB`);
-    // ASan's quarantine holds freed memory back for a while (scripts/sanitize.sh preloads its runtime).
-    const asan = (process.env.LD_PRELOAD ?? '').includes('libasan');
-    expect(grown).toBeLessThan(asan ? 400 : 40);
+    expect(grown).toBeLessThan(40 + asanSlackMiB());
   }, 60_000);
   it.skipIf(!cuda.available())('on a GPU: 1000 device-resident calls leave no device allocation behind', async () => {
     const i = makeInputs({ N: 8, V: 5000, type: 'bfloat16' });
