@@ -14,7 +14,7 @@
 //
 // The tfjs peer (bench/tfjs-peer.ts: the objective in tfjs ops with tf.grad, what a Node user without this package
 // would write) runs the float32 cases on tfjs's WASM backend; tfjs has no bfloat16.
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -36,17 +36,23 @@ const USAGE = `usage: npm run bench [-- OPTION...]
   --save        write the committed bench/results/ instead of bench/results/local/
   --no-save     print the table only: no JSON lines, no chart
   --chart-only  time nothing: redraw the chart from the latest run in the JSON lines (with --save: the committed ones)
+  --targets     the steady-state table instead (V = 151936, N = 64: fresh against reused gradients, bf16, AVX2,
+                forward only, and PyTorch CPU eager where python3 has torch), in one run (bench/targets.ts)
   --help, -h    this text
 
 How to read the table and the chart: bench/README.md.`;
 
 const args = process.argv.slice(2);
-const known = ['--full', '--save', '--no-save', '--chart-only', '--help', '-h'];
+const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--help', '-h'];
 const unknown = args.filter((a) => !known.includes(a));
 if (args.includes('--help') || args.includes('-h') || unknown.length) {
   if (unknown.length) console.error(`bench: unknown option ${unknown.map((a) => `'${a}'`).join(', ')}\n`);
   (unknown.length ? console.error : console.log)(USAGE);
   process.exit(unknown.length ? 2 : 0);
+}
+if (args.includes('--targets')) {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'targets.js')], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
 }
 const full = args.includes('--full');
 const save = !args.includes('--no-save');

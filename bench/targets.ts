@@ -2,8 +2,10 @@
 // backward, preset papo-g; fresh gradients against the same options.out buffers reused, fp32 and bf16, the AVX2
 // kernels (a child process with PAPO_CPU_ISA=avx2, read at load) and forward only. Medians of 9 calls after 2
 // warm-up calls. Throughput in logits elements per second: 2·N·V / t with gradients, N·V / t forward only.
-import { execFileSync, execSync } from 'node:child_process';
+import { execFileSync, execSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { info, logProbsSync, papoLossSync } from '../lib';
 import type { DType, PapoInputs, PapoOptions, Tensor } from '../lib/types';
 import { makeBatch } from './cases';
@@ -54,6 +56,29 @@ function measure(only?: string): Record<string, number> {
   return r;
 }
 
+/** A python with torch (PAPO_PYTHON, python3, Debian's /usr/bin/python3), or null. */
+function torchPython(): string | null {
+  for (const py of [process.env.PAPO_PYTHON, 'python3', '/usr/bin/python3'])
+    if (py && spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return py;
+  return null;
+}
+
+/** PyTorch CPU eager on the same shapes and thread count, after checking that it computes the same objective as
+ * the float64 reference (bench/torch_peer.py --check); a note instead where torch is absent or the check fails. */
+function torchRow(threads: number): { ms: number; label: string } | string {
+  const py = torchPython();
+  if (!py) return 'PyTorch peer skipped: no python3 with torch (Debian: apt-get install python3-torch)';
+  const peer = path.join(__dirname, '..', '..', 'bench', 'torch_peer.py');
+  const fixture = path.join(os.tmpdir(), `papo-torch-fixture-${process.pid}.json`);
+  fs.writeFileSync(fixture, execFileSync(process.execPath, [path.join(__dirname, 'torch-fixture.js')]));
+  const check = spawnSync(py, [peer, '--check', fixture], { encoding: 'utf8' });
+  fs.rmSync(fixture, { force: true });
+  if (check.status !== 0) return `PyTorch peer skipped: it does not compute the package's objective\n${check.stdout}${check.stderr}`;
+  const r = JSON.parse(execFileSync(py, [peer, '--cpu', String(N), String(V), String(threads)], { encoding: 'utf8' })) as
+    { medianMs: number; threads: number; torch: string };
+  return { ms: r.medianMs, label: `PyTorch ${r.torch} CPU eager, fp32, ${r.threads} threads (checked against the reference)` };
+}
+
 if (process.argv[2] === '--child') {
   process.stdout.write(JSON.stringify({ isa: info().cpuIsa, ms: measure('steady') }));
 } else {
@@ -80,6 +105,11 @@ if (process.argv[2] === '--child') {
     ['fp32 forward only (logProbs, one path)', ms['float32 forward only'].toFixed(2), g(ms['float32 forward only'], 1)],
     ['bf16 forward only (logProbs, one path)', ms['bfloat16 forward only'].toFixed(2), g(ms['bfloat16 forward only'], 1)],
   ];
+  const torch = torchRow(i.threads);
+  if (typeof torch === 'string') console.log(torch + '\n');
+  else rows.push([torch.label, torch.ms.toFixed(2),
+    `${g(torch.ms)} (papo-kernels fp32 ${(torch.ms / ms['float32 steady']).toFixed(1)}x faster steady, ` +
+    `${(torch.ms / ms['float32 fresh']).toFixed(1)}x fresh)`]);
   console.log('| case | ms | Melem/s |\n|---|---|---|');
   for (const [c, t, m] of rows) console.log(`| ${c} | ${t} | ${m} |`);
 }

@@ -14,6 +14,11 @@ run, so the tables line up. Needs a CUDA GPU and PyTorch; nothing from the Node 
 
 checks first that this peer computes the package's objective: FIXTURE (from `node dist/bench/torch-fixture.js`)
 holds small inputs with the float64 reference's loss, log-probs and gradients; runs on the CPU too.
+
+    python bench/torch_peer.py --cpu N V THREADS
+
+times eager forward + backward of the same objective on the CPU in float32 with THREADS threads (the CPU row of
+bench/targets.ts, which checks the peer first) and prints one JSON line: the median of 9 calls after 2 warm-ups.
 """
 import argparse
 import datetime
@@ -22,6 +27,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +104,40 @@ def check(path):
     return 0 if ok else 1
 
 
+def cpu_time(n, v, threads, calls=9, warm=2):
+    """Eager fwd+bwd on the CPU, float32: autograd allocates the gradients each call, as a PyTorch loop does."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(n, v, generator=g) * 3).requires_grad_(True)
+    zm = (torch.randn(n, v, generator=g) * 3).requires_grad_(True)
+    tokens = torch.randint(0, v, (n,), generator=g)
+    adv = torch.randn(n, generator=g) * 0.5
+    old = torch.full((n,), -12.0)
+    ref = torch.full((n,), -12.0)
+    times = []
+    for i in range(warm + calls):
+        z.grad = None
+        zm.grad = None
+        t = time.perf_counter()
+        loss, _, _ = papo_loss(z, zm, tokens, adv, old, ref)
+        loss.backward()
+        if i >= warm:
+            times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    print(json.dumps(dict(medianMs=times[len(times) // 2], threads=torch.get_num_threads(), torch=torch.__version__)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--full', action='store_true')
     ap.add_argument('--no-save', action='store_true')
     ap.add_argument('--check', metavar='FIXTURE')
+    ap.add_argument('--cpu', nargs=3, type=int, metavar=('N', 'V', 'THREADS'))
     args = ap.parse_args()
     if args.check:
         raise SystemExit(check(args.check))
+    if args.cpu:
+        return cpu_time(*args.cpu)
     dev = torch.device('cuda')
     N = 8192 if args.full else 2048
     vocabs = [4096, 32000, 65536, 151936] if args.full else [32000, 151936]

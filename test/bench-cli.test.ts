@@ -12,7 +12,7 @@ it('--help and -h print the usage and exit 0 without timing anything', () => {
     const r = spawnSync(process.execPath, [script, flag], { encoding: 'utf8' });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^usage: npm run bench \[-- OPTION\.\.\.\]/);
-    expect(r.stdout).toMatch(/--full .*\n[\s\S]*--save .*\n[\s\S]*--no-save .*\n[\s\S]*--chart-only/);
+    expect(r.stdout).toMatch(/--full .*\n[\s\S]*--save .*\n[\s\S]*--no-save .*\n[\s\S]*--chart-only[\s\S]*--targets/);
     expect(r.stdout).not.toMatch(/exp floor|done: V=/);
     expect(Date.now() - started).toBeLessThan(10_000);
   }
