@@ -2,6 +2,7 @@
 // loss) and its gradients from the logits of any model runner. See README.md and docs/objective.md.
 export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELEMENTS } from './papo';
 export { cuda } from './cuda';
+export { vocabShardStats, mergeVocabShardStats, VOCAB_STATS_FIELDS } from './vocab-stats';
 export { DeviceTensor, isDeviceTensor } from './device-tensor';
 export type { DeviceOptions, WrapOptions } from './cuda';
 export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './dtype';

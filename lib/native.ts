@@ -25,6 +25,11 @@ export interface NativePlacement {
   maskedStream?: bigint;
 }
 
+export interface NativeVocabStatsDesc {
+  backend: number; onDevice: false; N: number; V: number; temperature: number; logits: Float32Array | Uint16Array;
+  dtype: number; tokens: Int32Array; vocabStart: number; out: Float64Array; name: string;
+}
+
 /** What lib/papo.ts hands native code for papoLoss (validated already; native checks again). */
 export interface NativePapoDesc extends NativePlacement {
   backend: number;
@@ -64,6 +69,11 @@ export interface NativePapoDesc extends NativePlacement {
   outEntropy: Float32Array;
   outMaskedLogProbs?: Float32Array;
   outMaskedEntropy?: Float32Array;
+  /** A vocabulary shard: its first column, the whole vocabulary's size, the merged statistics per path. */
+  vocabStart?: number;
+  vocabTotal?: number;
+  vocabStats?: Float64Array;
+  maskedVocabStats?: Float64Array;
 }
 
 export interface NativeMetrics {
@@ -130,6 +140,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
   logProbs(desc: NativeLogProbsDesc, async: false): void;
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
+  /** One vocabulary shard's statistics into desc.out (Float64Array [4 N], core/vocab_stats.h). */
+  vocabShardStats(desc: NativeVocabStatsDesc, async: false): void;
   /** Stream-ordered on `stream`: usable by work there from now on; cudaFree frees it in that stream's order. */
   cudaAlloc(bytes: number, device: number, zero: boolean, stream: bigint): { handle: unknown; ptr: bigint };
   cudaFree(handle: unknown): void;

@@ -46,13 +46,15 @@ export interface ResolvedOptions {
   gradType: 'input' | 'float32';
   backend: BackendName;
   out: OutOption;
+  /** options.vocabShard as given: checked against the call's inputs in validate.ts. */
+  vocabShard: unknown;
 }
 
 const optionNames: readonly (keyof PapoOptions)[] = [
   'preset', 'lossType', 'sapoTauPositive', 'sapoTauNegative', 'rolloutCorrection', 'perceptionTopP', 'sftCoef',
   'clipLow', 'clipHigh', 'clipDual', 'klCoef', 'klEstimator', 'perceptionCoef', 'perceptionEstimator',
   'perceptionClip', 'entropyCoef', 'maskedEntropyCoef', 'entropyMode', 'detachMasked', 'lossAgg', 'lossScale',
-  'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend', 'out',
+  'temperature', 'computeGrad', 'inPlace', 'gradType', 'backend', 'out', 'vocabShard',
 ];
 
 function editDistance(a: string, b: string): number {
@@ -170,6 +172,7 @@ export function resolveOptions(options: PapoOptions | undefined): ResolvedOption
     gradType: given('gradType') ? oneOf('options.gradType', o.gradType, ['input', 'float32'] as const) : 'input',
     backend: given('backend') ? oneOf('options.backend', o.backend, backendNames) : 'auto',
     out: null,
+    vocabShard: o.vocabShard ?? null,
   };
   if (o.perceptionClip !== undefined && o.perceptionClip !== null) {
     const c = o.perceptionClip;

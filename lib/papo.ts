@@ -19,6 +19,8 @@ import type {
   PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
 import { prepareCall, prepareLogProbsCall, type PreparedCall, type PreparedLogProbs } from './validate';
+import { isSplit, prepareSplit, shardCalls, splitResult, splitStats } from './vocab-split';
+import type { SplitPapoGradResult, SplitPapoInputs, SplitPapoResult } from './types';
 
 type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
 
@@ -27,8 +29,16 @@ type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
 export const AUTO_CUDA_MIN_ELEMENTS = 1 << 24;
 
 /** The backend for a call, from what it runs on: its logits' placement and size. */
-function chooseBackend(requested: BackendName, call: Pick<PreparedCall, 'logits' | 'maskedLogits' | 'N' | 'V'>): Resolved {
+function chooseBackend(requested: BackendName,
+  call: Pick<PreparedCall, 'logits' | 'maskedLogits' | 'N' | 'V'> & Partial<Pick<PreparedCall, 'vocabShard'>>): Resolved {
   const device = call.logits.device;
+  if (call.vocabShard) {
+    // The CUDA kernels take whole rows; a vocabulary shard runs on the CPU.
+    if (device) throw rangeError('logits', 'is a DeviceTensor; a vocabulary shard (options.vocabShard) runs on host data: download() it');
+    if (requested !== 'auto' && requested !== 'cpu' && requested !== 'reference')
+      throw rangeError('options.backend', `'${requested}' does not take vocabulary shards: use 'cpu', 'reference' or 'auto'`);
+    return requested === 'reference' ? 'reference' : 'cpu';
+  }
   const elements = call.N * call.V * (call.maskedLogits ? 2 : 1);
   if (requested === 'reference' || requested === 'cpu') {
     if (device)
@@ -123,6 +133,11 @@ function nativeDesc(call: PreparedCall, backend: Resolved) {
     desc.outMaskedEntropy = new Float32Array(N);
   }
   if (call.maskedLogProbs) desc.maskedLogProbs = call.maskedLogProbs;
+  if (call.vocabShard) {
+    const v = call.vocabShard;
+    [desc.vocabStart, desc.vocabTotal, desc.vocabStats] = [v.start, v.total, v.stats];
+    if (v.maskedStats) desc.maskedVocabStats = v.maskedStats;
+  }
   if (call.mask) desc.mask = call.mask;
   if (call.oldLogProbs) desc.oldLogProbs = call.oldLogProbs;
   if (call.refLogProbs) desc.refLogProbs = call.refLogProbs;
@@ -205,8 +220,16 @@ export function papoLossSync(inputs: DevicePapoInputs, options?: GradOptions): P
 export function papoLossSync(inputs: DevicePapoInputs, options?: PapoOptions): PapoResult<DeviceTensor>;
 export function papoLossSync(inputs: PapoInputs, options?: GradOptions): PapoGradResult;
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult;
-export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult {
-  const { call, backend } = prepare(inputs, options);
+export function papoLossSync(inputs: SplitPapoInputs, options?: GradOptions): SplitPapoGradResult;
+export function papoLossSync(inputs: SplitPapoInputs, options?: PapoOptions): SplitPapoResult;
+export function papoLossSync(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): PapoResult | SplitPapoResult {
+  if (isSplit(inputs)) {
+    const plan = prepareSplit(inputs as Record<string, unknown>, options);
+    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, splitStats(plan, 'logits'),
+      plan.masked ? splitStats(plan, 'maskedLogits') : null);
+    return splitResult(calls.map((c) => papoLossSync(c.inputs as unknown as PapoInputs, c.options)));
+  }
+  const { call, backend } = prepare(inputs as PapoInputs, options);
   if (backend === 'reference') return runReference(call);
   const d = nativeDesc(call, backend);
   try {
@@ -227,8 +250,20 @@ export function papoLoss(inputs: DevicePapoInputs, options?: GradOptions): Promi
 export function papoLoss(inputs: DevicePapoInputs, options?: PapoOptions): Promise<PapoResult<DeviceTensor>>;
 export function papoLoss(inputs: PapoInputs, options?: GradOptions): Promise<PapoGradResult>;
 export function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult>;
-export async function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult> {
-  const { call, backend } = prepare(inputs, options);
+export function papoLoss(inputs: SplitPapoInputs, options?: GradOptions): Promise<SplitPapoGradResult>;
+export function papoLoss(inputs: SplitPapoInputs, options?: PapoOptions): Promise<SplitPapoResult>;
+export async function papoLoss(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): Promise<PapoResult | SplitPapoResult> {
+  if (isSplit(inputs)) {
+    // The shards' statistics are one O(N·V_k) pass each on the calling thread; the gradients, each shard in turn,
+    // on a worker thread.
+    const plan = prepareSplit(inputs as Record<string, unknown>, options);
+    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, splitStats(plan, 'logits'),
+      plan.masked ? splitStats(plan, 'maskedLogits') : null);
+    const results: PapoResult[] = [];
+    for (const c of calls) results.push(await papoLoss(c.inputs as unknown as PapoInputs, c.options));
+    return splitResult(results);
+  }
+  const { call, backend } = prepare(inputs as PapoInputs, options);
   if (backend === 'reference') return runReference(call);
   const d = nativeDesc(call, backend);
   try {

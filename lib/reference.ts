@@ -6,6 +6,7 @@ import { hostData, type NormTensor } from './tensor';
 import { rangeError } from './errors';
 import type { ResolvedOptions } from './options';
 import type { PreparedCall } from './validate';
+import type { DType, TensorData } from './types';
 
 export interface ReferenceRows {
   logProbs: Float64Array;
@@ -52,6 +53,38 @@ export function referenceLogProbs(logits: NormTensor, tokens: Int32Array, N: num
       throw rangeError('logits', `tokens[${i}] = ${tokens[i]} has logit -Infinity (probability 0) but is a response token`);
   }
   return { logProbs, entropy };
+}
+
+/**
+ * One vocabulary shard's per-token statistics in float64 (lib/vocab-stats.ts's layout): the max of x = z/τ over
+ * the shard's columns, Σ e^(x − max), Σ e^(x − max)·x over the finite x, and x_o where the shard holds o (else 0).
+ * NaN and +Infinity are errors as in a whole row; a row of the shard with no finite entry is not.
+ */
+export function referenceShardStats(data: TensorData, type: DType, N: number, Vk: number, tokens: Int32Array,
+  start: number, temperature: number, name: string): Float64Array {
+  const z = toFloat64(data, type);
+  const out = new Float64Array(4 * N);
+  for (let i = 0; i < N; i++) {
+    const x = Array.from(z.subarray(i * Vk, (i + 1) * Vk), (v) => v / temperature);
+    for (const v of x) {
+      if (Number.isNaN(v)) throw rangeError(name, `contains NaN in row ${i}`);
+      if (v === Infinity) throw rangeError(name, `contains +Infinity in row ${i} (only -Infinity, an excluded token, is allowed)`);
+    }
+    const max = Math.max(...x);
+    let sum = 0, sumX = 0;
+    if (max > -Infinity) for (const v of x) if (v > -Infinity) [sum, sumX] = [sum + Math.exp(v - max), sumX + Math.exp(v - max) * v];
+    const column = tokens[i] - start;
+    [out[i], out[N + i], out[2 * N + i], out[3 * N + i]] = [max, sum, sumX, column >= 0 && column < Vk ? x[column] : 0];
+  }
+  return out;
+}
+
+/** Merged statistics (the whole vocabulary's) as a row's log-sum-exp and entropy: lse = m + log S, H = lse − U/S. */
+function mergedRow(stats: Float64Array, N: number, i: number, name: string) {
+  const [m, S, U, t] = [stats[i], stats[N + i], stats[2 * N + i], stats[3 * N + i]];
+  if (!(m > -Infinity)) throw rangeError(name, `row ${i} has no finite entry (every token excluded)`);
+  const lse = m + Math.log(S);
+  return { lse, entropy: Math.max(0, lse - U / S), lp: t - lse };
 }
 
 /** Schulman's estimators of KL(π‖q) with d = log q − log π: value and derivative in d. */
@@ -242,21 +275,27 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
   for (let s = 0, row = 0; s < B; s++)
     for (let k = 0; k < call.seqLengths[s]; k++, row++) [seqOf[row], n[s]] = [s, n[s] + weight(row)];
 
-  // 1. Every row's statistics.
-  const rows: { row: ReturnType<typeof rowLogSoftmax>; mrow: ReturnType<typeof rowLogSoftmax> | null; lp: number; a: number }[] = [];
+  // 1. Every row's statistics: from the row, or for a vocabulary shard the merged ones of every shard.
+  type Row = { lse: number; entropy: number };
+  const shard = call.vocabShard;
+  const rows: { row: Row; mrow: Row | null; lp: number; a: number }[] = [];
   for (let i = 0; i < N; i++) {
     const o = call.tokens[i];
-    const row = checkedRow(z.subarray(i * V, (i + 1) * V), tau, 'logits', i);
-    const lp = row.logp[o];
+    const whole = (data: Float64Array, name: string) => {
+      const r = checkedRow(data.subarray(i * V, (i + 1) * V), tau, name, i);
+      return { lse: r.lse, entropy: r.entropy, lp: r.logp[o] };
+    };
+    const row = shard ? mergedRow(shard.stats, N, i, 'logits') : whole(z, 'logits');
+    const lp = row.lp;
     logProbs[i] = lp;
     entropy[i] = row.entropy;
-    let mrow: ReturnType<typeof rowLogSoftmax> | null = null;
+    let mrow: Row | null = null;
     let a = 0;
     if (zm) {
-      mrow = checkedRow(zm.subarray(i * V, (i + 1) * V), tau, 'maskedLogits', i);
-      a = mrow.logp[o];
+      const r = shard ? mergedRow(shard.maskedStats!, N, i, 'maskedLogits') : whole(zm, 'maskedLogits');
+      [mrow, a] = [r, r.lp];
       maskedLogProbs![i] = a;
-      maskedEntropy![i] = mrow.entropy;
+      maskedEntropy![i] = r.entropy;
     } else if (call.maskedLogProbs) {
       a = call.maskedLogProbs[i];
     }
@@ -342,15 +381,18 @@ export function referencePapo(call: PreparedCall): ReferenceResult {
     const gH = we * opts.entropyCoef * t.dentH;
     const gA = -w * opts.perceptionCoef * t.dkpA + we * opts.maskedEntropyCoef * t.dmentA;
     const gHm = we * opts.maskedEntropyCoef * t.dmentHm;
-    const writeRow = (out: Float64Array, r: ReturnType<typeof rowLogSoftmax>, g: number, h: number) => {
+    // A vocabulary shard's columns are o's only where it holds o; p_j comes from the whole row's lse.
+    const column = o - (shard ? shard.start : 0);
+    const writeRow = (out: Float64Array, zs: Float64Array, r: Row, g: number, h: number) => {
       for (let j = 0; j < V; j++) {
-        const pj = r.p[j];
-        const entropyPart = pj > 0 ? -h * pj * (r.logp[j] + r.entropy) : 0;
-        out[i * V + j] = (g * ((j === o ? 1 : 0) - pj) + entropyPart) / tau;
+        const logp = zs[i * V + j] / tau - r.lse;
+        const pj = Math.exp(logp);
+        const entropyPart = pj > 0 ? -h * pj * (logp + r.entropy) : 0;
+        out[i * V + j] = (g * ((j === column ? 1 : 0) - pj) + entropyPart) / tau;
       }
     };
-    if (grad) writeRow(grad, row, gLp, gH);
-    if (gradM && mrow) writeRow(gradM, mrow, gA, gHm);
+    if (grad) writeRow(grad, z, row, gLp, gH);
+    if (gradM && mrow) writeRow(gradM, zm!, mrow, gA, gHm);
   }
   if (opts.lossType === 'gspo' || opts.lossType === 'gspo-token') {
     // Clip fractions over sequences (those with response tokens).

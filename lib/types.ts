@@ -80,6 +80,13 @@ export interface PapoInputs {
   sftMask?: Float32Array | Uint8Array | readonly number[];
 }
 
+/** PapoInputs with the logits split along the vocabulary: shards [N, V_k] or [B, T, V_k] of consecutive column
+ * ranges, in order (host data); the masked path's shards have the same widths. */
+export type SplitPapoInputs = Omit<PapoInputs, 'logits' | 'maskedLogits'> & {
+  logits: readonly TensorLike[];
+  maskedLogits?: readonly TensorLike[];
+};
+
 /** PapoInputs with host logits: papoLoss and papoLossSync give Tensor gradients. */
 export type HostPapoInputs = PapoInputs & { logits: TensorLike; maskedLogits?: TensorLike };
 /** PapoInputs with DeviceTensor logits: papoLoss and papoLossSync give DeviceTensor gradients. */
@@ -99,6 +106,38 @@ export interface RolloutCorrection {
   mode: 'truncate' | 'mask';
   upper?: number;
   lower?: number;
+}
+
+/**
+ * One path's per-token statistics over the columns [vocabStart, vocabStart + vocabSize), x = logits / temperature:
+ * data = [max (N) | sumExp (N) | sumExpX (N) | target (N)], float64: max_j x_j (-Infinity for a shard of
+ * -Infinity only), sum_j e^(x_j - max), sum_j e^(x_j - max) x_j, and x_o for a token o among the columns, else 0.
+ * Merged statistics have vocabStart 0 and cover the whole vocabulary.
+ */
+export interface VocabShardStats {
+  N: number;
+  vocabStart: number;
+  vocabSize: number;
+  data: Float64Array;
+}
+
+export interface VocabShardStatsOptions {
+  /** The first vocabulary column this shard holds. */
+  vocabStart: number;
+  temperature?: number;
+  /** 'cpu' (the default, also for 'auto') or 'reference' (float64). */
+  backend?: 'auto' | 'cpu' | 'reference';
+}
+
+/** options.vocabShard: this call's logits are one shard of the vocabulary (one rank's), the statistics those of
+ * every shard merged (mergeVocabShardStats); the call returns this shard's gradients and the whole loss. */
+export interface VocabShardOption {
+  /** The first vocabulary column of this shard. */
+  start: number;
+  /** The original path's merged statistics. */
+  stats: VocabShardStats;
+  /** The masked path's, with maskedLogits. */
+  maskedStats?: VocabShardStats;
 }
 
 export interface PapoOptions {
@@ -139,13 +178,16 @@ export interface PapoOptions {
    * (reuse them across calls: nothing is allocated). Each has the logits' dims, the gradient's dtype (gradType)
    * and the logits' placement (host data, or a DeviceTensor on their device); not with inPlace. */
   out?: PapoOutputs;
+  /** The logits are one vocabulary shard (one rank's of several): see VocabShardOption. */
+  vocabShard?: VocabShardOption;
 }
 
 /** A tensor the call writes into: host data ({ data, dims, type } or { data, shape, dtype }) or a DeviceTensor. */
 export type OutTensor = OrtLikeTensor | ShapedTensor | OrtTensor | DeviceTensor;
+/** With logits split into shards, each gradient is an array of one tensor per shard. */
 export interface PapoOutputs {
-  gradLogits?: OutTensor;
-  gradMaskedLogits?: OutTensor;
+  gradLogits?: OutTensor | readonly OutTensor[];
+  gradMaskedLogits?: OutTensor | readonly OutTensor[];
 }
 
 export interface PapoMetrics {
@@ -193,6 +235,15 @@ export interface PapoResult<G extends Tensor | DeviceTensor = Tensor | DeviceTen
  * always there (gradMaskedLogits only with maskedLogits and without detachMasked). */
 export interface PapoGradResult<G extends Tensor | DeviceTensor = Tensor | DeviceTensor> extends PapoResult<G> {
   gradLogits: G;
+}
+
+/** papoLoss's result for SplitPapoInputs: gradients per shard, in the shards' order. */
+export interface SplitPapoResult extends Omit<PapoResult<Tensor>, 'gradLogits' | 'gradMaskedLogits'> {
+  gradLogits?: Tensor[];
+  gradMaskedLogits?: Tensor[];
+}
+export interface SplitPapoGradResult extends SplitPapoResult {
+  gradLogits: Tensor[];
 }
 
 /** Options under which papoLoss computes gradients: computeGrad absent or true (a literal, not a boolean). */

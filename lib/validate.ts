@@ -5,6 +5,15 @@ import { closest, type ResolvedOptions } from './options';
 import { prepareOut, type PreparedOut } from './out';
 import { sameMemory, toTensor, type NormTensor } from './tensor';
 import type { PapoInputs } from './types';
+import { checkStats, nonNegativeInt } from './vocab-stats';
+
+/** options.vocabShard, checked: the logits are columns [start, start + V) of a vocabulary of `total`. */
+export interface PreparedVocabShard {
+  start: number;
+  total: number;
+  stats: Float64Array;
+  maskedStats: Float64Array | null;
+}
 
 export interface PreparedCall {
   N: number;
@@ -31,6 +40,42 @@ export interface PreparedCall {
   lossScale: number;
   /** seq-mean-token-sum-norm denominator: lossScale, else T ([B,T,V]) or the longest packed sequence. */
   normScale: number;
+  /** With options.vocabShard: V is this shard's width and tokens index the whole vocabulary. */
+  vocabShard: PreparedVocabShard | null;
+}
+
+function prepareVocabShard(option: unknown, N: number, V: number, masked: boolean): PreparedVocabShard | null {
+  if (option === null) return null;
+  if (typeof option !== 'object' || Array.isArray(option))
+    throw typeError('options.vocabShard', '{ start, stats, maskedStats? }', option);
+  for (const k of Object.keys(option))
+    if (!['start', 'stats', 'maskedStats'].includes(k))
+      throw rangeError('options.vocabShard', `unknown field '${k}' (expected start, stats, maskedStats)`);
+  const o = option as Record<string, unknown>;
+  const start = nonNegativeInt('options.vocabShard.start', o.start);
+  const merged = (name: string, v: unknown) => {
+    const s = checkStats(name, v, N);
+    if (s.vocabStart !== 0)
+      throw rangeError(`${name}.vocabStart`, `is ${s.vocabStart}: expected the statistics of every shard merged ` +
+        '(mergeVocabShardStats), which start at column 0');
+    return s;
+  };
+  const stats = merged('options.vocabShard.stats', o.stats);
+  if (start + V > stats.vocabSize)
+    throw rangeError('options.vocabShard.start', `the shard's columns [${start}, ${start + V}) end beyond the ` +
+      `vocabulary of ${stats.vocabSize} that the merged statistics cover`);
+  let maskedStats: Float64Array | null = null;
+  if (masked) {
+    if (o.maskedStats === undefined || o.maskedStats === null)
+      throw rangeError('options.vocabShard.maskedStats', 'required with maskedLogits (the masked path\'s merged statistics)');
+    const m = merged('options.vocabShard.maskedStats', o.maskedStats);
+    if (m.vocabSize !== stats.vocabSize)
+      throw rangeError('options.vocabShard.maskedStats.vocabSize', `expected ${stats.vocabSize} like stats, got ${m.vocabSize}`);
+    maskedStats = m.data;
+  } else if (o.maskedStats !== undefined && o.maskedStats !== null) {
+    throw rangeError('options.vocabShard.maskedStats', 'given without maskedLogits');
+  }
+  return { start, total: stats.vocabSize, stats: stats.data, maskedStats };
 }
 
 /** How far above 0 a response token's log-prob may be and still count as rounding of a float32 log-softmax. */
@@ -154,7 +199,8 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   }
   const B = seqLengths.length;
 
-  const tokens = tokenIds(inputs.tokens, N, V);
+  const vocabShard = prepareVocabShard(opts.vocabShard, N, V, maskedLogits !== null);
+  const tokens = tokenIds(inputs.tokens, N, vocabShard ? vocabShard.total : V);
 
   let mask: Float32Array | null = null;
   if (inputs.responseMask !== undefined && inputs.responseMask !== null) {
@@ -259,6 +305,6 @@ export function prepareCall(inputs: PapoInputs, opts: ResolvedOptions): Prepared
   return {
     N, V, seqLengths, logits, maskedLogits, maskedLogProbs, tokens, advantages, mask, oldLogProbs, refLogProbs,
     rolloutLogProbs, perceptionWeights, sftMask, opts, out,
-    lossScale, normScale: opts.lossScale ?? padded,
+    lossScale, normScale: opts.lossScale ?? padded, vocabShard,
   };
 }

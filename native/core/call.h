@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include <string>
+
 #include "dtype.h"
 #include "error.h"
 #include "token_math.h"
@@ -46,6 +48,13 @@ struct PapoCall {
   float* outEntropy = nullptr;
   float* outMaskedLogProbs = nullptr;
   float* outMaskedEntropy = nullptr;
+
+  // One shard of a vocabulary split: the logits are columns [vocabStart, vocabStart + V) of vocabTotal, tokens
+  // index the whole vocabulary, and each row's statistics are the merged ones of every shard
+  // (core/vocab_stats.h), not this shard's alone. The CPU backend only.
+  const double* vocabStats = nullptr;  // [4 N]
+  const double* maskedVocabStats = nullptr;  // with maskedLogits
+  int64_t vocabStart = 0, vocabTotal = 0;
 };
 
 struct PapoMetrics {
@@ -66,6 +75,18 @@ struct LogProbsCall {
   const int32_t* tokens = nullptr;
   float* outLogProbs = nullptr;
   float* outEntropy = nullptr;
+};
+
+// One vocabulary shard's per-token statistics (core/vocab_stats.h) for one path.
+struct VocabStatsCall {
+  int64_t N = 0, V = 0;
+  double temperature = 1.0;
+  const void* logits = nullptr;  // [N, V]: columns [vocabStart, vocabStart + V)
+  int32_t dtype = DT_F32;
+  const int32_t* tokens = nullptr;  // ids in the whole vocabulary
+  int64_t vocabStart = 0;
+  double* out = nullptr;  // [4 N]
+  std::string tensorName = "shard";  // what an error about a bad row names
 };
 
 }  // namespace papo

@@ -11,6 +11,7 @@
 #include "core/row_status.h"
 #include "core/sequence_phase.h"
 #include "core/thread_pool.h"
+#include "core/vocab_stats.h"
 #include "row_kernels.h"
 
 namespace papo {
@@ -71,6 +72,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   const TokenArrays arrays = token_arrays(call, w);
   // GSPO and perception top-p: every row's statistics first, the terms per sequence, then the gradients.
   const bool phased = needs_sequence_phase(call.params);
+  // A vocabulary shard's row statistics are given (merged), so its forward is O(1) per row.
+  const bool split = call.vocabStats != nullptr;
   std::vector<RowValues> values(phased ? N : 0);
   std::vector<TokenTerms> terms(N);
   std::vector<RowStats> stats(N), mstats(call.maskedLogits ? N : 0);
@@ -86,7 +89,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors).
   auto forward = [&](int64_t i) {
     const int64_t o = call.tokens[i];
-    const RowStats s = k.stats(rowPtr(call.logits, i, esz), call.dtype, V, invTau, o);
+    const RowStats s = split ? merged_row_stats(call.vocabStats, N, i)
+                             : k.stats(rowPtr(call.logits, i, esz), call.dtype, V, invTau, o);
     if (s.status != ROW_OK) return errors.set(i, s.status), false;
     stats[i] = s;
     const double lp = (double)s.targetScaled - s.lse;
@@ -95,7 +99,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     call.outEntropy[i] = (float)s.entropy;
     double a = 0.0;
     if (call.maskedLogits) {
-      const RowStats ms = k.stats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, V, invTau, o);
+      const RowStats ms = split ? merged_row_stats(call.maskedVocabStats, N, i)
+                                : k.stats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, V, invTau, o);
       if (ms.status != ROW_OK) return errorOnMasked[i] = 1, errors.set(i, ms.status), false;
       mstats[i] = ms;
       a = (double)ms.targetScaled - ms.lse;
@@ -116,7 +121,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     return true;
   };
   auto backward = [&](int64_t i) {
-    const int64_t o = call.tokens[i];
+    const int64_t column = call.tokens[i] - call.vocabStart;
+    const int64_t o = column >= 0 && column < V ? column : -1;
     const TokenTerms& t = terms[i];
     if (call.gradLogits)
       k.grad(rowPtr(call.logits, i, esz), call.dtype, const_cast<char*>(rowPtr(call.gradLogits, i, gsz)),
@@ -130,7 +136,7 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   const int64_t grain = row_grain(N, 2 * V);
   const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
                        (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
-  if (!inPlace && !phased) {
+  if (!inPlace && !phased && !split) {
     // One task per row: the gradient pass re-reads the row from cache right after its statistics.
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
@@ -146,7 +152,7 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
   }
   throw_first_row_error(errors, "logits", "maskedLogits", &errorOnMasked, call.tokens);
   if (phased) sequence_terms(call, w, values.data(), terms.data());
-  if (inPlace || phased)
+  if (inPlace || phased || split)
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) backward(i);
     });
@@ -171,6 +177,33 @@ void log_probs_cpu(const LogProbsCall& call) {
     }
   });
   throw_first_row_error(errors, "logits", "logits", nullptr, call.tokens);
+}
+
+void vocab_shard_stats_cpu(const VocabStatsCall& call) {
+  const RowKernels& k = select_row_kernels();
+  const int64_t N = call.N, V = call.V;
+  const float invTau = (float)(1.0 / call.temperature);
+  const size_t esz = dtype_bytes(call.dtype);
+  RowErrors errors(N);
+  double* out = call.out;
+  ThreadPool::instance().parallel_for(N, row_grain(N, V), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const char* row = static_cast<const char*>(call.logits) + i * V * (int64_t)esz;
+      const int64_t column = call.tokens[i] - call.vocabStart;
+      const bool owns = column >= 0 && column < V;
+      const RowSums s = k.sums(row, call.dtype, V, invTau, owns ? column : -1);
+      if (s.status != ROW_OK && s.status != ROW_NO_FINITE) {  // a shard of -Infinity only is fine
+        errors.set(i, s.status);
+        continue;
+      }
+      const bool empty = s.status == ROW_NO_FINITE;
+      out[VS_MAX * N + i] = empty ? -INFINITY : (double)s.maxScaled;
+      out[VS_SUM_EXP * N + i] = empty ? 0.0 : s.sumExp;
+      out[VS_SUM_EXP_X * N + i] = empty ? 0.0 : s.sumExpShifted + (double)s.maxScaled * s.sumExp;
+      out[VS_TARGET * N + i] = owns ? (double)s.targetScaled : 0.0;
+    }
+  });
+  throw_first_row_error(errors, call.tensorName.c_str(), call.tensorName.c_str(), nullptr, call.tokens);
 }
 
 }  // namespace papo

@@ -8,6 +8,9 @@ namespace papo {
 
 PapoMetrics papo_loss_cpu(const PapoCall& call);
 void log_probs_cpu(const LogProbsCall& call);
+// One vocabulary shard's per-token statistics (core/vocab_stats.h); NaN and +Infinity are errors, a row of the
+// shard with no finite entry is not (the merge decides).
+void vocab_shard_stats_cpu(const VocabStatsCall& call);
 
 // The instruction set the row kernels use on this CPU ("avx512", "avx2" or "baseline").
 const char* cpu_isa();

@@ -14,12 +14,21 @@ struct RowGrad {
   float invTau;
   RowStats stats;
   double gLp, gH;
-  int64_t target;
+  int64_t target;  // < 0: the sampled token is not in this row (a vocabulary shard without it)
+};
+
+// What a row's statistics are made of: M = max_j x_j, sumExp = sum_j e^(x_j - M), sumExpShifted =
+// sum_j e^(x_j - M) (x_j - M) (finite x_j only), and x_target when asked for.
+struct RowSums {
+  float maxScaled, targetScaled;
+  double sumExp, sumExpShifted;
+  int32_t status;
 };
 
 struct RowKernels {
   const char* isa;
   RowStats (*stats)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);
+  RowSums (*sums)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);  // target < 0: none
   // out may alias row (in-place gradient); outType is the input's type or DT_F32.
   void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g);
   // The benchmarks' floor: exponentials per second on the calling thread (the kernels' vexp over data in L1).

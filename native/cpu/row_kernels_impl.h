@@ -40,9 +40,11 @@ int32_t classify_bad_row(const typename S::T* row, int64_t V, float invTau) {
   return status == ROW_OK ? ROW_NAN : status;  // ROW_OK cannot happen: the sums were NaN for a reason
 }
 
+// The sums behind a row's statistics (and x_target unless target < 0); a row with no finite entry is ROW_NO_FINITE with max -Infinity and zero
+// sums, which a vocabulary shard may be (core/vocab_stats.h) and a whole row may not.
 template <class S>
-RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t target) {
-  RowStats st{};
+RowSums sums_impl(const typename S::T* row, int64_t V, float invTau, int64_t target) {
+  RowSums st{};
   float M = -INFINITY;
   double sumE = 0.0, sumEY = 0.0;  // sum e^(x-M), sum e^(x-M) (x-M), relative to the running max M
   const vf vInv = splat(invTau);
@@ -100,18 +102,27 @@ RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t t
     sumE += bs;
     sumEY += hsum(t);
   }
-  if (M == -INFINITY) {
-    st.status = ROW_NO_FINITE;
-    return st;
-  }
-  const double logSum = log(sumE);
   st.maxScaled = M;
+  st.sumExp = sumE;
+  st.sumExpShifted = sumEY;
+  st.targetScaled = target >= 0 ? load_one<S>(row + target) * invTau : 0.0f;
+  st.status = M == -INFINITY ? ROW_NO_FINITE : ROW_OK;
+  return st;
+}
+
+template <class S>
+RowStats stats_impl(const typename S::T* row, int64_t V, float invTau, int64_t target) {
+  const RowSums sums = sums_impl<S>(row, V, invTau, target);
+  RowStats st{};
+  st.status = sums.status;
+  if (sums.status != ROW_OK) return st;
+  const double logSum = log(sums.sumExp);
+  st.maxScaled = sums.maxScaled;
   st.logSum = (float)logSum;
-  st.lse = (double)M + logSum;
-  st.entropy = logSum - sumEY / sumE;
+  st.lse = (double)sums.maxScaled + logSum;
+  st.entropy = logSum - sums.sumExpShifted / sums.sumExp;
   if (st.entropy < 0.0) st.entropy = 0.0;  // rounding on a one-hot row
-  st.targetScaled = load_one<S>(row + target) * invTau;
-  st.status = ROW_OK;
+  st.targetScaled = sums.targetScaled;
   return st;
 }
 
@@ -135,7 +146,8 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
   if (full < V) store_partial<SO>(out + full, V - full, gradOf(load_partial<SI>(row + full, V - full, -INFINITY)));
 
   // The sampled token's one-hot term, from the saved logit (the row may already be overwritten in place),
-  // added in fp32 and rounded once.
+  // added in fp32 and rounded once; a vocabulary shard without the token has none (target < 0).
+  if (g.target < 0) return;
   const float yo = fmaxf((g.stats.targetScaled - g.stats.maxScaled) - g.stats.logSum, -88.0f);
   const float po = vexp(splat(yo))[0];
   const vf go = splat(a - po * (a + b * (yo + (float)g.stats.entropy)));
@@ -150,6 +162,17 @@ RowStats stats(const void* row, int32_t dtype, int64_t V, float invTau, int64_t 
       return stats_impl<BF16>(static_cast<const uint16_t*>(row), V, invTau, target);
     default:
       return stats_impl<F32>(static_cast<const float*>(row), V, invTau, target);
+  }
+}
+
+RowSums sums(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target) {
+  switch (dtype) {
+    case DT_F16:
+      return sums_impl<F16>(static_cast<const uint16_t*>(row), V, invTau, target);
+    case DT_BF16:
+      return sums_impl<BF16>(static_cast<const uint16_t*>(row), V, invTau, target);
+    default:
+      return sums_impl<F32>(static_cast<const float*>(row), V, invTau, target);
   }
 }
 
@@ -197,7 +220,7 @@ double exp_rate(int64_t reps) {
 }  // namespace
 
 const RowKernels& row_kernels() {
-  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, grad, exp_rate};
+  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, sums, grad, exp_rate};
   return k;
 }
 

@@ -28,6 +28,8 @@ namespace {
 
 PapoMetrics run_papo(const Target& target, const PapoCall& call) {
   if (target.backend == Backend::Cpu) return papo_loss_cpu(call);
+  // The CUDA kernels index whole rows by token id: a shard's columns would be read out of bounds.
+  if (call.vocabStats) throw Error(ErrorCode::InvalidArgument, "vocabStats: a vocabulary shard needs the cpu backend");
   return papo_loss_cuda(call, target.cuda);
 }
 
@@ -154,6 +156,12 @@ Napi::Value entry(const Napi::CallbackInfo& info, Call (*parse)(const Napi::Obje
   return to_js(env, result);
 }
 
+int run_vocab_stats(const Target& target, const VocabStatsCall& call) {
+  if (target.backend != Backend::Cpu) throw Error(ErrorCode::InvalidArgument, "backend: vocabulary shard statistics run on the cpu");
+  vocab_shard_stats_cpu(call);
+  return 0;
+}
+
 Napi::Value undefined_js(Napi::Env env, const int&) { return env.Undefined(); }
 
 Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
@@ -162,6 +170,10 @@ Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
 
 Napi::Value LogProbs(const Napi::CallbackInfo& info) {
   return entry<LogProbsCall, int>(info, parse_log_probs_call, run_log_probs, undefined_js);
+}
+
+Napi::Value VocabShardStats(const Napi::CallbackInfo& info) {
+  return entry<VocabStatsCall, int>(info, parse_vocab_stats_call, run_vocab_stats, undefined_js);
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -197,6 +209,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
+  exports.Set("vocabShardStats", Napi::Function::New(env, VocabShardStats, "vocabShardStats"));
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
   exports.Set("enums", enum_tables(env));
   init_device_tensors(env, exports);

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "core/vocab_stats.h"
+
 namespace papo {
 
 namespace {
@@ -156,8 +158,21 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     c.maskedLogProbs = static_cast<const float*>(a.data);
   }
 
+  // A vocabulary shard: tokens index the whole vocabulary, the shard's columns lie inside it, and the merged
+  // statistics are there for every path that has logits.
+  if (has(desc, "vocabStats")) {
+    c.vocabTotal = count(desc, "vocabTotal");
+    const double start = number(desc, "vocabStart");
+    if (!(start >= 0) || floor(start) != start || start + (double)c.V > (double)c.vocabTotal)
+      fail("vocabStart: the shard's columns must lie inside [0, vocabTotal)");
+    c.vocabStart = (int64_t)start;
+    c.vocabStats = static_cast<const double*>(typed(desc, "vocabStats", napi_float64_array, VS_FIELDS * c.N).data);
+    if (c.maskedLogits)
+      c.maskedVocabStats =
+          static_cast<const double*>(typed(desc, "maskedVocabStats", napi_float64_array, VS_FIELDS * c.N).data);
+  }
   const Span tokens = typed(desc, "tokens", napi_int32_array, c.N);
-  tokens_in_range(tokens, c.V);
+  tokens_in_range(tokens, c.vocabStats ? c.vocabTotal : c.V);
   c.tokens = static_cast<const int32_t*>(tokens.data);
   const Span adv = typed(desc, "advantages", napi_float32_array, c.N);
   c.advantages = static_cast<const float*>(adv.data);
@@ -283,6 +298,23 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
     c.outMaskedLogProbs = static_cast<float*>(typed(desc, "outMaskedLogProbs", napi_float32_array, c.N).data);
     c.outMaskedEntropy = static_cast<float*>(typed(desc, "outMaskedEntropy", napi_float32_array, c.N).data);
   }
+  return c;
+}
+
+VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc) {
+  VocabStatsCall c;
+  c.N = count(desc, "N");
+  c.V = count(desc, "V");
+  c.temperature = number(desc, "temperature");
+  c.dtype = dtype_of(desc, "dtype");
+  c.logits = tensor(desc, "logits", c.dtype, c.N * c.V).data;
+  const double start = number(desc, "vocabStart");
+  if (!(start >= 0 && start <= 2147483647.0) || floor(start) != start) fail("vocabStart: expected an integer >= 0");
+  c.vocabStart = (int64_t)start;
+  // Any int32 id is safe: only an id inside the shard's columns is read.
+  c.tokens = static_cast<const int32_t*>(typed(desc, "tokens", napi_int32_array, c.N).data);
+  c.out = static_cast<double*>(typed(desc, "out", napi_float64_array, VS_FIELDS * c.N).data);
+  if (has(desc, "name")) c.tensorName = desc.Get("name").ToString().Utf8Value();
   return c;
 }
 

@@ -24,6 +24,7 @@ struct Target {
 
 PapoCall parse_papo_call(const Napi::Object& desc);
 LogProbsCall parse_log_probs_call(const Napi::Object& desc);
+VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc);
 Target parse_target(const Napi::Object& desc);
 
 // A bigint argument as an address (0 when absent); throws InvalidArgument naming `name` otherwise.

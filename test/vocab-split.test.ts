@@ -1,0 +1,224 @@
+// Logits split along the vocabulary: the one-call form and the per-process form against the unsplit call, and
+// the float64 reference's split against its unsplit self and finite differences.
+import { describe, expect, it } from 'vitest';
+import { mergeVocabShardStats, papoLossSync, vocabShardStats } from '../lib/index';
+import { fromFloat64, toFloat64 } from '../lib/dtype';
+import type { DType, PapoInputs, PapoOptions, SplitPapoInputs, Tensor } from '../lib/types';
+import { expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, type MakeOptions, type VariantInputs } from './helpers';
+
+/** Columns [start, start + width) of every row of t, as a tensor of t's rows. */
+function columns(t: Tensor, start: number, width: number): Tensor {
+  const V = t.dims[t.dims.length - 1];
+  const rows = t.data.length / V;
+  const data = t.type === 'float32' ? new Float32Array(rows * width) : new Uint16Array(rows * width);
+  for (let i = 0; i < rows; i++) data.set(t.data.subarray(i * V + start, i * V + start + width), i * width);
+  return { data, dims: [...t.dims.slice(0, -1), width], type: t.type };
+}
+
+/** Uneven widths summing to V: shard k gets about (k + 1) parts. */
+function widthsOf(V: number, K: number): number[] {
+  const parts = (K * (K + 1)) / 2;
+  const w = Array.from({ length: K }, (_, k) => Math.max(1, Math.floor((V * (k + 1)) / parts)));
+  w[K - 1] += V - w.reduce((a, b) => a + b, 0);
+  return w;
+}
+
+function split(inputs: PapoInputs, widths: number[]): SplitPapoInputs {
+  const cut = (t: Tensor) => {
+    let start = 0;
+    return widths.map((w) => columns(t, (start += w) - w, w));
+  };
+  const { logits, maskedLogits, ...rest } = inputs;
+  return { ...rest, logits: cut(logits as Tensor), ...(maskedLogits ? { maskedLogits: cut(maskedLogits as Tensor) } : {}) };
+}
+
+function concat(parts: Tensor[], rows: number): Float64Array {
+  const V = parts.reduce((a, p) => a + p.dims[p.dims.length - 1], 0);
+  const out = new Float64Array(rows * V);
+  let start = 0;
+  for (const p of parts) {
+    const w = p.dims[p.dims.length - 1];
+    const v = toFloat64(p.data, p.type);
+    for (let i = 0; i < rows; i++) out.set(v.subarray(i * w, (i + 1) * w), i * V + start);
+    start += w;
+  }
+  return out;
+}
+
+const V = 4099;
+const base: PapoOptions = { perceptionCoef: 0.02, entropyCoef: 0.03, maskedEntropyCoef: 0.03 };
+
+/** The split call against the unsplit one on the same backend: every output within fp32 rounding. */
+function checkSplit(inputs: PapoInputs, widths: number[], options: PapoOptions, tol = 2e-6) {
+  const whole = papoLossSync(inputs, options);
+  const parts = papoLossSync(split(inputs, widths), options);
+  const N = whole.logProbs.length;
+  expectNumberClose(parts.loss, whole.loss, tol, 1e-7, 'loss');
+  for (const [k, v] of Object.entries(whole.metrics)) expectNumberClose((parts.metrics as unknown as Record<string, number>)[k], v, tol, 1e-7, k);
+  expectClose(parts.logProbs, whole.logProbs, tol, 1e-6, 'logProbs');
+  expectClose(parts.entropy, whole.entropy, tol, 1e-6, 'entropy');
+  expectClose(parts.maskedLogProbs!, whole.maskedLogProbs!, tol, 1e-6, 'maskedLogProbs');
+  const g = toFloat64(whole.gradLogits.data, whole.gradLogits.type);
+  const scale = maxAbs(g);
+  expectClose(concat(parts.gradLogits, N), g, 0, scale * 1e-5, 'gradLogits');
+  if (whole.gradMaskedLogits) {
+    const gm = toFloat64(whole.gradMaskedLogits.data, whole.gradMaskedLogits.type);
+    expectClose(concat(parts.gradMaskedLogits!, N), gm, 0, maxAbs(gm) * 1e-5, 'gradMaskedLogits');
+  }
+  expect(parts.gradLogits.map((t) => t.dims[t.dims.length - 1])).toEqual(widths);
+  return { whole, parts };
+}
+
+/** Tokens placed in the first, a middle and the last shard, at its edges too. */
+function placeTargets(inputs: PapoInputs, widths: number[]) {
+  const t = inputs.tokens as Int32Array;
+  const starts = widths.map((_, k) => widths.slice(0, k).reduce((a, b) => a + b, 0));
+  const K = widths.length, mid = Math.floor(K / 2);
+  const picks = [starts[0], starts[mid] + Math.floor(widths[mid] / 2), starts[K - 1] + widths[K - 1] - 1, starts[mid]];
+  const z = inputs.logits as Tensor, zm = inputs.maskedLogits as Tensor;
+  const Vt = z.dims[z.dims.length - 1];
+  for (let i = 0; i < t.length; i++) {
+    const o = picks[i % picks.length];
+    // keep the sampled token likely, as makeInputs does, so log-probs stay moderate
+    for (const x of [z, zm]) {
+      const v = toFloat64(x.data.subarray(i * Vt, (i + 1) * Vt), x.type);
+      [v[o], v[t[i]]] = [v[t[i]], v[o]];
+      x.data.set(fromFloat64(v, x.type), i * Vt);
+    }
+    t[i] = o;
+  }
+}
+
+function inputsFor(make: MakeOptions, widths: number[], variant: VariantInputs = {}) {
+  const inputs = makeVariantInputs({ N: 8, V, seed: 3, ...make }, variant);
+  placeTargets(inputs, widths);
+  return inputs;
+}
+
+describe('logits split over the vocabulary', () => {
+  for (const K of [1, 2, 3, 7]) {
+    const widths = widthsOf(V, K);
+    it(`cpu: V = ${V} in ${K} shards [${widths.join(', ')}], targets in the first, middle and last shard`, () => {
+      checkSplit(inputsFor({}, widths), widths, { ...base, backend: 'cpu' });
+    });
+    it(`reference: the same split equals the unsplit reference (K = ${K})`, () => {
+      checkSplit(inputsFor({ N: 4 }, widths), widths, { ...base, backend: 'reference' }, 1e-12);
+    });
+  }
+
+  it('cpu: -Infinity columns, and a whole shard of -Infinity', () => {
+    const widths = [1000, 99, 3000];
+    const inputs = inputsFor({ negInf: 0.2 }, widths);
+    for (const x of [inputs.logits as Tensor, inputs.maskedLogits as Tensor])
+      for (let i = 0; i < 8; i++) (x.data as Float32Array).fill(-Infinity, i * V + 1000, i * V + 1099);
+    const tokens = inputs.tokens as Int32Array;
+    for (let i = 0; i < 8; i++)
+      if (tokens[i] >= 1000 && tokens[i] < 1099) {
+        tokens[i] = 1099;
+        for (const x of [inputs.logits as Tensor, inputs.maskedLogits as Tensor]) (x.data as Float32Array)[i * V + 1099] = 2;
+      }
+    const { parts } = checkSplit(inputs, widths, { ...base, backend: 'cpu' });
+    expect(Array.from((parts.gradLogits[1].data as Float32Array)).every((g) => Object.is(g, 0))).toBe(true);
+  });
+
+  for (const type of ['bfloat16', 'float16'] as DType[])
+    it(`cpu: ${type} shards and gradients`, () => {
+      const widths = widthsOf(V, 3);
+      checkSplit(inputsFor({ type }, widths), widths, { ...base, backend: 'cpu' }, 1e-5);
+    });
+
+  it("cpu: GSPO, perception top-p, entropyMode 'full' and a temperature", () => {
+    const widths = widthsOf(V, 3);
+    const inputs = inputsFor({}, widths, { seqLengths: [3, 5] });
+    checkSplit(inputs, widths, { ...base, backend: 'cpu', lossType: 'gspo', clipLow: 3e-4, clipHigh: 4e-4 });
+    checkSplit(inputs, widths, { ...base, backend: 'cpu', perceptionTopP: 0.5, entropyMode: 'full', temperature: 0.7 });
+  });
+
+  it('cpu: [B, T, V_k] shards, inPlace and out', () => {
+    const widths = widthsOf(V, 2);
+    const inputs = inputsFor({ dims: [2, 4, V] }, widths);
+    checkSplit(inputs, widths, { ...base, backend: 'cpu' });
+    const whole = papoLossSync(inputs, { ...base, backend: 'cpu' });
+    const s = split(inputs, widths);
+    const out = { gradLogits: widths.map((w) => ({ data: new Float32Array(8 * w), dims: [2, 4, w], type: 'float32' as const })) };
+    const r = papoLossSync(s, { ...base, backend: 'cpu', out });
+    expect(r.gradLogits[1].data).toBe(out.gradLogits[1].data);
+    const inPlace = papoLossSync(s, { ...base, backend: 'cpu', inPlace: true });
+    expect(inPlace.gradLogits[0].data).toBe(s.logits[0].data);
+    expectClose(concat(inPlace.gradLogits, 8), toFloat64(whole.gradLogits.data, 'float32'), 0, maxAbs(toFloat64(whole.gradLogits.data, 'float32')) * 1e-5);
+  });
+
+  it('the per-process form, merged by hand, equals the one-call form bit for bit', () => {
+    const widths = widthsOf(V, 3);
+    const inputs = inputsFor({}, widths);
+    const s = split(inputs, widths);
+    const opts = { ...base, backend: 'cpu' as const };
+    const one = papoLossSync(s, opts);
+    const starts = widths.map((_, k) => widths.slice(0, k).reduce((a, b) => a + b, 0));
+    const stats = mergeVocabShardStats(s.logits.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
+    const maskedStats = mergeVocabShardStats(s.maskedLogits!.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
+    s.logits.forEach((shard, k) => {
+      const r = papoLossSync({ ...inputs, logits: shard, maskedLogits: s.maskedLogits![k] },
+        { ...opts, vocabShard: { start: starts[k], stats, maskedStats } });
+      expect(r.loss).toBe(one.loss);
+      expect(r.metrics).toEqual(one.metrics);
+      expect(r.logProbs).toEqual(one.logProbs);
+      expect(r.gradLogits.data).toEqual(one.gradLogits[k].data);
+      expect(r.gradMaskedLogits!.data).toEqual(one.gradMaskedLogits![k].data);
+    });
+  });
+
+  it('the reference split agrees with finite differences of itself', () => {
+    const widths = [5, 11, 7];
+    const inputs = makeInputs({ N: 3, V: 23, seed: 5 });
+    const opts: PapoOptions = { ...base, backend: 'reference', entropyMode: 'full' };
+    const s = split(inputs, widths);
+    const g = papoLossSync(s, opts);
+    const lossWith = (k: number, idx: number, h: number) => {
+      const shards = s.logits.map((t) => ({ ...t, data: Float32Array.from(t.data as Float32Array) }));
+      (shards[k].data as Float32Array)[idx] += h;
+      return papoLossSync({ ...s, logits: shards }, { ...opts, computeGrad: false }).loss;
+    };
+    for (const [k, idx] of [[0, 2], [1, 14], [2, 20], [1, 0]] as const) {
+      const h = 1e-2;  // float32 logits: a step float32 resolves
+      const fd = (lossWith(k, idx, h) - lossWith(k, idx, -h)) / (2 * h);
+      expectNumberClose((g.gradLogits[k].data as Float32Array)[idx], fd, 2e-3, 2e-6, `shard ${k} element ${idx}`);
+    }
+  });
+
+  it('errors name the argument', () => {
+    const widths = [2000, 2099];
+    const inputs = inputsFor({}, widths);
+    const s = split(inputs, widths);
+    const opts = { ...base, backend: 'cpu' as const };
+    const bad = (patch: Partial<SplitPapoInputs>, msg: RegExp, o: PapoOptions = opts) =>
+      expect(() => papoLossSync({ ...s, ...patch } as SplitPapoInputs, o)).toThrow(msg);
+    bad({ logits: [s.logits[0], columns(makeInputs({ N: 7, V: 2099 }).logits as Tensor, 0, 2099)] }, /^logits\[1\]\.dims: expected \[8, V_1\]/);
+    bad({ logits: [s.logits[0], { ...s.logits[1], data: fromFloat64(toFloat64(s.logits[1].data, 'float32'), 'bfloat16'), type: 'bfloat16' }] },
+      /^logits\[1\]\.type: expected 'float32'/);
+    bad({ logits: [] }, /^logits: expected at least one vocabulary shard/);
+    bad({ logits: [s.logits[0], { data: new Float32Array(0), dims: [8, 0], type: 'float32' }] }, /^logits\[1\]\.dims/);
+    bad({ maskedLogits: [s.maskedLogits![0]] }, /^maskedLogits: expected 2 shards/);
+    bad({ maskedLogits: [s.maskedLogits![0], columns(s.maskedLogits![1] as Tensor, 0, 2000)] }, /^maskedLogits\[1\]\.dims: expected \[8, 2099\]/);
+    bad({ tokens: Int32Array.from(inputs.tokens as Int32Array, (t, i) => (i === 3 ? V : t)) }, /^tokens: element 3 is 4099, outside every shard/);
+    bad({}, /^options\.backend: 'cuda' does not take vocabulary shards/, { ...opts, backend: 'cuda' });
+    const nan = { ...s.logits[1], data: Float32Array.from(s.logits[1].data as Float32Array) };
+    (nan.data as Float32Array)[2099 * 2 + 5] = NaN;
+    bad({ logits: [s.logits[0], nan] }, /^logits\[1\] contains NaN in row 2/);
+    const none = s.logits.map((t) => ({ ...t, data: Float32Array.from(t.data as Float32Array) }));
+    for (const t of none) (t.data as Float32Array).fill(-Infinity, 0, t.dims[1]);
+    bad({ logits: none }, /^logits: row 0 has no finite logit in any shard/);
+
+    const st = vocabShardStats(s.logits[0], inputs.tokens, { vocabStart: 0 });
+    const merged = mergeVocabShardStats([st, vocabShardStats(s.logits[1], inputs.tokens, { vocabStart: 2000 })]);
+    expect(() => mergeVocabShardStats([st, vocabShardStats(s.logits[1], inputs.tokens, { vocabStart: 2001 })])).toThrow(/^list\[1\]\.vocabStart: expected 2000/);
+    const other = vocabShardStats(columns(makeInputs({ N: 5, V: 30 }).logits as Tensor, 0, 30), new Int32Array(5), { vocabStart: 0 });
+    expect(() => mergeVocabShardStats([st, other])).toThrow(/^list\[1\]\.N: the statistics are of 5 tokens, this call has N = 8/);
+    const one = (o: object) => papoLossSync({ ...inputs, logits: s.logits[1], maskedLogits: s.maskedLogits![1] }, { ...opts, ...o });
+    expect(() => one({ vocabShard: { start: 2000, stats: { ...merged, N: 5 }, maskedStats: merged } })).toThrow(/^options\.vocabShard\.stats\.N: the statistics are of 5 tokens/);
+    expect(() => one({ vocabShard: { start: 2001, stats: merged, maskedStats: merged } })).toThrow(/^options\.vocabShard\.start: the shard's columns \[2001, 4100\)/);
+    const second = vocabShardStats(s.logits[1], inputs.tokens, { vocabStart: 2000 });
+    expect(() => one({ vocabShard: { start: 2000, stats: second, maskedStats: merged } })).toThrow(/^options\.vocabShard\.stats\.vocabStart: is 2000/);
+    expect(() => one({ vocabShard: { start: 2000, stats: merged } })).toThrow(/^options\.vocabShard\.maskedStats: required/);
+  });
+});
