@@ -142,6 +142,7 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
   /** One vocabulary shard's statistics into desc.out (Float64Array [4 N], core/vocab_stats.h). */
   vocabShardStats(desc: NativeVocabStatsDesc, async: false): void;
+  vocabShardStats(desc: NativeVocabStatsDesc, async: true): Promise<void>;
   /** Stream-ordered on `stream`: usable by work there from now on; cudaFree frees it in that stream's order. */
   cudaAlloc(bytes: number, device: number, zero: boolean, stream: bigint): { handle: unknown; ptr: bigint };
   cudaFree(handle: unknown): void;

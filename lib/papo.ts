@@ -19,7 +19,7 @@ import type {
   PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
 import { prepareCall, prepareLogProbsCall, type PreparedCall, type PreparedLogProbs } from './validate';
-import { isSplit, prepareSplit, shardCalls, splitResult, splitStats } from './vocab-split';
+import { isSplit, prepareSplit, shardCalls, splitResult, splitStats, splitStatsAsync } from './vocab-split';
 import type { SplitPapoGradResult, SplitPapoInputs, SplitPapoResult } from './types';
 
 type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
@@ -212,16 +212,17 @@ function prepare(inputs: PapoInputs, options: PapoOptions | undefined): { call: 
 }
 
 /** The PAPO loss, its gradients and per-token statistics, computed on the calling thread. Host logits give
- * Tensor gradients, DeviceTensor logits DeviceTensor gradients; gradLogits is typed as present unless the options
- * may set computeGrad to false. */
+ * Tensor gradients, DeviceTensor logits DeviceTensor gradients, logits split into vocabulary shards (an array) an
+ * array of gradients; gradLogits is typed as present unless the options may set computeGrad to false. (The split
+ * overloads come first: TypeScript reports a call that matches none against the last one.) */
+export function papoLossSync(inputs: SplitPapoInputs, options?: GradOptions): SplitPapoGradResult;
+export function papoLossSync(inputs: SplitPapoInputs, options?: PapoOptions): SplitPapoResult;
 export function papoLossSync(inputs: HostPapoInputs, options?: GradOptions): PapoGradResult<Tensor>;
 export function papoLossSync(inputs: HostPapoInputs, options?: PapoOptions): PapoResult<Tensor>;
 export function papoLossSync(inputs: DevicePapoInputs, options?: GradOptions): PapoGradResult<DeviceTensor>;
 export function papoLossSync(inputs: DevicePapoInputs, options?: PapoOptions): PapoResult<DeviceTensor>;
 export function papoLossSync(inputs: PapoInputs, options?: GradOptions): PapoGradResult;
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult;
-export function papoLossSync(inputs: SplitPapoInputs, options?: GradOptions): SplitPapoGradResult;
-export function papoLossSync(inputs: SplitPapoInputs, options?: PapoOptions): SplitPapoResult;
 export function papoLossSync(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): PapoResult | SplitPapoResult {
   if (isSplit(inputs)) {
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
@@ -244,21 +245,21 @@ export function papoLossSync(inputs: PapoInputs | SplitPapoInputs, options?: Pap
  * The PAPO loss on a worker thread: the event loop keeps turning while the rows are processed. The inputs must
  * not be modified (nor DeviceTensors disposed) until the promise settles. Validation errors reject the promise.
  */
+export function papoLoss(inputs: SplitPapoInputs, options?: GradOptions): Promise<SplitPapoGradResult>;
+export function papoLoss(inputs: SplitPapoInputs, options?: PapoOptions): Promise<SplitPapoResult>;
 export function papoLoss(inputs: HostPapoInputs, options?: GradOptions): Promise<PapoGradResult<Tensor>>;
 export function papoLoss(inputs: HostPapoInputs, options?: PapoOptions): Promise<PapoResult<Tensor>>;
 export function papoLoss(inputs: DevicePapoInputs, options?: GradOptions): Promise<PapoGradResult<DeviceTensor>>;
 export function papoLoss(inputs: DevicePapoInputs, options?: PapoOptions): Promise<PapoResult<DeviceTensor>>;
 export function papoLoss(inputs: PapoInputs, options?: GradOptions): Promise<PapoGradResult>;
 export function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult>;
-export function papoLoss(inputs: SplitPapoInputs, options?: GradOptions): Promise<SplitPapoGradResult>;
-export function papoLoss(inputs: SplitPapoInputs, options?: PapoOptions): Promise<SplitPapoResult>;
 export async function papoLoss(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): Promise<PapoResult | SplitPapoResult> {
   if (isSplit(inputs)) {
-    // The shards' statistics are one O(N·V_k) pass each on the calling thread; the gradients, each shard in turn,
-    // on a worker thread.
+    // Every pass over a shard on a worker thread, one at a time: they share the thread pool.
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
-    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, splitStats(plan, 'logits'),
-      plan.masked ? splitStats(plan, 'maskedLogits') : null);
+    const stats = await splitStatsAsync(plan, 'logits');
+    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, stats,
+      plan.masked ? await splitStatsAsync(plan, 'maskedLogits') : null);
     const results: PapoResult[] = [];
     for (const c of calls) results.push(await papoLoss(c.inputs as unknown as PapoInputs, c.options));
     return splitResult(results);

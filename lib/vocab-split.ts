@@ -4,7 +4,7 @@
 import { rangeError, typeError } from './errors';
 import { resolveOptions } from './options';
 import { sameMemory, toTensor, type NormTensor } from './tensor';
-import { mergeStats, shardStats, tokenIds } from './vocab-stats';
+import { mergeStats, shardStats, shardStatsAsync, tokenIds } from './vocab-stats';
 import type { PapoOptions, PapoResult, Tensor, TensorLike, VocabShardStats } from './types';
 
 /** papoLoss's inputs with `logits` (and `maskedLogits`) given as arrays of vocabulary shards. */
@@ -81,6 +81,14 @@ export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptio
 export function splitStats(plan: SplitPlan, name: 'logits' | 'maskedLogits'): VocabShardStats {
   const list = (name === 'logits' ? plan.logits : plan.masked!).map((t, k) =>
     shardStats(`${name}[${k}]`, t, plan.tokens, plan.starts[k], plan.temperature, plan.backend));
+  return mergeStats(list, name);
+}
+
+/** splitStats with each shard's pass on a worker thread, one after another (they share the thread pool). */
+export async function splitStatsAsync(plan: SplitPlan, name: 'logits' | 'maskedLogits'): Promise<VocabShardStats> {
+  const list: VocabShardStats[] = [];
+  for (const [k, t] of (name === 'logits' ? plan.logits : plan.masked!).entries())
+    list.push(await shardStatsAsync(`${name}[${k}]`, t, plan.tokens, plan.starts[k], plan.temperature, plan.backend));
   return mergeStats(list, name);
 }
 

@@ -2,7 +2,7 @@
 // shard each exchange (O(N) numbers per path) so that each can compute the loss and its own shard's gradient.
 // The layout is native/core/vocab_stats.h's and docs/objective.md's.
 import { rangeError, typeError } from './errors';
-import { native } from './native';
+import { native, type NativeVocabStatsDesc } from './native';
 import { CODES } from './codes';
 import { resolveOptions } from './options';
 import { hostData, toTensor, type NormTensor } from './tensor';
@@ -35,19 +35,34 @@ export function tokenIds(name: string, tokens: unknown, N: number): Int32Array {
   return t;
 }
 
-/** One shard's statistics by the backend asked for, host data only; `name` is what a bad row's error names. */
-export function shardStats(name: string, shard: NormTensor, tokens: Int32Array, vocabStart: number, temperature: number,
-  backend: 'cpu' | 'reference'): VocabShardStats {
+/** One shard's statistics by the backend asked for, host data only; `name` is what a bad row's error names. The
+ * reference computes them here; for the cpu, desc is the native call that fills result.data. */
+function statsJob(name: string, shard: NormTensor, tokens: Int32Array, vocabStart: number, temperature: number,
+  backend: 'cpu' | 'reference'): { result: VocabShardStats; desc: NativeVocabStatsDesc | null } {
   if (shard.device) throw rangeError(name, 'is a DeviceTensor; vocabulary shards run on host data (download() it)');
   const Vk = shard.dims[shard.dims.length - 1];
   const N = shard.dims.reduce((a, b) => a * b, 1) / Vk;
-  const data = backend === 'reference'
-    ? referenceShardStats(hostData(shard), shard.type, N, Vk, tokens, vocabStart, temperature, name)
-    : new Float64Array(4 * N);
-  if (backend === 'cpu')
-    native().vocabShardStats({ backend: CODES.backend.cpu, onDevice: false, N, V: Vk, temperature, logits: hostData(shard),
-      dtype: CODES.dtype[shard.type], tokens, vocabStart, out: data, name }, false);
-  return { N, vocabStart, vocabSize: Vk, data };
+  if (backend === 'reference') {
+    const data = referenceShardStats(hostData(shard), shard.type, N, Vk, tokens, vocabStart, temperature, name);
+    return { result: { N, vocabStart, vocabSize: Vk, data }, desc: null };
+  }
+  const data = new Float64Array(4 * N);
+  const desc: NativeVocabStatsDesc = { backend: CODES.backend.cpu, onDevice: false, N, V: Vk, temperature,
+    logits: hostData(shard), dtype: CODES.dtype[shard.type], tokens, vocabStart, out: data, name };
+  return { result: { N, vocabStart, vocabSize: Vk, data }, desc };
+}
+
+export function shardStats(...args: Parameters<typeof statsJob>): VocabShardStats {
+  const { result, desc } = statsJob(...args);
+  if (desc) native().vocabShardStats(desc, false);
+  return result;
+}
+
+/** shardStats on a worker thread. */
+export async function shardStatsAsync(...args: Parameters<typeof statsJob>): Promise<VocabShardStats> {
+  const { result, desc } = statsJob(...args);
+  if (desc) await native().vocabShardStats(desc, true);
+  return result;
 }
 
 /** A shard's per-token statistics for one path (see VocabShardStats), to exchange with the other shards' ranks. */

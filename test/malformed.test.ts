@@ -25,7 +25,8 @@ const cases: Case[] = [
   // tensors
   ['inputs not an object', () => papoLossSync(null as unknown as PapoInputs), T, /^inputs: expected an object/],
   ['logits missing', () => papoLossSync(with_({ logits: undefined })), T, /^logits: expected a tensor/],
-  ['logits a plain array', () => papoLossSync(with_({ logits: [1, 2, 3] })), T, /^logits: expected a tensor/],
+  // an array of logits is a list of vocabulary shards: the first one is named
+  ['logits a plain array', () => papoLossSync(with_({ logits: [1, 2, 3] })), T, /^logits\[0\]: expected a tensor/],
   ['logits.data wrong typed array', () => papoLossSync(with_({ logits: { data: new Float64Array(N * V), dims: [N, V], type: 'float32' } })), T, /^logits\.data: expected a Float32Array/],
   ['bf16 data in a Float32Array', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N, V], type: 'bfloat16' } })), T, /^logits\.data: expected a Uint16Array/],
   ['unsupported dtype', () => papoLossSync(with_({ logits: { data: new Float32Array(N * V), dims: [N, V], type: 'float64' } })), R, /^logits\.type: expected 'float32', 'float16' or 'bfloat16'/],

@@ -1,7 +1,7 @@
 // Logits split along the vocabulary: the one-call form and the per-process form against the unsplit call, and
 // the float64 reference's split against its unsplit self and finite differences.
 import { describe, expect, it } from 'vitest';
-import { mergeVocabShardStats, papoLossSync, vocabShardStats } from '../lib/index';
+import { mergeVocabShardStats, papoLoss, papoLossSync, vocabShardStats } from '../lib/index';
 import { fromFloat64, toFloat64 } from '../lib/dtype';
 import type { DType, PapoInputs, PapoOptions, SplitPapoInputs, Tensor } from '../lib/types';
 import { expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, type MakeOptions, type VariantInputs } from './helpers';
@@ -166,6 +166,36 @@ describe('logits split over the vocabulary', () => {
       expect(r.gradLogits.data).toEqual(one.gradLogits[k].data);
       expect(r.gradMaskedLogits!.data).toEqual(one.gradMaskedLogits![k].data);
     });
+  });
+
+  it('papoLoss (worker threads) gives the bits of papoLossSync', async () => {
+    const widths = widthsOf(V, 3);
+    const s = split(inputsFor({}, widths), widths);
+    const opts = { ...base, backend: 'cpu' as const };
+    const [a, b] = [await papoLoss(s, opts), papoLossSync(s, opts)];
+    expect(a.loss).toBe(b.loss);
+    a.gradMaskedLogits!.forEach((g, k) => expect(g.data).toEqual(b.gradMaskedLogits![k].data));
+  });
+
+  it("vocabShardStats: the documented layout, the cpu's against the float64 reference's", () => {
+    const widths = [1000, 3099];
+    const inputs = inputsFor({ negInf: 0.1 }, widths);
+    const shard = split(inputs, widths).logits[1];
+    const cpu = vocabShardStats(shard, inputs.tokens, { vocabStart: 1000, temperature: 0.8 });
+    const ref = vocabShardStats(shard, inputs.tokens, { vocabStart: 1000, temperature: 0.8, backend: 'reference' });
+    expect([cpu.N, cpu.vocabStart, cpu.vocabSize, cpu.data.length]).toEqual([8, 1000, 3099, 32]);
+    expectClose(cpu.data, ref.data, 1e-6, 1e-9, 'max | sumExp | sumExpX | target');
+    // by hand, rows 0 (its token in the other shard) and 1 (in this one): max, sum of e^(x - max), sum of
+    // e^(x - max) x, and x_o only where this shard holds o
+    for (const i of [0, 1]) {
+      const x = Array.from((shard.data as Float32Array).subarray(i * 3099, (i + 1) * 3099), (z) => z / 0.8);
+      const m = Math.max(...x);
+      const fin = x.filter((v) => v > -Infinity);
+      const o = (inputs.tokens as Int32Array)[i] - 1000;
+      expect(o >= 0).toBe(i === 1);
+      expectClose([cpu.data[i], cpu.data[8 + i], cpu.data[16 + i], cpu.data[24 + i]],
+        [m, fin.reduce((a, v) => a + Math.exp(v - m), 0), fin.reduce((a, v) => a + Math.exp(v - m) * v, 0), o >= 0 ? x[o] : 0], 1e-6, 1e-9);
+    }
   });
 
   it('the reference split agrees with finite differences of itself', () => {
