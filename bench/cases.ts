@@ -1,7 +1,7 @@
 // The inputs of the benchmarks: deterministic logits of both paths with a realistic spread, for any N, V and
 // dtype, generated directly in the storage type (no float64 copy of an [N, V] tensor).
 import { numberToBf16 } from '../lib/dtype';
-import type { DType, PapoInputs, TensorData } from '../lib/types';
+import type { DType, PapoInputs, SplitPapoInputs, Tensor, TensorData } from '../lib/types';
 
 export const ELEMENT_BYTES: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
@@ -38,4 +38,20 @@ export function minimalBytes(kind: Kind, n: number, V: number, type: DType): num
 /** Logits elements a case processes (both paths for fwd+bwd). */
 export function elements(kind: Kind, n: number, V: number): number {
   return kind === 'fwd+bwd' ? 2 * n * V : n * V;
+}
+
+/** The batch with both paths' logits cut into `shards` vocabulary shards of near-equal widths (copied columns). */
+export function splitBatch(batch: PapoInputs, shards: number): SplitPapoInputs {
+  const cut = (t: Tensor) => {
+    const [n, V] = t.dims;
+    const bounds = Array.from({ length: shards + 1 }, (_, k) => Math.round((k * V) / shards));
+    return bounds.slice(0, -1).map((start, k) => {
+      const w = bounds[k + 1] - start;
+      const data = t.type === 'float32' ? new Float32Array(n * w) : new Uint16Array(n * w);
+      for (let i = 0; i < n; i++) data.set(t.data.subarray(i * V + start, i * V + start + w), i * w);
+      return { data, dims: [n, w], type: t.type };
+    });
+  };
+  const { logits, maskedLogits, ...rest } = batch;
+  return { ...rest, logits: cut(logits as Tensor), maskedLogits: cut(maskedLogits as Tensor) };
 }

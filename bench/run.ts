@@ -12,6 +12,9 @@
 // GPU cases run on DeviceTensor data (host transfers excluded): papoLoss returns after the kernels finish, so
 // the time measured around the call is the GPU time plus its fixed host costs.
 //
+// Row 'cpu split4' is forward + backward with both paths' logits given as 4 vocabulary shards (docs/objective.md,
+// "Logits split over the vocabulary"), on the same inputs as 'cpu': its ratio to 'cpu' is printed after the table.
+//
 // The tfjs peer (bench/tfjs-peer.ts: the objective in tfjs ops with tf.grad, what a Node user without this package
 // would write) runs the float32 cases on tfjs's WASM backend; tfjs has no bfloat16.
 import { execSync, spawnSync } from 'node:child_process';
@@ -22,7 +25,7 @@ import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
 import { native } from '../lib/native';
 import { allocDevice } from '../lib/device-tensor';
 import type { DType, PapoInputs, PapoOptions, PapoOutputs, Tensor } from '../lib/types';
-import { elements, makeBatch, minimalBytes, type Kind } from './cases';
+import { elements, makeBatch, minimalBytes, splitBatch, type Kind } from './cases';
 import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
 import { appendJsonLines, chartRows, printTable, writeChart, type Machine, type Row } from './report';
@@ -77,7 +80,10 @@ function commitOf(): string {
 
 /** A steady-state row ('cpu out', 'cuda out'): the same options.out buffers reused by every call. */
 const STEADY = ' out';
-const baseBackend = (b: string) => (b.endsWith(STEADY) ? b.slice(0, -STEADY.length) : b);
+/** The split row: the same batch as 'cpu', its logits in SHARDS vocabulary shards. */
+const SHARDS = 4;
+const SPLIT = `cpu split${SHARDS}`;
+const baseBackend = (b: string) => (b.endsWith(STEADY) ? b.slice(0, -STEADY.length) : b === SPLIT ? 'cpu' : b);
 
 function outBuffers(batch: PapoInputs): { out: PapoOutputs; release: () => void } {
   const like = (t: PapoInputs['logits']) => (t instanceof DeviceTensor
@@ -89,6 +95,10 @@ function outBuffers(batch: PapoInputs): { out: PapoOutputs; release: () => void 
 
 function run(kind: Kind, backend: string, batch: PapoInputs, out?: PapoOutputs) {
   if (kind === 'fwd') return () => logProbsSync(batch.logits, batch.tokens, { backend: backend as 'cpu' });
+  if (backend === SPLIT) {
+    const shards = splitBatch(batch, SHARDS);  // cut once, outside the timing
+    return () => papoLossSync(shards, { backend: 'cpu' });
+  }
   const options: PapoOptions = { backend: baseBackend(backend) as 'cpu', ...(out ? { out } : {}) };
   return () => {
     const r = papoLossSync(batch, options);
@@ -119,7 +129,7 @@ async function main() {
   console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
   const rows: Row[] = [];
-  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY,
+  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY, SPLIT,
     ...(gpu ? ['cuda-naive', 'cuda', 'cuda' + STEADY] : [])];
   for (const V of vocabs) {
     for (const dtype of dtypes) {
@@ -137,7 +147,7 @@ async function main() {
           const isTfjs = backend === tfjs?.backend;
           if (isTfjs && dtype !== 'float32') continue;
           const steady = backend.endsWith(STEADY);
-          if (steady && kind === 'fwd') continue;  // no gradient: nothing to reuse
+          if ((steady || backend === SPLIT) && kind === 'fwd') continue;  // no gradient: nothing to reuse or split
           const N = rowsFor[isTfjs ? 'tfjs' : baseBackend(backend)];
           const host = makeBatch(N, V, dtype);
           const dev = backend.startsWith('cuda') ? onDevice(host) : null;
@@ -172,6 +182,11 @@ async function main() {
   console.log('');
   printTable(rows, machine);
   console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
+  for (const r of rows.filter((x) => x.backend === SPLIT)) {
+    const whole = rows.find((x) => x.backend === 'cpu' && x.kind === r.kind && x.V === r.V && x.dtype === r.dtype)!;
+    console.log(`${SPLIT} / cpu, V = ${r.V} ${r.dtype} fwd+bwd: ${(r.timing.medianMs / whole.timing.medianMs).toFixed(2)}x ` +
+      `(${r.timing.medianMs.toFixed(2)} / ${whole.timing.medianMs.toFixed(2)} ms, medians)`);
+  }
   if (save) {
     const { rel, dir, name } = resultsPlace();
     appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);
