@@ -40,8 +40,9 @@ int32_t classify_bad_row(const typename S::T* row, int64_t V, float invTau) {
   return status == ROW_OK ? ROW_NAN : status;  // ROW_OK cannot happen: the sums were NaN for a reason
 }
 
-// The sums behind a row's statistics (and x_target unless target < 0); a row with no finite entry is ROW_NO_FINITE with max -Infinity and zero
-// sums, which a vocabulary shard may be (core/vocab_stats.h) and a whole row may not.
+// The sums behind a row's statistics (and x_target unless target < 0). A row with no finite entry is
+// ROW_NO_FINITE with max -Infinity and zero sums: a vocabulary shard may be that (core/vocab_stats.h), a whole row
+// may not.
 template <class S>
 RowSums sums_impl(const typename S::T* row, int64_t V, float invTau, int64_t target) {
   RowSums st{};

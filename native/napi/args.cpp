@@ -301,13 +301,21 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
   return c;
 }
 
-VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc) {
-  VocabStatsCall c;
+namespace {
+// The rows every forward-only call reads: N, V, the temperature and one logits tensor.
+template <class Call>
+void parse_rows(const Napi::Object& desc, Call& c) {
   c.N = count(desc, "N");
   c.V = count(desc, "V");
   c.temperature = number(desc, "temperature");
   c.dtype = dtype_of(desc, "dtype");
   c.logits = tensor(desc, "logits", c.dtype, c.N * c.V).data;
+}
+}  // namespace
+
+VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc) {
+  VocabStatsCall c;
+  parse_rows(desc, c);
   const double start = number(desc, "vocabStart");
   if (!(start >= 0 && start <= 2147483647.0) || floor(start) != start) fail("vocabStart: expected an integer >= 0");
   c.vocabStart = (int64_t)start;
@@ -320,11 +328,7 @@ VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc) {
 
 LogProbsCall parse_log_probs_call(const Napi::Object& desc) {
   LogProbsCall c;
-  c.N = count(desc, "N");
-  c.V = count(desc, "V");
-  c.temperature = number(desc, "temperature");
-  c.dtype = dtype_of(desc, "dtype");
-  c.logits = tensor(desc, "logits", c.dtype, c.N * c.V).data;
+  parse_rows(desc, c);
   const Span tokens = typed(desc, "tokens", napi_int32_array, c.N);
   tokens_in_range(tokens, c.V);
   c.tokens = static_cast<const int32_t*>(tokens.data);
