@@ -134,6 +134,21 @@ describe('logits split over the vocabulary', () => {
     checkSplit(inputs, widths, { ...base, backend: 'cpu', perceptionTopP: 0.5, entropyMode: 'full', temperature: 0.7 });
   });
 
+  it('cpu: the other variants, aggregations, detachMasked and precomputed maskedLogProbs', () => {
+    const widths = widthsOf(V, 3);
+    const inputs = inputsFor({}, widths, { seqLengths: [3, 5], rollout: true, perceptionWeights: true, sftMask: true });
+    const cpu = { ...base, backend: 'cpu' as const, sftCoef: 0.1, rolloutCorrection: { mode: 'mask' as const } };
+    checkSplit(inputs, widths, { ...cpu, lossType: 'cispo' });
+    checkSplit(inputs, widths, { ...cpu, lossType: 'sapo', lossAgg: 'seq-mean-token-mean', rolloutCorrection: { mode: 'truncate' } });
+    checkSplit(inputs, widths, { ...cpu, lossType: 'gspo-token', lossAgg: 'seq-mean-token-sum-norm', detachMasked: true, perceptionClip: [0, 0.2] });
+    const { maskedLogits: _m, ...noMasked } = inputs;
+    const a = papoLossSync(inputs, cpu).maskedLogProbs!;
+    const whole = papoLossSync({ ...noMasked, maskedLogProbs: a }, { ...cpu, maskedEntropyCoef: 0 });
+    const parts = papoLossSync({ ...split(noMasked as PapoInputs, widths), maskedLogProbs: a }, { ...cpu, maskedEntropyCoef: 0 });
+    expectNumberClose(parts.loss, whole.loss, 2e-6, 1e-7, 'loss with maskedLogProbs');
+    expect(parts.gradMaskedLogits).toBeUndefined();
+  });
+
   it('cpu: [B, T, V_k] shards, inPlace and out', () => {
     const widths = widthsOf(V, 2);
     const inputs = inputsFor({ dims: [2, 4, V] }, widths);
