@@ -5,7 +5,7 @@ import { rangeError, typeError } from './errors';
 import { resolveOptions } from './options';
 import { sameMemory, toTensor, type NormTensor } from './tensor';
 import { mergeStats, shardStats, shardStatsAsync, tokenIds } from './vocab-stats';
-import type { PapoOptions, PapoResult, Tensor, TensorLike, VocabShardStats } from './types';
+import type { PapoOptions, PapoResult, Tensor, VocabShardStats } from './types';
 
 /** papoLoss's inputs with `logits` (and `maskedLogits`) given as arrays of vocabulary shards. */
 export interface SplitPlan {
@@ -124,5 +124,3 @@ export function splitResult(results: PapoResult[]): PapoResult<Tensor> & { gradL
   if (results[0].gradMaskedLogits) (r as { gradMaskedLogits?: Tensor[] }).gradMaskedLogits = results.map((x) => x.gradMaskedLogits as Tensor);
   return r;
 }
-
-export type SplitTensors = readonly TensorLike[];
