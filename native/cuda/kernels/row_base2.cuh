@@ -4,7 +4,7 @@
 //
 //   statistics: m = max x2, s = sum 2^(x2 - m), t = sum 2^(x2 - m) (x2 - m), merged online as in row_block.cuh;
 //     a NaN logit makes s or t NaN and +Infinity makes m +Infinity, so a row is checked once, on its totals
-//     (classify_row() then finds which, exactly, on the rare bad row).
+//     (classify_row(), row_block.cuh, then finds which, exactly, on the rare bad row).
 //   natural units at the end: max = m ln2, logSum = log2(s) ln2, entropy = logSum - (t / s) ln2.
 //   gradient: with y2 = x2 - (m + log2 s), p = 2^y2 and ln p = y2 ln2,
 //     dL/dz = (1/tau) [gLp (1[j=o] - p) - gH p (ln p + H)] = -p (c0 + c1 y2) off the target,
@@ -22,7 +22,6 @@
 namespace papo {
 namespace cuda {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
 
 // Trivially constructible (it lives in shared memory): start from empty().
@@ -83,20 +82,6 @@ struct OnlineSoftmax2 {
 
 // Kernel k3's reductions: block_merge() of row_block.cuh over this accumulator.
 using StatsScratch2 = BlockScratch<OnlineSoftmax2>;
-
-// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
-// scale the totals saw (a logit that overflows only there is +Infinity to this kernel).
-template <class S>
-__device__ int32_t classify_row(const typename S::T* row, int64_t V, float scale2) {
-  int32_t status = ROW_NO_FINITE;
-  for (int64_t j = 0; j < V; ++j) {
-    const float x = S::to_float(row[j]) * scale2;
-    if (x != x) return ROW_NAN;
-    if (x == INFINITY) status = ROW_POS_INF;
-    else if (status == ROW_NO_FINITE && x != -INFINITY) status = ROW_OK;
-  }
-  return status;
-}
 
 // RowStats in natural units from the base-2 totals (the same definitions as the CPU's RowStats).
 template <class S>
