@@ -123,14 +123,23 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float exp_ftz(float y) { return exp2_ftz(y * kLog2e); }
 
-// Trivially constructible (it lives in __shared__ memory): start from OnlineSoftmax::empty().
-struct OnlineSoftmax {
+// The units of an accumulator's values. Natural (this file): x = z / tau, e^y as 2^(y log2 e); kernel k3's base 2
+// is row_base2.cuh's Base2Units. kClamp is the y below which e is 0 (ftz), where it multiplies e.
+struct NaturalUnits {
+  static constexpr float kClamp = -88.f;
+  static __device__ __forceinline__ float exp(float y) { return exp_ftz(y); }
+  static __device__ __forceinline__ float rescale(float d) { return exp_ftz(d); }
+};
+
+// Trivially constructible (it lives in __shared__ memory): start from empty().
+template <class Units>
+struct OnlineSoftmaxIn {
   float m, s, t;  // m == -inf <=> nothing seen yet (then s == t == 0, or s NaN: a NaN seen)
 
-  static __device__ __forceinline__ OnlineSoftmax empty() { return OnlineSoftmax{-INFINITY, 0.f, 0.f}; }
+  static __device__ __forceinline__ OnlineSoftmaxIn empty() { return OnlineSoftmaxIn{-INFINITY, 0.f, 0.f}; }
 
-  // Values already scaled by 1/tau. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and
-  // y is clamped at -88 only where it multiplies e, so that e * y never meets 0 * -inf.
+  // Values already scaled. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and y is
+  // clamped only where it multiplies e, so that e * y never meets 0 * -inf.
   template <int n>
   __device__ __forceinline__ void add(const float (&x)[n]) {
     float vm = -INFINITY;
@@ -144,7 +153,7 @@ struct OnlineSoftmax {
     }
     if (vm > m) {
       if (m != -INFINITY) {
-        const float d = m - vm, f = exp_ftz(d);
+        const float d = m - vm, f = Units::rescale(d);
         t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
         s *= f;
       }
@@ -153,35 +162,37 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int k = 0; k < n; ++k) {
       const float y = x[k] - m;
-      const float e = exp_ftz(y);
+      const float e = Units::exp(y);
       s += e;
-      t = fmaf(e, fmaxf(y, -88.f), t);  // the clamp keeps 0 * -inf out; a NaN y still makes e NaN
+      t = fmaf(e, fmaxf(y, Units::kClamp), t);  // the clamp keeps 0 * -inf out; a NaN y still makes e NaN
     }
   }
 
   // Symmetric in (a, b), so every lane of a butterfly ends with the same bits.
-  static __device__ __forceinline__ OnlineSoftmax merge(const OnlineSoftmax& a, const OnlineSoftmax& b) {
+  static __device__ __forceinline__ OnlineSoftmaxIn merge(const OnlineSoftmaxIn& a, const OnlineSoftmaxIn& b) {
     if (a.m == -INFINITY || b.m == -INFINITY) {
-      OnlineSoftmax r = a.m == -INFINITY ? b : a;
+      OnlineSoftmaxIn r = a.m == -INFINITY ? b : a;
       if (a.s != a.s || b.s != b.s) r.s = NAN;  // a NaN seen by a part that saw nothing finite
       return r;
     }
-    OnlineSoftmax r;
+    OnlineSoftmaxIn r;
     r.m = fmaxf(a.m, b.m);
-    const float da = a.m - r.m, db = b.m - r.m, fa = exp_ftz(da), fb = exp_ftz(db);
+    const float da = a.m - r.m, db = b.m - r.m, fa = Units::rescale(da), fb = Units::rescale(db);
     r.s = a.s * fa + b.s * fb;
     r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
     return r;
   }
 
   // The lane `o` away's accumulator (a butterfly step).
-  __device__ __forceinline__ OnlineSoftmax shfl_xor(int o) const {
-    return OnlineSoftmax{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
-                         __shfl_xor_sync(0xffffffffu, t, o)};
+  __device__ __forceinline__ OnlineSoftmaxIn shfl_xor(int o) const {
+    return OnlineSoftmaxIn{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                           __shfl_xor_sync(0xffffffffu, t, o)};
   }
 
+  // NaN seen (s or t NaN) or +Infinity (m): classify_row() says which.
   __device__ __forceinline__ bool bad() const { return s != s || t != t || m == INFINITY; }
 };
+using OnlineSoftmax = OnlineSoftmaxIn<NaturalUnits>;
 
 // The reductions below serve any online-softmax accumulator with empty(), merge() and shfl_xor(): this file's
 // natural-unit one, and kernel k3's base-2 one (row_base2.cuh).
