@@ -151,7 +151,7 @@ export function rowLoops(ptx: string): Map<string, RawLoop[]> {
   return out;
 }
 
-export function blocksOf(body: string): Block[] {
+function blocksOf(body: string): Block[] {
   const blocks: Block[] = [{ label: '', insns: [] }];
   for (const raw of body.split('\n')) {
     const line = raw.replace(/\/\/.*$/, '').trim();
@@ -189,7 +189,7 @@ function target(insn: string): string | null {
 const op = (insn: string) => insn.replace(/^@!?%p\d+\s+/, '');
 const guarded = (insn: string) => /^@/.test(insn);
 
-export function loopsOf(blocks: Block[]): RawLoop[] {
+function loopsOf(blocks: Block[]): RawLoop[] {
   const index = new Map(blocks.filter((b) => b.label).map((b) => [b.label, blocks.indexOf(b)]));
   const loops: RawLoop[] = [];
   blocks.forEach((b, latch) => {

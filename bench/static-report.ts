@@ -3,8 +3,9 @@
 // prediction for N = 8192, V = 151936, both paths, forward + backward, on an H100 (3.35 TB/s) and an H200
 // (4.8 TB/s), against a device copy of the same minimal bytes (4 N V elements: both rows read, both gradients
 // written). A prediction, never a measurement: the three bounds are
-//   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: the
-//            second read misses L2 in proportion to how far its rows in flight exceed it; k3: the minimum);
+//   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
+//            fraction 1 - L2 / live of the second read misses, live = k2_blocks' grid x the row pair's bytes;
+//            k3: the minimum);
 //   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
 //            the elements, over 4 warp instructions per clock per SM at the boost clock;
 //   MUFU:    exponentials per element over 16 per clock per SM.
