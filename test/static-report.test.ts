@@ -1,6 +1,6 @@
 // The static report's checks (bench/kernel-resources.ts, bench/static-report.ts): its parsers on fixed text, and
 // the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_v3) spills on sm_90, by
-// compiling those two files for sm_90 (about 30 s on 2 cores). Skipped where there is no nvcc.
+// compiling those two files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
 import { blocksPerSm } from '../bench/static-report';
