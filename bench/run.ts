@@ -30,6 +30,7 @@ import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
 import { appendJsonLines, chartRows, printTable, writeChart, type Machine, type Row } from './report';
 import { deviceCopy, hostCopy } from './roofline';
+import { runStaticReport } from './static-report';
 
 const USAGE = `usage: npm run bench [-- OPTION...]
 
@@ -41,12 +42,15 @@ const USAGE = `usage: npm run bench [-- OPTION...]
   --chart-only  time nothing: redraw the chart from the latest run in the JSON lines (with --save: the committed ones)
   --targets     the steady-state table instead (V = 151936, N = 64: fresh against reused gradients, bf16, AVX2,
                 forward only, and PyTorch CPU eager where python3 has torch), in one run (bench/targets.ts)
+  --static      time nothing, no GPU needed: compile the CUDA kernels for sm_90 and sm_80 with ptxas -v and print
+                registers, spills, shared memory, occupancy and a napkin prediction (a minute or two); writes
+                bench/results/local/static.txt (with --save: bench/results/static.txt)
   --help, -h    this text
 
 How to read the table and the chart: bench/README.md.`;
 
 const args = process.argv.slice(2);
-const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--help', '-h'];
+const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--static', '--help', '-h'];
 const unknown = args.filter((a) => !known.includes(a));
 if (args.includes('--help') || args.includes('-h') || unknown.length) {
   if (unknown.length) console.error(`bench: unknown option ${unknown.map((a) => `'${a}'`).join(', ')}\n`);
@@ -60,7 +64,7 @@ if (args.includes('--targets')) {
 const full = args.includes('--full');
 const save = !args.includes('--no-save');
 const committed = args.includes('--save');
-const gpu = cuda.available();
+const gpu = !args.includes('--static') && cuda.available();  // --static needs no addon
 
 const vocabs = full ? [4096, 32000, 65536, 151936] : [32000, 151936];
 const dtypes: DType[] = ['float32', 'bfloat16'];
@@ -217,7 +221,13 @@ function redrawChart() {
   console.log(`chart: ${rel}/chart-${name}.svg from the run of ${latest} (commit ${m.commit}, ${run.length} rows)`);
 }
 
-(args.includes('--chart-only') ? Promise.resolve().then(redrawChart) : main()).catch((e) => {
+function staticOnly() {
+  const rel = committed ? path.join('bench', 'results') : path.join('bench', 'results', 'local');
+  runStaticReport(save ? path.join(rel, 'static.txt') : undefined);
+}
+
+(args.includes('--static') ? Promise.resolve().then(staticOnly)
+  : args.includes('--chart-only') ? Promise.resolve().then(redrawChart) : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });

@@ -111,6 +111,8 @@ export interface NativeInfo {
 export interface NativeEmulatorStats {
   deviceSyncs: number;
   hostAllocs: number;
+  /** cudaDeviceGetAttribute and occupancy queries. */
+  deviceQueries: number;
   mallocs: number;
   frees: number;
   /** Implicit device-wide waits (cudaFree, cudaFreeHost). */

@@ -1,6 +1,7 @@
 // What only the emulated device can show: its own checks (tools/cuda-emulator/test/emulator_test.cpp), the kernels' test
 // program on it, injected failures, and the counters behind the review's host-side defects (pinned staging
-// reused and released, no device-wide synchronisation, no leak when a DeviceTensor's wrapper fails).
+// reused and released, no device-wide synchronisation, no device queries after the first call, no leak when a
+// DeviceTensor's wrapper fails).
 // On a GPU machine the same kernels' test program runs on the hardware instead (last block).
 import { cudaTarget, emulated } from './cuda-target';
 import { spawnSync } from 'node:child_process';
@@ -108,6 +109,24 @@ describe.runIf(emulated)('the emulated device', () => {
     (r.gradLogits as { download(): Tensor }).download();
     for (const t of [z, zm, r.gradLogits, r.gradMaskedLogits] as { dispose(): void }[]) t.dispose();
     expect(emu.emuStats!().deviceSyncs).toBe(0);
+  });
+
+  it('a call after the first asks the device nothing: attributes and occupancies are kept (k2, k1, k3)', () => {
+    const emu = native();
+    const inputs = makeInputs({ N: 6, V: 1000, type: 'bfloat16' });
+    const saved = process.env.PAPO_CUDA_KERNEL;
+    try {
+      for (const kernel of ['2', '1', '3']) {
+        process.env.PAPO_CUDA_KERNEL = kernel;  // read by native code at each call
+        papoLossSync(inputs, { backend: 'cuda' });
+        const before = emu.emuStats!().deviceQueries;
+        papoLossSync(inputs, { backend: 'cuda' });
+        expect({ kernel, queries: emu.emuStats!().deviceQueries - before }).toEqual({ kernel, queries: 0 });
+      }
+    } finally {
+      if (saved === undefined) delete process.env.PAPO_CUDA_KERNEL;
+      else process.env.PAPO_CUDA_KERNEL = saved;
+    }
   });
 
   it('a failure while wrapping a new allocation frees it', () => {

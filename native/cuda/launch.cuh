@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cuda_resources.h"
+#include "device_facts.h"
 #if defined(PAPO_CUDA_EMULATED)
 #include <papo_emulator/emulator.h>
 #endif
@@ -34,9 +35,7 @@ void launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block
 // threads with other sizes cannot undo each other's setting between it and their launch.
 template <class... P>
 void allow_max_dynamic_smem(void (*kernel)(P...)) {
-  int dev = 0, optin = 0;
-  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  const int optin = device_facts(current_device()).optinSmem;
   cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin),
              "cudaFuncSetAttribute (dynamic shared memory)");
 }
@@ -63,7 +62,7 @@ inline cudaLaunchConfig_t cluster_config(dim3 grid, dim3 block, size_t smem, cud
 // How many clusters of `cluster` blocks of this kernel the device can run at once (a cluster must fit in one
 // GPC, and GPCs differ in size); 0 when none can, which the caller must handle instead of launching.
 template <class... P>
-int max_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned cluster) {
+int query_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned cluster) {
   allow_max_dynamic_smem(kernel);
 #if defined(PAPO_CUDA_EMULATED)
   return papo_emu::max_active_clusters(block, smem, cluster);
@@ -80,6 +79,14 @@ int max_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned 
 #endif
 }
 
+// The same, asked once per device and configuration (device_facts.h).
+template <class... P>
+int max_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned cluster) {
+  const int64_t shape = ((int64_t)cluster << 32) | (int64_t)(block.x * block.y * block.z);
+  return kernel_fact(FACT_ACTIVE_CLUSTERS, reinterpret_cast<const void*>(kernel), current_device(), (int64_t)smem,
+                     shape, [&]() { return query_active_clusters(kernel, block, smem, cluster); });
+}
+
 // The architecture the kernel's machine code was built for (90 for sm_90); a kernel JIT-compiled from older
 // PTX reports that older version, and must not use sm_90 instructions.
 template <class... P>
@@ -88,9 +95,11 @@ int kernel_binary_version(void (*kernel)(P...)) {
   (void)kernel;
   return 90;
 #else
-  cudaFuncAttributes a{};
-  cuda_check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes");
-  return a.binaryVersion;
+  return kernel_fact(FACT_BINARY_VERSION, reinterpret_cast<const void*>(kernel), current_device(), 0, 0, [&]() {
+    cudaFuncAttributes a{};
+    cuda_check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes");
+    return a.binaryVersion;
+  });
 #endif
 }
 

@@ -6,7 +6,8 @@
 // The small per-token arrays are always host memory.
 //
 // The kernels compute the same quantities as the CPU backend by the same definitions, but not in the same
-// order nor with the same exp (__expf): the backends agree within floating-point tolerance, not bit for bit.
+// order nor with the same exp (ex2.approx in base 2): the backends agree within floating-point tolerance, not bit
+// for bit.
 #pragma once
 
 #include <stddef.h>

@@ -32,6 +32,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("deviceSyncs", (double)s.deviceSyncs);
   o.Set("hostAllocs", (double)s.hostAllocs);
   o.Set("launches", (double)s.launches);
+  o.Set("deviceQueries", (double)s.deviceQueries);
   o.Set("liveHostBytes", (double)s.liveHostBytes);
   o.Set("liveDeviceBytes", (double)s.liveDeviceBytes);
   o.Set("mallocs", (double)s.mallocs);

@@ -16,6 +16,7 @@
 
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
+#include "cuda/device_facts.h"
 #include "cuda/launch.cuh"
 #include "cuda/papo_cuda.h"
 #include "row_block.cuh"
@@ -112,12 +113,15 @@ void run_rows_k1_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStr
 
 int k2_blocks(const DeviceCall& c) {
   if (const int forced = (int)env_int64("PAPO_CUDA_BLOCKS", 0)) return forced;
-  int dev = 0, sms = 1, l2 = 0, perSm = 1;
-  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  cuda_check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "cudaDeviceGetAttribute");
-  with_kernel(c, [&](Kernel k, Launch) {
-    return cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, k, kThreads, 0), "cudaOccupancy"), 0;
+  const int dev = current_device();
+  const DeviceFacts& f = device_facts(dev);
+  const int sms = f.sms, l2 = f.l2;
+  const int perSm = with_kernel(c, [&](Kernel k, Launch) {
+    return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(k), dev, kThreads, 0, [&]() {
+      int n = 1;
+      cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0), "cudaOccupancy");
+      return n;
+    });
   });
   const int64_t full = (int64_t)sms * std::max(perSm, 1);
   if (c.kernel != KERNEL_K2_FUSED && c.kernel != KERNEL_K3_CLUSTER) return (int)full;  // k3's own grid; k2 where it falls back

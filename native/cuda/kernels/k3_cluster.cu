@@ -25,6 +25,7 @@
 
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
+#include "cuda/device_facts.h"
 #include "cuda/device_prims.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/papo_cuda.h"
@@ -254,11 +255,8 @@ struct V3Plan {
 
 template <class SI, class SO>
 V3Plan plan(const DeviceCall& c) {
-  int dev = 0, major = 0, optin = 0, clusterOk = 0;
-  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
-  cuda_check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
-  cuda_check(cudaDeviceGetAttribute(&clusterOk, cudaDevAttrClusterLaunch, dev), "cudaDeviceGetAttribute");
+  const DeviceFacts& f = device_facts(current_device());
+  const int major = f.major, optin = f.optinSmem, clusterOk = f.clusterLaunch;
   V3Plan p;
   // The device must do clusters, and the kernel must be sm_90 machine code (not older PTX JIT-compiled for it).
   if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_v3<SI, SO>) < 90) return p;

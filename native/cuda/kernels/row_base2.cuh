@@ -4,7 +4,7 @@
 //
 //   statistics: m = max x2, s = sum 2^(x2 - m), t = sum 2^(x2 - m) (x2 - m), merged online as in row_block.cuh;
 //     a NaN logit makes s or t NaN and +Infinity makes m +Infinity, so a row is checked once, on its totals
-//     (classify_row() then finds which, exactly, on the rare bad row).
+//     (classify_row(), row_block.cuh, then finds which, exactly, on the rare bad row).
 //   natural units at the end: max = m ln2, logSum = log2(s) ln2, entropy = logSum - (t / s) ln2.
 //   gradient: with y2 = x2 - (m + log2 s), p = 2^y2 and ln p = y2 ln2,
 //     dL/dz = (1/tau) [gLp (1[j=o] - p) - gH p (ln p + H)] = -p (c0 + c1 y2) off the target,
@@ -22,81 +22,18 @@
 namespace papo {
 namespace cuda {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
 
-// Trivially constructible (it lives in shared memory): start from empty().
-struct OnlineSoftmax2 {
-  float m, s, t;
-
-  static __device__ __forceinline__ OnlineSoftmax2 empty() { return OnlineSoftmax2{-INFINITY, 0.f, 0.f}; }
-
-  template <int n>
-  __device__ __forceinline__ void add(const float (&x2)[n]) {
-    float vm = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < n; ++k) vm = fmaxf(vm, x2[k]);
-    if (vm == -INFINITY) {  // all excluded, or NaN (which fmaxf skips): the rare vector is checked here
-#pragma unroll
-      for (int k = 0; k < n; ++k)
-        if (x2[k] != x2[k]) s = NAN;
-      return;
-    }
-    if (vm > m) {
-      if (m != -INFINITY) {
-        const float d = m - vm, f = exp2f(d);
-        t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
-        s *= f;
-      }
-      m = vm;
-    }
-#pragma unroll
-    for (int k = 0; k < n; ++k) {
-      const float y = x2[k] - m;
-      const float e = exp2_ftz(y);
-      s += e;
-      t = fmaf(e, fmaxf(y, -128.f), t);  // the clamp keeps 0 * -inf out; a NaN y still makes e NaN
-    }
-  }
-
-  static __device__ __forceinline__ OnlineSoftmax2 merge(const OnlineSoftmax2& a, const OnlineSoftmax2& b) {
-    if (a.m == -INFINITY || b.m == -INFINITY) {
-      OnlineSoftmax2 r = a.m == -INFINITY ? b : a;
-      if (a.s != a.s || b.s != b.s) r.s = NAN;  // a NaN seen by a part that saw nothing finite
-      return r;
-    }
-    OnlineSoftmax2 r;
-    r.m = fmaxf(a.m, b.m);
-    const float da = a.m - r.m, db = b.m - r.m, fa = exp2f(da), fb = exp2f(db);
-    r.s = a.s * fa + b.s * fb;
-    r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
-    return r;
-  }
-
-  __device__ __forceinline__ OnlineSoftmax2 shfl_xor(int o) const {
-    return OnlineSoftmax2{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
-                          __shfl_xor_sync(0xffffffffu, t, o)};
-  }
-
-  __device__ __forceinline__ bool bad() const { return s != s || t != t || m == INFINITY; }
+// The accumulator of row_block.cuh in base 2: x2 = z log2(e) / tau.
+struct Base2Units {
+  static constexpr float kClamp = -128.f;
+  static __device__ __forceinline__ float exp(float y2) { return exp2_ftz(y2); }
+  static __device__ __forceinline__ float rescale(float d2) { return exp2f(d2); }
 };
+using OnlineSoftmax2 = OnlineSoftmaxIn<Base2Units>;
 
 // Kernel k3's reductions: block_merge() of row_block.cuh over this accumulator.
 using StatsScratch2 = BlockScratch<OnlineSoftmax2>;
-
-// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
-// scale the totals saw (a logit that overflows only there is +Infinity to this kernel).
-template <class S>
-__device__ int32_t classify_row(const typename S::T* row, int64_t V, float scale2) {
-  int32_t status = ROW_NO_FINITE;
-  for (int64_t j = 0; j < V; ++j) {
-    const float x = S::to_float(row[j]) * scale2;
-    if (x != x) return ROW_NAN;
-    if (x == INFINITY) status = ROW_POS_INF;
-    else if (status == ROW_NO_FINITE && x != -INFINITY) status = ROW_OK;
-  }
-  return status;
-}
 
 // RowStats in natural units from the base-2 totals (the same definitions as the CPU's RowStats).
 template <class S>

@@ -2,13 +2,20 @@
 //
 //   block_row_stats: max, log-sum-exp, the sampled token's scaled logit and the full entropy, in one read of
 //     the row (online softmax: each thread keeps (m, s, t) = (running max, sum e^(x-m), sum e^(x-m)(x-m)) and
-//     the block merges them). Same definitions as the CPU's RowStats; the sums run in another order and
-//     __expf is an approximation, so the backends agree to within rounding (the tests' tolerances), not bit for
-//     bit.
+//     the block merges them). Same definitions as the CPU's RowStats; the sums run in another order and the
+//     exponentials are approximations, so the backends agree to within rounding (the tests' tolerances), not
+//     bit for bit.
 //   block_row_grad: dL/dz_j = (1/tau) [ gLp (1[j=o] - p_j) - gH p_j (log p_j + H) ], p_j recomputed in fp32 from
-//     the statistics and rounded once to the output type. Safe in place (out == row): each element is read
-//     and written by the same thread, and the one-hot term is added from the saved target logit after a
-//     barrier.
+//     the statistics and rounded once to the output type, stored evict-first. Safe in place (out == row): each
+//     element is read and written by the same thread, and the one-hot term is added from the saved target
+//     logit after a barrier.
+//
+// Each exponential is e^y = 2^(y log2 e) by one ex2.approx.ftz (exp2_ftz, device_prims.cuh; a p below 2^-126
+// flushed to 0 changes no sum and no gradient above the fp32 floor), and no element is tested for NaN or
+// +Infinity: a NaN makes s or t NaN and +Infinity makes m +Infinity, so a row is checked once, on its totals
+// (classify_row() then finds which, exactly, on the rare bad row). The arithmetic stays in natural units (unlike
+// k3's base 2, row_base2.cuh): x - max is then exact for the largest logits at temperature 1, and a logit
+// finite in natural units never overflows to -Infinity by a scale.
 //
 // Who sums what is a function of the column alone, never of where the row sits: thread t takes the groups of
 // U = 16 bytes' worth of columns [gU, gU + U) for g = t, t + blockDim, ..., and the last V mod U columns one
@@ -58,27 +65,37 @@ union Vec16 {
   typename S::T e[S::kVec];
 };
 
+// A 16-byte group's storage values as fp32, scaled.
 template <class S>
-__device__ __forceinline__ void load_vec(const typename S::T* p, float invTau, float (&x)[S::kVec]) {
+__device__ __forceinline__ void to_floats(const uint4& raw, float scale, float (&x)[S::kVec]) {
   Vec16<S> v;
-  v.raw = load16(p);
+  v.raw = raw;
 #pragma unroll
-  for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(v.e[k]) * invTau;
+  for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(v.e[k]) * scale;
 }
 
-// One group of kVec columns at p: one 16-byte load where p is aligned (vec), else element by element, with the
-// same values either way.
 template <class S>
-__device__ __forceinline__ void load_group(const typename S::T* p, bool vec, float invTau, float (&x)[S::kVec]) {
-  if (vec) return load_vec<S>(p, invTau, x);
+__device__ __forceinline__ void load_vec(const typename S::T* p, float scale, float (&x)[S::kVec]) {
+  to_floats<S>(load16(p), scale, x);
+}
+
+// One group of kVec columns at p, in storage form: one 16-byte load where p is aligned (vec), else element by
+// element, with the same values either way. The row loops keep their groups in flight in this form and convert
+// one group at a time: half the registers of fp32 for 16-bit types, and what keeps papo_rows from spilling.
+template <class S>
+__device__ __forceinline__ uint4 load_group(const typename S::T* p, bool vec) {
+  if (vec) return load16(p);
+  Vec16<S> v;
 #pragma unroll
-  for (int k = 0; k < S::kVec; ++k) x[k] = S::to_float(p[k]) * invTau;
+  for (int k = 0; k < S::kVec; ++k) v.e[k] = p[k];
+  return v.raw;
 }
 
 template <class T>
 __device__ __forceinline__ bool aligned16(const T* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// n values (n * sizeof(T) a multiple of 16, p 16-byte aligned) as whole 16-byte stores.
+// n values (n * sizeof(T) a multiple of 16, p 16-byte aligned) as whole 16-byte stores, evict-first: gradients
+// are written once and never read back by the kernels.
 template <class S, int n>
 __device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n]) {
   constexpr int per = 16 / sizeof(typename S::T);
@@ -88,7 +105,7 @@ __device__ __forceinline__ void store_vec(typename S::T* p, const float (&g)[n])
     Vec16<S> v;
 #pragma unroll
     for (int k = 0; k < per; ++k) v.e[k] = S::from_float(g[w * per + k]);
-    store16(p + w * per, v.raw);
+    store16_streaming(p + w * per, v.raw);
   }
 }
 
@@ -102,28 +119,41 @@ __device__ __forceinline__ int64_t head_elems(const T* p, int64_t V) {
 
 // ---- statistics ---------------------------------------------------------------------------------------------
 
-// Trivially constructible (it lives in __shared__ memory): start from OnlineSoftmax::empty().
-struct OnlineSoftmax {
-  float m;  // m == -inf <=> nothing seen yet (then s == t == 0)
-  float s, t;
-  int bad;  // bit 0: NaN seen, bit 1: +Infinity seen
+constexpr float kLog2e = 1.4426950408889634f;
 
-  static __device__ __forceinline__ OnlineSoftmax empty() { return OnlineSoftmax{-INFINITY, 0.f, 0.f, 0}; }
+__device__ __forceinline__ float exp_ftz(float y) { return exp2_ftz(y * kLog2e); }
 
-  // Values already scaled by 1/tau. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and
-  // y is clamped at -88 only where it multiplies e, so that e * y never meets 0 * -inf.
+// The units of an accumulator's values. Natural (this file): x = z / tau, e^y as 2^(y log2 e); kernel k3's base 2
+// is row_base2.cuh's Base2Units. kClamp is the y below which e is 0 (ftz), where it multiplies e.
+struct NaturalUnits {
+  static constexpr float kClamp = -88.f;
+  static __device__ __forceinline__ float exp(float y) { return exp_ftz(y); }
+  static __device__ __forceinline__ float rescale(float d) { return exp_ftz(d); }
+};
+
+// Trivially constructible (it lives in __shared__ memory): start from empty().
+template <class Units>
+struct OnlineSoftmaxIn {
+  float m, s, t;  // m == -inf <=> nothing seen yet (then s == t == 0, or s NaN: a NaN seen)
+
+  static __device__ __forceinline__ OnlineSoftmaxIn empty() { return OnlineSoftmaxIn{-INFINITY, 0.f, 0.f}; }
+
+  // Values already scaled. -inf entries (excluded tokens) add exactly nothing: e = exp(-inf) = 0, and y is
+  // clamped only where it multiplies e, so that e * y never meets 0 * -inf.
   template <int n>
   __device__ __forceinline__ void add(const float (&x)[n]) {
     float vm = -INFINITY;
 #pragma unroll
-    for (int k = 0; k < n; ++k) {
-      bad |= (x[k] != x[k]) | ((x[k] == INFINITY) << 1);
-      vm = fmaxf(vm, x[k]);
+    for (int k = 0; k < n; ++k) vm = fmaxf(vm, x[k]);
+    if (vm == -INFINITY) {  // all excluded, or NaN (which fmaxf skips): the rare vector is checked here
+#pragma unroll
+      for (int k = 0; k < n; ++k)
+        if (x[k] != x[k]) s = NAN;
+      return;
     }
-    if (vm == -INFINITY) return;
     if (vm > m) {
       if (m != -INFINITY) {
-        const float d = m - vm, f = __expf(d);
+        const float d = m - vm, f = Units::rescale(d);
         t = f * t + (f * d) * s;  // not f * (t + d * s): d * s overflows for a huge jump, and 0 * -inf is NaN
         s *= f;
       }
@@ -132,34 +162,37 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int k = 0; k < n; ++k) {
       const float y = x[k] - m;
-      const float e = __expf(y);
+      const float e = Units::exp(y);
       s += e;
-      t = fmaf(e, fmaxf(y, -88.f), t);
+      t = fmaf(e, fmaxf(y, Units::kClamp), t);  // the clamp keeps 0 * -inf out; a NaN y still makes e NaN
     }
   }
 
   // Symmetric in (a, b), so every lane of a butterfly ends with the same bits.
-  static __device__ __forceinline__ OnlineSoftmax merge(const OnlineSoftmax& a, const OnlineSoftmax& b) {
-    OnlineSoftmax r = empty();
-    r.bad = a.bad | b.bad;
+  static __device__ __forceinline__ OnlineSoftmaxIn merge(const OnlineSoftmaxIn& a, const OnlineSoftmaxIn& b) {
     if (a.m == -INFINITY || b.m == -INFINITY) {
-      const OnlineSoftmax& keep = a.m == -INFINITY ? b : a;
-      r.m = keep.m, r.s = keep.s, r.t = keep.t;
+      OnlineSoftmaxIn r = a.m == -INFINITY ? b : a;
+      if (a.s != a.s || b.s != b.s) r.s = NAN;  // a NaN seen by a part that saw nothing finite
       return r;
     }
+    OnlineSoftmaxIn r;
     r.m = fmaxf(a.m, b.m);
-    const float da = a.m - r.m, db = b.m - r.m, fa = __expf(da), fb = __expf(db);
+    const float da = a.m - r.m, db = b.m - r.m, fa = Units::rescale(da), fb = Units::rescale(db);
     r.s = a.s * fa + b.s * fb;
     r.t = (fa * a.t + (fa * da) * a.s) + (fb * b.t + (fb * db) * b.s);
     return r;
   }
 
   // The lane `o` away's accumulator (a butterfly step).
-  __device__ __forceinline__ OnlineSoftmax shfl_xor(int o) const {
-    return OnlineSoftmax{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
-                         __shfl_xor_sync(0xffffffffu, t, o), __shfl_xor_sync(0xffffffffu, bad, o)};
+  __device__ __forceinline__ OnlineSoftmaxIn shfl_xor(int o) const {
+    return OnlineSoftmaxIn{__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o),
+                           __shfl_xor_sync(0xffffffffu, t, o)};
   }
+
+  // NaN seen (s or t NaN) or +Infinity (m): classify_row() says which.
+  __device__ __forceinline__ bool bad() const { return s != s || t != t || m == INFINITY; }
 };
+using OnlineSoftmax = OnlineSoftmaxIn<NaturalUnits>;
 
 // The reductions below serve any online-softmax accumulator with empty(), merge() and shfl_xor(): this file's
 // natural-unit one, and kernel k3's base-2 one (row_base2.cuh).
@@ -195,14 +228,28 @@ __device__ __forceinline__ Acc block_merge(Acc st, BlockScratch<Acc>& sh) {
   return sh.total;
 }
 
+// The verdict of a row whose totals are bad, by one exact pass (NaN anywhere outranks +Infinity), at the
+// scale the totals saw (a logit that overflows only there is +Infinity to the kernel). Kernel k3 shares it.
+template <class S>
+__device__ int32_t classify_row(const typename S::T* row, int64_t V, float scale) {
+  int32_t status = ROW_NO_FINITE;
+  for (int64_t j = 0; j < V; ++j) {
+    const float x = S::to_float(row[j]) * scale;
+    if (x != x) return ROW_NAN;
+    if (x == INFINITY) status = ROW_POS_INF;
+    else if (status == ROW_NO_FINITE && x != -INFINITY) status = ROW_OK;
+  }
+  return status;
+}
+
 // A row's RowStats from the merged (m, s, t) of all its elements; reads the sampled token's logit.
 template <class S>
-__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t target, float invTau) {
+__device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* row, int64_t V, int64_t target,
+                                 float invTau) {
   RowStats r{};
-  if (tot.bad & 1) {
-    r.status = ROW_NAN;
-  } else if (tot.bad & 2) {
-    r.status = ROW_POS_INF;
+  if (tot.bad()) {
+    r.status = classify_row<S>(row, V, invTau);
+    if (r.status == ROW_OK) r.status = ROW_NAN;  // the sums went NaN without a NaN logit: never expected
   } else if (tot.m == -INFINITY) {
     r.status = ROW_NO_FINITE;
   } else {
@@ -231,15 +278,19 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
 
   int64_t v = tid;
   for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
-    float x[kUnroll][U];
+    uint4 raw[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) load_group<S>(row + (v + u * nt) * U, vec, invTau, x[u]);
+    for (int u = 0; u < kUnroll; ++u) raw[u] = load_group<S>(row + (v + u * nt) * U, vec);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) st.add(x[u]);
+    for (int u = 0; u < kUnroll; ++u) {
+      float x[U];
+      to_floats<S>(raw[u], invTau, x);
+      st.add(x);
+    }
   }
   for (; v < nvec; v += nt) {
     float x[U];
-    load_group<S>(row + v * U, vec, invTau, x);
+    to_floats<S>(load_group<S>(row + v * U, vec), invTau, x);
     st.add(x);
   }
   for (int64_t j = tail + tid; j < V; j += nt) {
@@ -247,29 +298,30 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
     st.add(x);
   }
 
-  return finish_stats<S>(block_merge(st, sh), row, target, invTau);
+  return finish_stats<S>(block_merge(st, sh), row, V, target, invTau);
 }
 
 // ---- gradient -----------------------------------------------------------------------------------------------
 
 struct GradCoef {
-  float invTau, a, b, M, L, H;  // a = gLp / tau, b = gH / tau; M, L, H from RowStats
+  float invTau, a, b, M, L;  // a = gLp / tau, b = gH / tau; M, L from RowStats
+  float c0;                  // a + b H
   float targetScaled;
   int64_t target;
 };
 
 __device__ __forceinline__ GradCoef grad_coef(float invTau, const RowStats& s, double gLp, double gH, int64_t target) {
-  return GradCoef{invTau, (float)(invTau * gLp), (float)(invTau * gH), s.maxScaled, s.logSum, (float)s.entropy,
-                  s.targetScaled, target};
+  return GradCoef{invTau, (float)(invTau * gLp), (float)(invTau * gH), s.maxScaled, s.logSum,
+                  (float)(invTau * gLp + invTau * gH * s.entropy), s.targetScaled, target};
 }
 
 __device__ __forceinline__ float grad_of(const GradCoef& c, float x /* scaled */) {
   // log p = (x - max) - logSum: both differences small, so p keeps its digits for large logits. An excluded
-  // token (x = -inf) has p = 0 exactly, hence a gradient of exactly 0 as on the CPU; the clamp of log p only
-  // keeps 0 * -inf out of the entropy term.
+  // token (x = -inf) has p = 0 exactly, hence a gradient of exactly +0 as on the CPU (fma(-0, finite, +0)); the
+  // clamp of log p only keeps 0 * -inf out of the entropy term.
   const float y = (x - c.M) - c.L;
-  const float p = __expf(y);
-  return p == 0.f ? 0.f : -p * (c.a + c.b * (fmaxf(y, -88.f) + c.H));
+  const float p = exp_ftz(y);
+  return fmaf(-p, fmaf(c.b, fmaxf(y, -88.f), c.c0), 0.f);
 }
 
 // All threads of the block call this (it ends with a barrier). out may equal row.
@@ -288,10 +340,11 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
   const bool vec = aligned16(row), outVec = aligned16(out);  // block-uniform
   const typename SI::T* body = row;
   typename SO::T* obody = out;
-  auto put = [&](int64_t v, const float (&x)[U]) {
+  auto put = [&](int64_t v, const uint4& raw) {
     float g[U];
+    to_floats<SI>(raw, c.invTau, g);
 #pragma unroll
-    for (int k = 0; k < U; ++k) g[k] = grad_of(c, x[k]);
+    for (int k = 0; k < U; ++k) g[k] = grad_of(c, g[k]);
     if (outVec) {
       store_vec<SO, U>(obody + v * U, g);
     } else {
@@ -301,24 +354,18 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
   };
   int64_t v = tid;
   for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
-    float x[kUnroll][U];
+    uint4 raw[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) load_group<SI>(body + (v + u * nt) * U, vec, c.invTau, x[u]);
+    for (int u = 0; u < kUnroll; ++u) raw[u] = load_group<SI>(body + (v + u * nt) * U, vec);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) put(v + u * nt, x[u]);
+    for (int u = 0; u < kUnroll; ++u) put(v + u * nt, raw[u]);
   }
-  for (; v < nvec; v += nt) {
-    float x[U];
-    load_group<SI>(body + v * U, vec, c.invTau, x);
-    put(v, x);
-  }
+  for (; v < nvec; v += nt) put(v, load_group<SI>(body + v * U, vec));
   for (int64_t j = tail + tid; j < V; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
 
   __syncthreads();  // the body's value at the target is written; now replace it with the one-hot version
   if (threadIdx.x == 0) {
-    const float yo = fmaxf((c.targetScaled - c.M) - c.L, -88.f);
-    const float po = __expf(yo);
-    out[c.target] = SO::from_float(c.a - po * (c.a + c.b * (yo + c.H)));
+    out[c.target] = SO::from_float(c.a + grad_of(c, c.targetScaled));
   }
   __syncthreads();
 }

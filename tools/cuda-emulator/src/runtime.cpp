@@ -16,6 +16,7 @@ namespace papo_emu {
 namespace {
 
 std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0}, nMallocs{0}, nFrees{0}, nDrains{0};
+std::atomic<int64_t> nDeviceQueries{0};
 std::atomic<uint64_t> launchCounter{0};
 std::mutex& faultMu = *new std::mutex;  // never destroyed, like the rest of the emulator's state
 int faultCountdown[(int)FaultKind::Count] = {};
@@ -153,6 +154,7 @@ Stats stats() {
   s.deviceDrains = nDrains;
   pool_stats(s);
   s.launches = nLaunches;
+  s.deviceQueries = nDeviceQueries;
   s.liveHostBytes = live_pinned_bytes();
   s.liveDeviceBytes = live_device_bytes(-1);
   for (int d = 0; d < device_count(); ++d)
@@ -168,6 +170,7 @@ void reset_stats() {
   nDrains = 0;
   reset_pool_stats();
   nLaunches = 0;
+  nDeviceQueries = 0;
   contextsMade = 0;
   // The threads' "context made" flags stay; a thread that made one before keeps it, as on a device.
 }
@@ -193,6 +196,7 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
 // known here: PAPO_EMU_REGS_PER_THREAD (default 64, what ptxas reports for the fused kernel on sm_90).
 cudaError_t occupancy(int* blocks, const void*, int blockSize, size_t dynamicSmem) {
   if (!blocks || blockSize <= 0 || blockSize > 1024) return fail(cudaErrorInvalidValue);
+  ++nDeviceQueries;
   ensure_context();
   const cudaDeviceProp& p = device_prop(host_thread().device);
   const int regs = (int)env_int("PAPO_EMU_REGS_PER_THREAD", 64);
@@ -309,6 +313,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (!value) return fail(cudaErrorInvalidValue);
+  ++nDeviceQueries;
   if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
   const cudaDeviceProp& p = device_prop(device);
   switch (attr) {

@@ -32,6 +32,7 @@ struct Stats {
   int64_t deviceSyncs = 0;    // cudaDeviceSynchronize calls
   int64_t hostAllocs = 0;     // cudaHostAlloc / cudaMallocHost calls
   int64_t launches = 0;       // kernels run
+  int64_t deviceQueries = 0;  // cudaDeviceGetAttribute and occupancy queries (blocks per SM, clusters)
   int64_t liveHostBytes = 0;  // pinned bytes not freed
   int64_t liveDeviceBytes = 0;
   int64_t mallocs = 0;        // cudaMalloc calls
