@@ -34,8 +34,8 @@ const N = 8192, V = 151936;
 const THREADS = 512;  // every row kernel (kThreads in row_block.cuh)
 // k3 (clusters) is sm_90+: below, its kernel is a trap and not reported.
 const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['native/cuda/kernels/k3_cluster.cu', 90]];
-// sizeof(V3Shared) in k3_cluster.cu is a few hundred bytes; 512 bounds it.
-const V3_SHARED = 512;
+// sizeof(K3Shared) in k3_cluster.cu is a few hundred bytes; 512 bounds it.
+const K3_SHARED = 512;
 
 /** Blocks per SM that the registers, shared memory (static + dynamic) and threads allow. */
 export function blocksPerSm(arch: number, registers: number, smem: number, threads = THREADS): number {
@@ -55,7 +55,7 @@ function k3Plan(esz: number, arch: number) {
   for (const nbuf of [2, 1])
     for (const C of [1, 2, 4, 8]) {
       const per = Math.ceil(nvec / C);
-      const smem = nbuf * 2 * per * 16 + V3_SHARED;
+      const smem = nbuf * 2 * per * 16 + K3_SHARED;
       if (smem <= SM[arch].smemPerBlock) return { C, nbuf, smem };
     }
   return null;
@@ -138,7 +138,7 @@ export function staticReport(archs = [90, 80]): string {
     lpad('blocks/SM', 10), lpad('occup.', 7), lpad('stats PTX/elem', 15), lpad('grad PTX/elem', 14), lpad('exp', 8)].join(''));
   for (const k of all) {
     const esz = inputBytes(k.kernel);
-    const dyn = k.kernel.startsWith('papo_rows_v3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
+    const dyn = k.kernel.startsWith('papo_rows_k3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
     const b = blocksPerSm(k.arch, k.registers, k.smem + dyn);
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
@@ -150,13 +150,13 @@ export function staticReport(archs = [90, 80]): string {
   say('');
   say(`Napkin prediction, N = ${N}, V = ${V}, both paths, forward + backward, gradients in the input's type`);
   say('(times in ms; ratio = the largest bound over a same-bytes device copy at the full rate; k1 and k2 are');
-  say('papo_rows, k3 papo_rows_v3; a prediction, not a measurement):');
+  say('papo_rows, k3 papo_rows_k3; a prediction, not a measurement):');
   say('');
   say([pad('version', 8), pad('dtype', 6), pad('GPU', 10), lpad('copy', 7), lpad('bytes', 7), lpad('issue', 7),
     lpad('MUFU', 7), lpad('ratio', 7), '  bound'].join(''));
   const sm90 = all.filter((k) => k.arch === 90);
   const instance = (name: string, t: string) => sm90.find((k) => k.kernel === `${name}<${t}, ${t}>`);
-  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_v3']])
+  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3']])
     for (const t of ['BF16', 'F32'])
       for (const gpu of GPUS) {
         const k = instance(name, t);

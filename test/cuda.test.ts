@@ -37,7 +37,7 @@ const families: Family[] = [
   // 8 blocks in all give each cluster several row pairs in turn (double buffering), or one buffer when forced.
   { name: 'k3 cluster of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
   { name: 'k3 cluster of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
-  { name: 'k3 cluster, one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_V3_BUFFERS: '1' } },
+  { name: 'k3 cluster, one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_K3_BUFFERS: '1' } },
   { name: 'k2 fused', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'k1 two-pass', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },

@@ -1,5 +1,5 @@
 // The static report's checks (bench/kernel-resources.ts, bench/static-report.ts): its parsers on fixed text, and
-// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_v3) spills on sm_90, by
+// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3) spills on sm_90, by
 // compiling those two files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
@@ -66,7 +66,7 @@ describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
   it('no hot kernel spills, and the report finds their row loops', () => {
     const ks = [...compileKernels(nvcc!, 'native/cuda/kernels/k1_k2_rows.cu', 90),
       ...compileKernels(nvcc!, 'native/cuda/kernels/k3_cluster.cu', 90)];
-    const hot = ks.filter((k) => /^papo_rows(_v3)?</.test(k.kernel));
+    const hot = ks.filter((k) => /^papo_rows(_k3)?</.test(k.kernel));
     expect(hot.map((k) => k.kernel).sort()).toHaveLength(10);  // five type instances each
     for (const k of hot) {
       expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });

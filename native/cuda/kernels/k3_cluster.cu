@@ -38,12 +38,12 @@ namespace cuda {
 
 namespace {
 
-constexpr int kV3Threads = 512;
-static_assert(kV3Threads == kThreads, "the block reductions' scratch (StatsScratch2) is sized for kThreads");
+constexpr int kK3Threads = 512;
+static_assert(kK3Threads == kThreads, "the block reductions' scratch (StatsScratch2) is sized for kThreads");
 constexpr int kMaxCluster = 8;  // the portable cluster size
 
 // What a block publishes for the cluster (at the end of its dynamic shared memory).
-struct V3Shared {
+struct K3Shared {
   StatsScratch2 scratch;    // the block's own reductions
   OnlineSoftmax2 part[2];   // this block's slice statistics, per path (base 2, row_base2.cuh)
   GradCoef2 coef[2];        // block 0's: the gradient coefficients of the row pair
@@ -160,7 +160,7 @@ __device__ void issue_slices(const DeviceCall& c, const Chunk& ch, int64_t r, in
 // nbuf 2: the next row pair's slices are on their way while this one is reduced and written (double buffering,
 // where two row pairs' slices fit); nbuf 1: one row pair at a time.
 template <class SI, class SO>
-__global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c, const Chunk ch, const int64_t per,
+__global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c, const Chunk ch, const int64_t per,
                                                               const int nbuf) {
   using TI = typename SI::T;
   using TO = typename SO::T;
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
   unsigned char* smem = dynamic_smem();
   // Buffer b's slice of path q (arithmetic, not an array: an indexed array would live in local memory).
   auto held = [&](int b, int q) { return reinterpret_cast<TI*>(smem + ((b % nbuf) * paths + q % paths) * per * 16); };
-  V3Shared& sh = *reinterpret_cast<V3Shared*>(smem + nbuf * paths * per * 16);
+  K3Shared& sh = *reinterpret_cast<K3Shared*>(smem + nbuf * paths * per * 16);
   if (threadIdx.x == 0)
     for (int b = 0; b < nbuf; ++b) mbar_init(&sh.mbar[b], 1);
   __syncthreads();
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
     if (rank == 0 && threadIdx.x == 0) {
       OnlineSoftmax2 t0 = OnlineSoftmax2::empty(), t1 = OnlineSoftmax2::empty();
       for (unsigned q = 0; q < C; ++q) {  // rank order: the same bits whatever ran first
-        const V3Shared* o = map_shared_rank(&sh, q);
+        const K3Shared* o = map_shared_rank(&sh, q);
         t0 = OnlineSoftmax2::merge(t0, o->part[0]);
         t1 = OnlineSoftmax2::merge(t1, o->part[1]);
       }
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
     cluster_sync();
 
     // 4. both gradient rows, each block its slice
-    const V3Shared* lead = map_shared_rank(&sh, 0);
+    const K3Shared* lead = map_shared_rank(&sh, 0);
     const int32_t status = lead->status;  // cluster-uniform
     const GradCoef2 c0 = lead->coef[0], c1 = lead->coef[1];  // into registers: read once from block 0
     if (status == ROW_OK) {
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) papo_rows_v3(const DeviceCall c
 }
 
 // The cluster size and the vectors per block for this call, or 0 when k3 does not apply.
-struct V3Plan {
+struct K3Plan {
   int cluster = 0;
   int64_t per = 0;
   int buffers = 1;
@@ -254,27 +254,27 @@ struct V3Plan {
 };
 
 template <class SI, class SO>
-V3Plan plan(const DeviceCall& c) {
+K3Plan plan(const DeviceCall& c) {
   const DeviceFacts& f = device_facts(current_device());
   const int major = f.major, optin = f.optinSmem, clusterOk = f.clusterLaunch;
-  V3Plan p;
+  K3Plan p;
   // The device must do clusters, and the kernel must be sm_90 machine code (not older PTX JIT-compiled for it).
-  if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_v3<SI, SO>) < 90) return p;
+  if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_k3<SI, SO>) < 90) return p;
   const int64_t esz = (int64_t)dtype_bytes(c.dtype), perVec = 16 / esz;
   const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
   const int paths = c.hasMaskedLogits ? 2 : 1;
   // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them.
-  // PAPO_CUDA_CLUSTER and PAPO_CUDA_V3_BUFFERS force either (for experiments and tests).
-  const int64_t forced = env_int64("PAPO_CUDA_CLUSTER", 0), forcedBuffers = env_int64("PAPO_CUDA_V3_BUFFERS", 0);
+  // PAPO_CUDA_CLUSTER and PAPO_CUDA_K3_BUFFERS force either (for experiments and tests).
+  const int64_t forced = env_int64("PAPO_CUDA_CLUSTER", 0), forcedBuffers = env_int64("PAPO_CUDA_K3_BUFFERS", 0);
   for (int nbuf = 2; nbuf >= 1; --nbuf) {
     if (forcedBuffers && forcedBuffers != nbuf) continue;
     for (int C = 1; C <= kMaxCluster; C *= 2) {
       if (forced && forced != C) continue;
       const int64_t per = (nvec + C - 1) / C;
-      const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(V3Shared);
+      const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(K3Shared);
       if (smem > (size_t)optin) continue;
-      const int n = max_active_clusters(papo_rows_v3<SI, SO>, dim3(kV3Threads), smem, (unsigned)C);
-      if (n > 0) return V3Plan{C, per, nbuf, smem, n};
+      const int n = max_active_clusters(papo_rows_k3<SI, SO>, dim3(kK3Threads), smem, (unsigned)C);
+      if (n > 0) return K3Plan{C, per, nbuf, smem, n};
     }
   }
   return p;
@@ -282,8 +282,8 @@ V3Plan plan(const DeviceCall& c) {
 
 // Launches k3 when it applies here; false (nothing launched) where k2 must run instead.
 template <class SI, class SO>
-bool launch_v3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
-  const V3Plan p = plan<SI, SO>(c);
+bool launch_k3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
+  const K3Plan p = plan<SI, SO>(c);
   if (!p.cluster) return false;
   // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end),
   // never more than rows; PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
@@ -291,7 +291,7 @@ bool launch_v3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
   int64_t clusters = std::min<int64_t>(ch.rows, p.maxClusters);
   if (cap > 0) clusters = std::min<int64_t>(clusters, cap / p.cluster);
   clusters = std::max<int64_t>(1, clusters);
-  launch_kernel_cluster("papo_rows_v3", papo_rows_v3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kV3Threads),
+  launch_kernel_cluster("papo_rows_k3", papo_rows_k3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kK3Threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
   return true;
 }
@@ -303,11 +303,11 @@ bool run_rows_k3(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream
   const bool f32grad = c.gradType == DT_F32;
   switch (c.dtype) {
     case DT_BF16:
-      return f32grad ? launch_v3<BF16, F32>(c, ch, stream) : launch_v3<BF16, BF16>(c, ch, stream);
+      return f32grad ? launch_k3<BF16, F32>(c, ch, stream) : launch_k3<BF16, BF16>(c, ch, stream);
     case DT_F16:
-      return f32grad ? launch_v3<F16, F32>(c, ch, stream) : launch_v3<F16, F16>(c, ch, stream);
+      return f32grad ? launch_k3<F16, F32>(c, ch, stream) : launch_k3<F16, F16>(c, ch, stream);
     default:
-      return launch_v3<F32, F32>(c, ch, stream);
+      return launch_k3<F32, F32>(c, ch, stream);
   }
 }
 
