@@ -50,7 +50,7 @@ export function findNvcc(): string | null {
   for (const c of candidates) {
     if (!c) continue;
     try {
-      execFileSync(c, ['--version'], { stdio: 'ignore' });
+      execFileSync(c, ['--version'], { stdio: 'ignore', env: toolEnv() });
       return c;
     } catch {
       // next candidate
@@ -67,6 +67,13 @@ function ptxasBeside(nvcc: string): string {
 
 export const REPO = path.resolve(__dirname, '..', fs.existsSync(path.resolve(__dirname, '..', 'native')) ? '' : '..');
 
+/** The toolkit runs without what a sanitized test run preloads (scripts/sanitize.sh sets LD_PRELOAD to the ASan
+ * runtime, under which nvcc crashes): the compilers are not the code under test. */
+function toolEnv(): NodeJS.ProcessEnv {
+  const { LD_PRELOAD: _preload, ...env } = process.env;
+  return env;
+}
+
 /** One kernel file (relative to the repository) for one architecture: PTX, then ptxas -v on it. */
 export function compileKernels(nvcc: string, file: string, arch: number): KernelResources[] {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'papo-static-'));
@@ -74,9 +81,9 @@ export function compileKernels(nvcc: string, file: string, arch: number): Kernel
     const ptx = path.join(dir, 'k.ptx');
     // The flags of the real build that change device code: C++17, -lineinfo; nvcc's -O3 is its default.
     execFileSync(nvcc, ['-std=c++17', '-lineinfo', `-arch=compute_${arch}`, '-ptx', '-I', path.join(REPO, 'native'),
-      '-o', ptx, path.join(REPO, file)], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '-o', ptx, path.join(REPO, file)], { stdio: ['ignore', 'ignore', 'pipe'], env: toolEnv() });
     // ptxas -v reports on stderr
-    const as = spawnSync(ptxasBeside(nvcc), ['-v', `-arch=sm_${arch}`, '-o', path.join(dir, 'k.cubin'), ptx], { encoding: 'utf8' });
+    const as = spawnSync(ptxasBeside(nvcc), ['-v', `-arch=sm_${arch}`, '-o', path.join(dir, 'k.cubin'), ptx], { encoding: 'utf8', env: toolEnv() });
     if (as.status !== 0) throw Object.assign(new Error(`ptxas exited with ${as.status}`), { stderr: as.stderr });
     const log = `${as.stdout}\n${as.stderr}`;
     const res = parsePtxasLog(log, arch);
@@ -121,7 +128,7 @@ export function parsePtxasLog(log: string, arch: number): (KernelResources & { m
 function shortName(mangled: string): string {
   let name = mangled;
   try {
-    name = execFileSync('c++filt', [mangled], { encoding: 'utf8' }).trim();
+    name = execFileSync('c++filt', [mangled], { encoding: 'utf8', env: toolEnv() }).trim();
   } catch {
     return mangled;
   }
