@@ -1,4 +1,4 @@
-#include "call.h"
+#include "error.h"
 
 namespace papo {
 

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "call.h"
+#include "error.h"
 
 namespace papo {
 
