@@ -1,6 +1,7 @@
 #include "emulator_hooks.h"
 
 #include <string>
+#include <vector>
 
 #include <papo_emulator/emulator.h>
 #include "napi/js_errors.h"
@@ -48,6 +49,32 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// emuKernelRuns(): [{ name, device, startMs, endMs }] of the kernels run since the last emuReset.
+Napi::Value KernelRuns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::vector<papo_emu::KernelRun> runs = papo_emu::kernel_runs();
+  Napi::Array a = Napi::Array::New(env, runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", runs[i].name);
+    o.Set("device", runs[i].device);
+    o.Set("startMs", runs[i].startMs);
+    o.Set("endMs", runs[i].endMs);
+    a.Set((uint32_t)i, o);
+  }
+  return a;
+}
+
+// emuKernelDelay(name, ms): every kernel of that launch name sleeps ms first (0 ends it; emuReset ends all).
+Napi::Value KernelDelay(const Napi::CallbackInfo& info) {
+  return guarded_js(info.Env(), [&]() -> Napi::Value {
+    const double ms = info[1].ToNumber().DoubleValue();
+    if (!(ms >= 0 && ms <= 60000)) throw Error(ErrorCode::InvalidArgument, "ms: expected 0 to 60000");
+    papo_emu::set_kernel_delay(info[0].ToString().Utf8Value(), (int)ms);
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value Reset(const Napi::CallbackInfo& info) {
   papo_emu::reset_stats();
   for (const char* k : {"cudaMalloc", "cudaHostAlloc", "launch", "memcpy"}) papo_emu::inject_fault(k, 0);
@@ -60,6 +87,8 @@ void init_emulator_hooks(Napi::Env env, Napi::Object exports) {
   exports.Set("emuInjectFault", Napi::Function::New(env, InjectFault, "emuInjectFault"));
   exports.Set("emuStats", Napi::Function::New(env, Stats, "emuStats"));
   exports.Set("emuReset", Napi::Function::New(env, Reset, "emuReset"));
+  exports.Set("emuKernelRuns", Napi::Function::New(env, KernelRuns, "emuKernelRuns"));
+  exports.Set("emuKernelDelay", Napi::Function::New(env, KernelDelay, "emuKernelDelay"));
 }
 
 }  // namespace papo

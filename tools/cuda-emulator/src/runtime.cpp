@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "internal.h"
 
@@ -25,6 +27,28 @@ std::atomic<uint32_t> contextsMade{0};  // bit per device
 
 thread_local std::string lastDetail;
 thread_local cudaError_t lastDetailErr = cudaSuccess;
+
+std::mutex& traceMu = *new std::mutex;
+std::vector<KernelRun>& runs = *new std::vector<KernelRun>;
+std::vector<std::pair<std::string, int>>& delays = *new std::vector<std::pair<std::string, int>>;
+constexpr size_t kMaxRuns = 4096;
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int delay_of(const std::string& name) {
+  std::lock_guard<std::mutex> lock(traceMu);
+  for (const auto& d : delays)
+    if (d.first == name) return d.second;
+  return 0;
+}
+
+void record_run(KernelRun r) {
+  std::lock_guard<std::mutex> lock(traceMu);
+  if (runs.size() == kMaxRuns) runs.erase(runs.begin());
+  runs.push_back(std::move(r));
+}
 
 struct KernelAttr {
   const void* kernel;
@@ -172,6 +196,11 @@ void reset_stats() {
   nLaunches = 0;
   nDeviceQueries = 0;
   contextsMade = 0;
+  {
+    std::lock_guard<std::mutex> lock(traceMu);
+    runs.clear();
+    delays.clear();
+  }
   // The threads' "context made" flags stay; a thread that made one before keeps it, as on a device.
 }
 
@@ -251,8 +280,12 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
   L->cluster = cluster;
   L->body = std::move(body);
   L->seed = (uint64_t)env_int("PAPO_EMU_SEED", 1) * 0x2545F4914F6CDD1Dull + launchCounter++;
-  enqueue(stream, "kernel", [L](std::string& detail) {
+  const int device = stream_device(stream);
+  enqueue(stream, "kernel", [L, device](std::string& detail) {
+    const double start = now_ms();
+    if (const int ms = delay_of(L->name)) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     cudaError_t err = run_grid(*L, detail);
+    record_run(KernelRun{L->name, device, start, now_ms()});
     ++nLaunches;
     if (err == cudaSuccess) {
       const std::string c = check_canaries();
@@ -272,6 +305,17 @@ int max_active_clusters(dim3 block, size_t smem, unsigned cluster) {
   int n = 0;
   for (int sms : gpcs) n += sms * perSm / (int)std::max(1u, cluster);
   return n;
+}
+
+std::vector<KernelRun> kernel_runs() {
+  std::lock_guard<std::mutex> lock(traceMu);
+  return runs;
+}
+
+void set_kernel_delay(const std::string& name, int ms) {
+  std::lock_guard<std::mutex> lock(traceMu);
+  delays.erase(std::remove_if(delays.begin(), delays.end(), [&](const auto& d) { return d.first == name; }), delays.end());
+  if (ms > 0) delays.emplace_back(name, ms);
 }
 
 void count_device_sync() { ++nDeviceSyncs; }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda/device_prims.cuh"
@@ -407,6 +408,40 @@ void clusters(int* d) {
   cudaFree(out);
 }
 
+// The kernel trace with a delay: two streams' kernels, waited for by two threads at once, overlap in it unless an
+// event orders one after the other.
+void trace(int* d) {
+  cudaStream_t s1, s2;
+  cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+  auto both = [&](bool ordered) {
+    papo_emu::reset_stats();
+    papo_emu::set_kernel_delay("test_kernel", 150);
+    launch_kernel("test_kernel", warp_sum, dim3(1), dim3(32), 0, s1, d);
+    if (ordered) {
+      cudaEvent_t ev;
+      cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+      cudaEventRecord(ev, s1);
+      cudaStreamWaitEvent(s2, ev, 0);
+      cudaEventDestroy(ev);
+    }
+    launch_kernel("test_kernel", warp_sum, dim3(1), dim3(32), 0, s2, d + 32);
+    std::thread other([&] { cudaStreamSynchronize(s2); });  // both wanted at once: streams are lazy
+    cudaStreamSynchronize(s1);
+    other.join();
+    return papo_emu::kernel_runs();
+  };
+  std::vector<papo_emu::KernelRun> r = both(false);
+  const bool two = r.size() == 2 && r[0].name == "test_kernel" && r[0].endMs - r[0].startMs >= 150;
+  check(two && r[0].startMs < r[1].endMs && r[1].startMs < r[0].endMs, "the delayed kernels of two streams overlap");
+  r = both(true);
+  check(r.size() == 2 && r[1].startMs >= r[0].endMs, "an event wait orders them one after the other");
+  papo_emu::reset_stats();
+  check(papo_emu::kernel_runs().empty(), "reset_stats forgets the kernels run");
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+}
+
 void faults(int* d) {
   papo_emu::inject_fault("cudaMalloc", 1);
   void* p = nullptr;
@@ -440,6 +475,7 @@ int main() {
   pools();
   streams();
   clusters(d);
+  trace(d);
   faults(d);
   cudaFree(d);
   printf("%d passed, %d failed\n", passed, failed);

@@ -45,7 +45,20 @@ struct Stats {
   std::vector<int> contexts;  // devices whose context some thread created
 };
 Stats stats();
-// Zeroes the counters and forgets which contexts exist (allocations stay).
+// Zeroes the counters, forgets which contexts exist and the kernels run, and ends every kernel delay (allocations
+// stay).
 void reset_stats();
+
+// A kernel as its stream ran it: when it started and ended (steady-clock milliseconds) and on which device.
+struct KernelRun {
+  std::string name;
+  int device = 0;
+  double startMs = 0, endMs = 0;
+};
+// The kernels run since the last reset_stats, in the order they ended (the latest 4096).
+std::vector<KernelRun> kernel_runs();
+// Every kernel of this launch name (launch_kernel's) that runs from now on first sleeps `ms` on its stream: what
+// makes the overlap of two streams' kernels (or its absence) visible in kernel_runs(). ms <= 0 ends it.
+void set_kernel_delay(const std::string& name, int ms);
 
 }  // namespace papo_emu
