@@ -11,14 +11,15 @@
 #include <stdint.h>
 
 #include "row_status.h"
+#include "token_math.h"
 
 namespace papo {
 
 enum VocabStatsField : int64_t { VS_MAX = 0, VS_SUM_EXP = 1, VS_SUM_EXP_X = 2, VS_TARGET = 3, VS_FIELDS = 4 };
 
 // The whole row's statistics from merged ones: what the gradient and the per-token terms read, the same as
-// one pass over the unsplit row would give up to rounding.
-inline RowStats merged_row_stats(const double* stats, int64_t N, int64_t i) {
+// one pass over the unsplit row would give up to rounding. The CPU and the CUDA kernels share it.
+PAPO_HD RowStats merged_row_stats(const double* stats, int64_t N, int64_t i) {
   RowStats st{};
   const double m = stats[VS_MAX * N + i], S = stats[VS_SUM_EXP * N + i], U = stats[VS_SUM_EXP_X * N + i];
   if (!(m > -INFINITY) || !(S > 0.0)) {

@@ -9,7 +9,8 @@
 // relies on the legacy stream's implicit synchronisation: our own streams are non-blocking.
 //
 // In place, every row is checked by a forward pass before the first gradient overwrites a logit, as on the
-// CPU: a rejected call leaves the caller's logits intact.
+// CPU: a rejected call leaves the caller's logits intact. A vocabulary shard runs the same two phases, its
+// forward from the merged statistics (kernels/vocab_shard.cu).
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -42,10 +43,15 @@ using cuda::upload_tokens;
 class Phases {
  public:
   Phases(const DeviceCall& dc, const Tensors& t, const CudaExec& exec, cudaStream_t stream)
-      : dc_(dc), t_(t), stream_(stream), run_(dc.kernel == KERNEL_K0_NAIVE ? cuda::run_rows_k0 : cuda::run_rows_k1_k2) {
+      : dc_(dc), t_(t), stream_(stream),
+        run_(dc.tok.vocabStats ? cuda::run_rows_shard
+                               : dc.kernel == KERNEL_K0_NAIVE ? cuda::run_rows_k0 : cuda::run_rows_k1_k2) {
     if (!exec.onDevice) staging_.reset(new Staging(dc, t, exec.device));
   }
   void run(int32_t phase) {
+    // A vocabulary shard's forward reads the merged statistics, no logits: nothing to stage.
+    if (dc_.tok.vocabStats && phase == cuda::PHASE_FORWARD)
+      return run_(dc_, Chunk{0, dc_.N, nullptr, nullptr, nullptr, nullptr}, phase, stream_);
     if (staging_) return staging_->run(run_, phase, stream_);
     const bool back = phase & cuda::PHASE_BACKWARD;
     run_(dc_, Chunk{0, dc_.N, t_.logits, t_.maskedLogits, back ? t_.grad : nullptr, back ? t_.maskedGrad : nullptr},
@@ -185,7 +191,7 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
     host_terms(call, w, rows, up.out, stream.get());
     if (wantGrad) phases.run(cuda::PHASE_BACKWARD);
     stream.sync();
-  } else if (wantGrad && inPlace) {
+  } else if (wantGrad && (inPlace || call.vocabStats)) {
     phases.run(cuda::PHASE_FORWARD);
     rows = fetch_rows(up.out, call.N, stream.get());
     check_rows(rows, call.tokens);

@@ -25,6 +25,7 @@ namespace {
 
 PapoMetrics papo_loss_cuda(const PapoCall&, const CudaExec&) { not_built(); }
 void log_probs_cuda(const LogProbsCall&, const CudaExec&) { not_built(); }
+void vocab_shard_stats_cuda(const VocabStatsCall&, const CudaExec&) { not_built(); }
 void* cuda_alloc(size_t, int, uint64_t) { not_built(); }
 void cuda_free(void*, int, uint64_t) noexcept {}
 void cuda_copy(void*, const void*, size_t, bool, int, uint64_t) { not_built(); }

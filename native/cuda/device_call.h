@@ -16,6 +16,12 @@ namespace cuda {
 struct TokenInputs : TokenArrays {
   const int32_t* tokens = nullptr;
   const float* maskedLogProbs = nullptr;
+  // A vocabulary shard (kernels/vocab_shard.cu): the logits are columns [vocabStart, vocabStart + V) of the
+  // vocabulary the tokens index, and papoLoss reads each row's statistics from the merged ones of every shard
+  // ([4 N] per path, core/vocab_stats.h) instead of from the row.
+  int64_t vocabStart = 0;
+  const double* vocabStats = nullptr;
+  const double* maskedVocabStats = nullptr;
 };
 
 // Everything one row produces; the host reads these back (O(N)) for the per-token outputs and the metrics.
@@ -50,6 +56,9 @@ struct DeviceCall {
   RowOut* out = nullptr;
   int32_t kernel = 2;  // CudaKernel (papo_cuda.h)
   int blocks = 0;      // grid size for the row kernels (rows are looped over it)
+  // vocabShardStats: where a shard's statistics ([4 N], core/vocab_stats.h's layout) and each row's verdict go.
+  double* shardStats = nullptr;
+  int32_t* shardStatus = nullptr;
 };
 
 // One chunk of rows [rowBegin, rowBegin + rows): chunk-local device pointers (row r of the chunk at r * V).
@@ -68,6 +77,11 @@ void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cuda
 bool run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
 int k2_blocks(const DeviceCall& call);
+// A vocabulary shard's papoLoss (kernels/vocab_shard.cu): PHASE_FORWARD from the merged statistics (no logit
+// read: any chunk, logits unused), PHASE_BACKWARD the gradient of the shard's columns. vocab_shard_stats fills
+// call.shardStats and call.shardStatus for the chunk's rows.
+void run_rows_shard(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void vocab_shard_stats(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace papo

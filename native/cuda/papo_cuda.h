@@ -45,6 +45,8 @@ struct CudaExec {
 
 PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec);
 void log_probs_cuda(const LogProbsCall& call, const CudaExec& exec);
+// One vocabulary shard's statistics (core/vocab_stats.h) into call.out, a host array: only they cross back.
+void vocab_shard_stats_cuda(const VocabStatsCall& call, const CudaExec& exec);
 
 // Device memory for DeviceTensor (lib/cuda.ts). All throw papo::Error (CudaError, OutOfMemory with the bytes).
 // None of them makes a device other than `device` current, nor leaves one current that the thread did not

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/thread_pool.h"
+#include "core/vocab_stats.h"
 
 namespace papo {
 namespace cuda {
@@ -47,7 +48,7 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
   const size_t n = (size_t)N;
   const size_t oTok = add(tokens, n * 4);
   size_t oAdv = SIZE_MAX, oMask = SIZE_MAX, oOld = SIZE_MAX, oRef = SIZE_MAX, oRoll = SIZE_MAX, oMlp = SIZE_MAX,
-         oWa = SIZE_MAX, oWe = SIZE_MAX, oWk = SIZE_MAX, oWs = SIZE_MAX;
+         oWa = SIZE_MAX, oWe = SIZE_MAX, oWk = SIZE_MAX, oWs = SIZE_MAX, oVs = SIZE_MAX, oMvs = SIZE_MAX;
   if (call) {
     oAdv = add(call->advantages, n * 4);
     oMask = add(call->mask, n * 4);
@@ -59,6 +60,8 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
     oWe = add(w->entropy.data(), n * 8);
     oWk = add(w->kp.empty() ? nullptr : w->kp.data(), n * 8);
     oWs = add(w->sft.empty() ? nullptr : w->sft.data(), n * 8);
+    oVs = add(call->vocabStats, n * 8 * VS_FIELDS);
+    oMvs = add(call->maskedVocabStats, n * 8 * VS_FIELDS);
   }
   CallBuffers up;
   up.host.resize(total);
@@ -83,6 +86,9 @@ CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N
   up.tok.wEnt = static_cast<const double*>(at(oWe));
   up.tok.wKp = static_cast<const double*>(at(oWk));
   up.tok.wSft = static_cast<const double*>(at(oWs));
+  up.tok.vocabStats = static_cast<const double*>(at(oVs));
+  up.tok.maskedVocabStats = static_cast<const double*>(at(oMvs));
+  if (call) up.tok.vocabStart = call->vocabStart;
   return up;
 }
 

@@ -31,8 +31,9 @@ struct CallBuffers {
   RowOut* out = nullptr;
 };
 
-// Copies the per-token arrays (and, with a call, its weights) to the device on `stream`, and reserves the per-row
-// results after them. The call must synchronise `stream` before the result goes.
+// Copies the per-token arrays (and, with a call, its weights and a vocabulary shard's merged statistics) to the
+// device on `stream`, and reserves the per-row results after them. The call must synchronise `stream` before the
+// result goes.
 CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N, const TokenWeights* w, int device,
                           cudaStream_t stream);
 

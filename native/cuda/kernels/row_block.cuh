@@ -265,10 +265,10 @@ __device__ RowStats finish_stats(const OnlineSoftmax& tot, const typename S::T* 
   return r;
 }
 
-// Every thread of the block returns the same RowStats. Starts and ends with a barrier, so sh can be reused.
+// The online softmax of the whole row, merged: every thread of the block returns the same totals. Starts and ends
+// with a barrier, so sh can be reused.
 template <class S>
-__device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float invTau, int64_t target,
-                                    StatsScratch& sh) {
+__device__ OnlineSoftmax block_row_totals(const typename S::T* row, int64_t V, float invTau, StatsScratch& sh) {
   constexpr int U = S::kVec;
   OnlineSoftmax st = OnlineSoftmax::empty();
   const int64_t nvec = V / U;
@@ -297,8 +297,14 @@ __device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float i
     const float x[1] = {S::to_float(row[j]) * invTau};
     st.add(x);
   }
+  return block_merge(st, sh);
+}
 
-  return finish_stats<S>(block_merge(st, sh), row, V, target, invTau);
+// Every thread of the block returns the same RowStats. Starts and ends with a barrier, so sh can be reused.
+template <class S>
+__device__ RowStats block_row_stats(const typename S::T* row, int64_t V, float invTau, int64_t target,
+                                    StatsScratch& sh) {
+  return finish_stats<S>(block_row_totals<S>(row, V, invTau, sh), row, V, target, invTau);
 }
 
 // ---- gradient -----------------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ struct GradCoef {
   float invTau, a, b, M, L;  // a = gLp / tau, b = gH / tau; M, L from RowStats
   float c0;                  // a + b H
   float targetScaled;
-  int64_t target;
+  int64_t target;            // < 0: the sampled token is in another vocabulary shard (no one-hot term here)
 };
 
 __device__ __forceinline__ GradCoef grad_coef(float invTau, const RowStats& s, double gLp, double gH, int64_t target) {
@@ -364,7 +370,7 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
   for (int64_t j = tail + tid; j < V; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
 
   __syncthreads();  // the body's value at the target is written; now replace it with the one-hot version
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && c.target >= 0) {
     out[c.target] = SO::from_float(c.a + grad_of(c, c.targetScaled));
   }
   __syncthreads();
