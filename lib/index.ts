@@ -1,6 +1,7 @@
 // papo-kernels: the PAPO training objective (GRPO/DAPO surrogate + implicit perception loss + double entropy
 // loss) and its gradients from the logits of any model runner. See README.md and docs/objective.md.
-export { papoLoss, papoLossSync, logProbs, logProbsSync, info, AUTO_CUDA_MIN_ELEMENTS } from './papo';
+export { papoLoss, papoLossSync, logProbs, logProbsSync, info } from './papo';
+export { AUTO_CUDA_MIN_ELEMENTS } from './backend';
 export { cuda } from './cuda';
 export { vocabShardStats, mergeVocabShardStats, VOCAB_STATS_FIELDS } from './vocab-stats';
 export { DeviceTensor, isDeviceTensor } from './device-tensor';

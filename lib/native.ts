@@ -25,8 +25,9 @@ export interface NativePlacement {
   maskedStream?: bigint;
 }
 
-export interface NativeVocabStatsDesc {
-  backend: number; onDevice: false; N: number; V: number; temperature: number; logits: Float32Array | Uint16Array;
+/** One vocabulary shard's statistics (host or device logits); out is host memory either way. */
+export interface NativeVocabStatsDesc extends NativePlacement {
+  backend: number; N: number; V: number; temperature: number; logits: NativeTensor;
   dtype: number; tokens: Int32Array; vocabStart: number; out: Float64Array; name: string;
 }
 
@@ -134,6 +135,10 @@ export interface NativeEmulator {
   emuReset(): void;
   /** Makes the next cudaAlloc throw (PAPO_INTERNAL) right before its allocation gets a JavaScript handle. */
   emuFailNextExternal(): void;
+  /** The kernels run since the last emuReset, in the order they ended (steady-clock milliseconds). */
+  emuKernelRuns(): { name: string; device: number; startMs: number; endMs: number }[];
+  /** Every kernel of that launch name sleeps `ms` on its stream before it runs (0 ends it; emuReset ends all). */
+  emuKernelDelay(name: string, ms: number): void;
 }
 
 export interface NativeBinding extends Partial<NativeEmulator> {

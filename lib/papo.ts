@@ -1,4 +1,4 @@
-// The public entry points: papoLoss (worker thread), papoLossSync, logProbs and info, and the choice of backend.
+// The public entry points: papoLoss (worker thread), papoLossSync, logProbs and info.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { rangeError, typeError, unsupported } from './errors';
@@ -6,56 +6,24 @@ import { CODES } from './codes';
 import { resolveOptions, type ResolvedOptions } from './options';
 import {
   native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
-  type NativePapoDesc, type NativePlacement,
+  type NativePapoDesc,
 } from './native';
 import { fromFloat64 } from './dtype';
 import { referenceLogProbs, referencePapo } from './reference';
-import { cuda, requireDevice } from './cuda';
+import { chooseBackend, nativeTensor, placement, type Resolved } from './backend';
 import { allocDevice, DeviceTensor } from './device-tensor';
 import { hostGradient } from './host-gradient';
 import { toTensor } from './tensor';
 import type {
-  BackendName, DevicePapoInputs, DType, GradOptions, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoGradResult, PapoInfo,
+  DevicePapoInputs, DType, GradOptions, HostPapoInputs, LogProbsOptions, LogProbsResult, PapoGradResult, PapoInfo,
   PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
 import { prepareCall, prepareLogProbsCall, type PreparedCall, type PreparedLogProbs } from './validate';
-import { isSplit, prepareSplit, shardCalls, splitResult, splitStats, splitStatsAsync } from './vocab-split';
-import type { SplitPapoGradResult, SplitPapoInputs, SplitPapoResult } from './types';
+import { isSplit, prepareSplit, runShards, runShardsSync, shardCalls, splitResult, splitStats, splitStatsAsync } from './vocab-split';
+import type { DeviceSplitPapoInputs, SplitPapoGradResult, SplitPapoInputs, SplitPapoResult } from './types';
 
-type Resolved = 'cpu' | 'cuda' | 'cuda-naive' | 'reference';
-
-/** Below this many logits elements (both paths), 'auto' stays on the CPU: a GPU call's fixed costs (uploads,
- * launches, synchronisation) exceed what it saves, and host data must cross PCIe first. */
-export const AUTO_CUDA_MIN_ELEMENTS = 1 << 24;
-
-/** The backend for a call, from what it runs on: its logits' placement and size. */
-function chooseBackend(requested: BackendName,
-  call: Pick<PreparedCall, 'logits' | 'maskedLogits' | 'N' | 'V'> & Partial<Pick<PreparedCall, 'vocabShard'>>): Resolved {
-  const device = call.logits.device;
-  if (call.vocabShard) {
-    // The CUDA kernels take whole rows; a vocabulary shard runs on the CPU.
-    if (device) throw rangeError('logits', 'is a DeviceTensor; a vocabulary shard (options.vocabShard) runs on host data: download() it');
-    if (requested !== 'auto' && requested !== 'cpu' && requested !== 'reference')
-      throw rangeError('options.backend', `'${requested}' does not take vocabulary shards: use 'cpu', 'reference' or 'auto'`);
-    return requested === 'reference' ? 'reference' : 'cpu';
-  }
-  const elements = call.N * call.V * (call.maskedLogits ? 2 : 1);
-  if (requested === 'reference' || requested === 'cpu') {
-    if (device)
-      throw rangeError('logits', `is a DeviceTensor; backend '${requested}' needs host data: use backend 'cuda' or 'auto', or download() it`);
-    return requested;
-  }
-  if (requested === 'cuda' || requested === 'cuda-naive') {
-    requireDevice(device ? device.device : 0, `backend '${requested}'`);
-    return requested;
-  }
-  // 'auto'
-  if (device) {
-    requireDevice(device.device, "backend 'auto' with DeviceTensor logits");
-    return 'cuda';
-  }
-  return elements >= AUTO_CUDA_MIN_ELEMENTS && cuda.available() ? 'cuda' : 'cpu';
-}
+type AnySplitInputs = SplitPapoInputs | DeviceSplitPapoInputs;
+type AnySplitResult = SplitPapoResult<Tensor | DeviceTensor>;
 
 /** owned: allocated by this call (a failed call frees it); else the caller's logits (in place) or options.out. */
 type Grad = { data: Float32Array | Uint16Array | null; device: DeviceTensor | null; type: DType; owned: boolean };
@@ -71,20 +39,6 @@ function gradBuffer(call: PreparedCall, path: 'logits' | 'maskedLogits'): Grad {
   if (t.device) return { data: null, device: allocDevice(t.dims, type, t.device.device, false, stream), type, owned: true };
   const n = call.N * call.V;
   return { data: hostGradient(n, type), device: null, type, owned: true };
-}
-
-/** A logits or gradient tensor as native code takes it: a typed array, or { ptr, bytes } of device memory. */
-function nativeTensor(t: { data: Float32Array | Uint16Array | null; device: DeviceTensor | null }) {
-  return t.device ? { ptr: t.device.pointer, bytes: t.device.byteLength } : t.data!;
-}
-
-/** Device data runs on the logits' stream (0n: the legacy default stream), ordered with the masked logits' own
- * stream when that differs; host data on a stream of the call's own. */
-function placement(call: Pick<PreparedCall, 'logits' | 'maskedLogits'>): NativePlacement {
-  const d = call.logits.device;
-  if (!d) return { onDevice: false };
-  const m = call.maskedLogits?.device;
-  return { onDevice: true, device: d.device, stream: d.stream, ...(m ? { maskedStream: m.stream } : {}) };
 }
 
 function nativeDesc(call: PreparedCall, backend: Resolved) {
@@ -208,13 +162,16 @@ function runReference(call: PreparedCall): PapoResult {
 function prepare(inputs: PapoInputs, options: PapoOptions | undefined): { call: PreparedCall; backend: Resolved } {
   const opts: ResolvedOptions = resolveOptions(options);
   const call = prepareCall(inputs, opts);
-  return { call, backend: chooseBackend(opts.backend, call) };
+  const elements = call.N * call.V * (call.maskedLogits ? 2 : 1);
+  return { call, backend: chooseBackend(opts.backend, call.logits, elements, call.vocabShard !== null) };
 }
 
 /** The PAPO loss, its gradients and per-token statistics, computed on the calling thread. Host logits give
  * Tensor gradients, DeviceTensor logits DeviceTensor gradients, logits split into vocabulary shards (an array) an
  * array of gradients; gradLogits is typed as present unless the options may set computeGrad to false. (The split
  * overloads come first: TypeScript reports a call that matches none against the last one.) */
+export function papoLossSync(inputs: DeviceSplitPapoInputs, options?: GradOptions): SplitPapoGradResult<DeviceTensor>;
+export function papoLossSync(inputs: DeviceSplitPapoInputs, options?: PapoOptions): SplitPapoResult<DeviceTensor>;
 export function papoLossSync(inputs: SplitPapoInputs, options?: GradOptions): SplitPapoGradResult;
 export function papoLossSync(inputs: SplitPapoInputs, options?: PapoOptions): SplitPapoResult;
 export function papoLossSync(inputs: HostPapoInputs, options?: GradOptions): PapoGradResult<Tensor>;
@@ -223,12 +180,12 @@ export function papoLossSync(inputs: DevicePapoInputs, options?: GradOptions): P
 export function papoLossSync(inputs: DevicePapoInputs, options?: PapoOptions): PapoResult<DeviceTensor>;
 export function papoLossSync(inputs: PapoInputs, options?: GradOptions): PapoGradResult;
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult;
-export function papoLossSync(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): PapoResult | SplitPapoResult {
+export function papoLossSync(inputs: PapoInputs | AnySplitInputs, options?: PapoOptions): PapoResult | AnySplitResult {
   if (isSplit(inputs)) {
+    // One shard after another, on this thread (papoLoss runs the shards of several devices at once).
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
-    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, splitStats(plan, 'logits'),
-      plan.masked ? splitStats(plan, 'maskedLogits') : null);
-    return splitResult(calls.map((c) => papoLossSync(c.inputs as unknown as PapoInputs, c.options)));
+    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, ...splitStats(plan));
+    return splitResult(runShardsSync(calls, (c) => papoLossSync(c.inputs as unknown as PapoInputs, c.options)));
   }
   const { call, backend } = prepare(inputs as PapoInputs, options);
   if (backend === 'reference') return runReference(call);
@@ -245,6 +202,8 @@ export function papoLossSync(inputs: PapoInputs | SplitPapoInputs, options?: Pap
  * The PAPO loss on a worker thread: the event loop keeps turning while the rows are processed. The inputs must
  * not be modified (nor DeviceTensors disposed) until the promise settles. Validation errors reject the promise.
  */
+export function papoLoss(inputs: DeviceSplitPapoInputs, options?: GradOptions): Promise<SplitPapoGradResult<DeviceTensor>>;
+export function papoLoss(inputs: DeviceSplitPapoInputs, options?: PapoOptions): Promise<SplitPapoResult<DeviceTensor>>;
 export function papoLoss(inputs: SplitPapoInputs, options?: GradOptions): Promise<SplitPapoGradResult>;
 export function papoLoss(inputs: SplitPapoInputs, options?: PapoOptions): Promise<SplitPapoResult>;
 export function papoLoss(inputs: HostPapoInputs, options?: GradOptions): Promise<PapoGradResult<Tensor>>;
@@ -253,16 +212,13 @@ export function papoLoss(inputs: DevicePapoInputs, options?: GradOptions): Promi
 export function papoLoss(inputs: DevicePapoInputs, options?: PapoOptions): Promise<PapoResult<DeviceTensor>>;
 export function papoLoss(inputs: PapoInputs, options?: GradOptions): Promise<PapoGradResult>;
 export function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<PapoResult>;
-export async function papoLoss(inputs: PapoInputs | SplitPapoInputs, options?: PapoOptions): Promise<PapoResult | SplitPapoResult> {
+export async function papoLoss(inputs: PapoInputs | AnySplitInputs, options?: PapoOptions): Promise<PapoResult | AnySplitResult> {
   if (isSplit(inputs)) {
-    // Every pass over a shard on a worker thread, one at a time: they share the thread pool.
+    // Every pass over a shard on a worker thread: on CUDA all shards at once, statistics then gradients, with only
+    // the statistics' exchange between the two; on the CPU one at a time (they share the thread pool).
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
-    const stats = await splitStatsAsync(plan, 'logits');
-    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, stats,
-      plan.masked ? await splitStatsAsync(plan, 'maskedLogits') : null);
-    const results: PapoResult[] = [];
-    for (const c of calls) results.push(await papoLoss(c.inputs as unknown as PapoInputs, c.options));
-    return splitResult(results);
+    const calls = shardCalls(plan, inputs as Record<string, unknown>, options, ...await splitStatsAsync(plan));
+    return splitResult(await runShards(plan, calls, (c) => papoLoss(c.inputs as unknown as PapoInputs, c.options)));
   }
   const { call, backend } = prepare(inputs as PapoInputs, options);
   if (backend === 'reference') return runReference(call);
@@ -281,7 +237,7 @@ function prepareLogProbs(logits: unknown, tokens: unknown, options: LogProbsOpti
     if (k !== 'temperature' && k !== 'backend') throw rangeError('options', `unknown option '${k}' (logProbs takes temperature and backend)`);
   const opts = resolveOptions({ temperature: options?.temperature, backend: options?.backend });
   const call = prepareLogProbsCall(logits, tokens);
-  return { call, temperature: opts.temperature, backend: chooseBackend(opts.backend, call) };
+  return { call, temperature: opts.temperature, backend: chooseBackend(opts.backend, call.logits, call.N * call.V) };
 }
 
 function referenceLogProbsResult(call: PreparedLogProbs, temperature: number): LogProbsResult {

@@ -81,11 +81,14 @@ export interface PapoInputs {
 }
 
 /** PapoInputs with the logits split along the vocabulary: shards [N, V_k] or [B, T, V_k] of consecutive column
- * ranges, in order (host data); the masked path's shards have the same widths. */
-export type SplitPapoInputs = Omit<PapoInputs, 'logits' | 'maskedLogits'> & {
-  logits: readonly TensorLike[];
-  maskedLogits?: readonly TensorLike[];
+ * ranges, in order, all host data (L = TensorLike) or all DeviceTensors (possibly on several devices, each masked
+ * shard on its logits shard's); the masked path's shards have the same widths. */
+export type SplitPapoInputs<L extends TensorLike | DeviceTensor = TensorLike> = Omit<PapoInputs, 'logits' | 'maskedLogits'> & {
+  logits: readonly L[];
+  maskedLogits?: readonly L[];
 };
+/** SplitPapoInputs of DeviceTensor shards: papoLoss and papoLossSync give DeviceTensor gradients. */
+export type DeviceSplitPapoInputs = SplitPapoInputs<DeviceTensor>;
 
 /** PapoInputs with host logits: papoLoss and papoLossSync give Tensor gradients. */
 export type HostPapoInputs = PapoInputs & { logits: TensorLike; maskedLogits?: TensorLike };
@@ -125,8 +128,9 @@ export interface VocabShardStatsOptions {
   /** The first vocabulary column this shard holds. */
   vocabStart: number;
   temperature?: number;
-  /** 'cpu' (the default, also for 'auto') or 'reference' (float64). */
-  backend?: 'auto' | 'cpu' | 'reference';
+  /** 'auto' (the default: 'cuda' for a DeviceTensor shard, for host data as papoLoss chooses), 'cpu', 'cuda' or
+   * 'reference' (float64). */
+  backend?: 'auto' | 'cpu' | 'cuda' | 'reference';
 }
 
 /** options.vocabShard: this call's logits are one shard of the vocabulary (one rank's), the statistics those of
@@ -237,13 +241,14 @@ export interface PapoGradResult<G extends Tensor | DeviceTensor = Tensor | Devic
   gradLogits: G;
 }
 
-/** papoLoss's result for SplitPapoInputs: gradients per shard, in the shards' order. */
-export interface SplitPapoResult extends Omit<PapoResult<Tensor>, 'gradLogits' | 'gradMaskedLogits'> {
-  gradLogits?: Tensor[];
-  gradMaskedLogits?: Tensor[];
+/** papoLoss's result for SplitPapoInputs: gradients per shard, in the shards' order (G: Tensor for host shards,
+ * DeviceTensor for DeviceTensor shards, each on its shard's device). */
+export interface SplitPapoResult<G extends Tensor | DeviceTensor = Tensor> extends Omit<PapoResult<G>, 'gradLogits' | 'gradMaskedLogits'> {
+  gradLogits?: G[];
+  gradMaskedLogits?: G[];
 }
-export interface SplitPapoGradResult extends SplitPapoResult {
-  gradLogits: Tensor[];
+export interface SplitPapoGradResult<G extends Tensor | DeviceTensor = Tensor> extends SplitPapoResult<G> {
+  gradLogits: G[];
 }
 
 /** Options under which papoLoss computes gradients: computeGrad absent or true (a literal, not a boolean). */

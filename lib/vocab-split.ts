@@ -1,11 +1,14 @@
 // papoLoss over logits split along the vocabulary, in one call: each shard's per-token statistics, merged in shard
 // order, then each shard's call with options.vocabShard (its gradient, the same loss on every shard). Only O(N)
-// numbers per shard and path cross between the shards.
+// numbers per shard and path cross between the shards, through the host: on CUDA each shard's statistics come
+// down and the merged ones go up, and papoLoss runs the shards of every device at once.
+import { requireDevice } from './cuda';
+import { DeviceTensor } from './device-tensor';
 import { rangeError, typeError } from './errors';
 import { resolveOptions } from './options';
 import { sameMemory, toTensor, type NormTensor } from './tensor';
-import { mergeStats, shardStats, shardStatsAsync, tokenIds } from './vocab-stats';
-import type { PapoOptions, PapoResult, Tensor, VocabShardStats } from './types';
+import { mergeStats, shardBackend, shardStats, shardStatsAsync, tokenIds, type ShardBackend } from './vocab-stats';
+import type { PapoOptions, PapoResult, SplitPapoResult, Tensor, VocabShardStats } from './types';
 
 /** papoLoss's inputs with `logits` (and `maskedLogits`) given as arrays of vocabulary shards. */
 export interface SplitPlan {
@@ -15,7 +18,8 @@ export interface SplitPlan {
   V: number;
   tokens: Int32Array;
   temperature: number;
-  backend: 'cpu' | 'reference';
+  /** One backend for every shard's calls, chosen for the whole split. */
+  backend: ShardBackend;
 }
 
 /** One shard's papoLoss call: inputs and options as the public API takes them. */
@@ -28,6 +32,8 @@ export function isSplit(inputs: unknown): boolean {
   return inputs !== null && typeof inputs === 'object' && Array.isArray((inputs as { logits?: unknown }).logits);
 }
 
+const placed = (t: NormTensor) => (t.device ? 'a DeviceTensor' : 'host data');
+
 function shards(name: string, list: unknown[], like: NormTensor[] | null): NormTensor[] {
   if (list.length === 0) throw rangeError(name, 'expected at least one vocabulary shard');
   if (like && list.length !== like.length) throw rangeError(name, `expected ${like.length} shards like logits, got ${list.length}`);
@@ -36,7 +42,12 @@ function shards(name: string, list: unknown[], like: NormTensor[] | null): NormT
   out.forEach((t, k) => {
     const ref = like ? like[k] : out[0];
     const what = like ? `logits[${k}]` : `${name}[0]`;
-    if (t.device) throw rangeError(`${name}[${k}]`, 'is a DeviceTensor; vocabulary shards run on host data with the cpu backend (download() it)');
+    // The shards may be on several devices, a masked shard on its logits shard's.
+    if (!t.device !== !ref.device)
+      throw rangeError(`${name}[${k}]`, `is ${placed(t)}, ${what} ${placed(ref)}: the shards must all be host data or all DeviceTensors`);
+    if (like && t.device && t.device.device !== ref.device!.device)
+      throw rangeError(`${name}[${k}].device`, `expected device ${ref.device!.device} like ${what}, got ${t.device.device}`);
+    if (t.device) requireDevice(t.device.device, `${name}[${k}]`);
     if (like ? t.dims.join() !== ref.dims.join() : t.dims.length !== ref.dims.length || lead(t) !== lead(ref))
       throw rangeError(`${name}[${k}].dims`, like
         ? `expected [${ref.dims.join(', ')}] like ${what}, got [${t.dims.join(', ')}]`
@@ -51,8 +62,6 @@ export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptio
   const opts = resolveOptions(options);
   if (opts.vocabShard !== null)
     throw rangeError('options.vocabShard', 'is for one shard per call; with logits given as an array of shards, leave it out');
-  if (opts.backend !== 'auto' && opts.backend !== 'cpu' && opts.backend !== 'reference')
-    throw rangeError('options.backend', `'${opts.backend}' does not take vocabulary shards yet: use 'cpu', 'reference' or 'auto'`);
   const logits = shards('logits', inputs.logits as unknown[], null);
   let masked: NormTensor[] | null = null;
   if (inputs.maskedLogits !== undefined && inputs.maskedLogits !== null) {
@@ -74,22 +83,73 @@ export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptio
   for (let i = 0; i < N; i++)
     if (tokens[i] >= V)
       throw rangeError('tokens', `element ${i} is ${tokens[i]}, outside every shard: the shards' widths add up to V = ${V}`);
-  return { logits, masked, starts, V, tokens, temperature: opts.temperature, backend: opts.backend === 'reference' ? 'reference' : 'cpu' };
+  // Chosen once, as the unsplit call would be (by placement, and for 'auto' on host data by its size).
+  const backend = shardBackend(opts.backend, logits[0], N * V * (masked ? 2 : 1), 'logits[0]');
+  return { logits, masked, starts, V, tokens, temperature: opts.temperature, backend };
 }
 
-/** The merged statistics of one path (name: logits or maskedLogits). */
-export function splitStats(plan: SplitPlan, name: 'logits' | 'maskedLogits'): VocabShardStats {
-  const list = (name === 'logits' ? plan.logits : plan.masked!).map((t, k) =>
-    shardStats(`${name}[${k}]`, t, plan.tokens, plan.starts[k], plan.temperature, plan.backend));
-  return mergeStats(list, name);
+/** Both paths' merged statistics (the masked path's null without masked logits). */
+export type SplitStats = [VocabShardStats, VocabShardStats | null];
+
+type Path = 'logits' | 'maskedLogits';
+const paths = (plan: SplitPlan): Path[] => (plan.masked ? ['logits', 'maskedLogits'] : ['logits']);
+const shardsOf = (plan: SplitPlan, path: Path) => (path === 'logits' ? plan.logits : plan.masked!);
+
+export function splitStats(plan: SplitPlan): SplitStats {
+  const merged = paths(plan).map((path) => mergeStats(shardsOf(plan, path).map((t, k) =>
+    shardStats(`${path}[${k}]`, t, plan.tokens, plan.starts[k], plan.temperature, plan.backend)), path));
+  return [merged[0], merged[1] ?? null];
 }
 
-/** splitStats with each shard's pass on a worker thread, one after another (they share the thread pool). */
-export async function splitStatsAsync(plan: SplitPlan, name: 'logits' | 'maskedLogits'): Promise<VocabShardStats> {
-  const list: VocabShardStats[] = [];
-  for (const [k, t] of (name === 'logits' ? plan.logits : plan.masked!).entries())
-    list.push(await shardStatsAsync(`${name}[${k}]`, t, plan.tokens, plan.starts[k], plan.temperature, plan.backend));
-  return mergeStats(list, name);
+/** splitStats on worker threads: on CUDA every shard of both paths at once (the shards of different devices run
+ * concurrently), on the CPU one shard after another (they share the thread pool). */
+export async function splitStatsAsync(plan: SplitPlan): Promise<SplitStats> {
+  const jobs = paths(plan).flatMap((path) => plan.starts.map((_, k) => [path, k] as const));
+  const run = ([path, k]: readonly [Path, number]) =>
+    shardStatsAsync(`${path}[${k}]`, shardsOf(plan, path)[k], plan.tokens, plan.starts[k], plan.temperature, plan.backend);
+  let all: VocabShardStats[] = [];
+  if (plan.backend === 'cuda') all = await settleAll(jobs.map(run));
+  else for (const j of jobs) all.push(await run(j));
+  const K = plan.starts.length;
+  const merged = paths(plan).map((path, p) => mergeStats(all.slice(p * K, (p + 1) * K), path));
+  return [merged[0], merged[1] ?? null];
+}
+
+/** Every promise settled (none still runs on the caller's inputs), then the first failure in list order thrown,
+ * after release() of the others' values. */
+async function settleAll<T>(list: Promise<T>[], release: (value: T, k: number) => void = () => {}): Promise<T[]> {
+  const settled = await Promise.allSettled(list);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
+  settled.forEach((r, k) => r.status === 'fulfilled' && release(r.value, k));
+  throw failed.reason;
+}
+
+/** Frees the device gradients a shard's call allocated (not the caller's logits, in place, nor options.out). */
+function releaseShard(r: PapoResult, c: ShardCall) {
+  const mine: unknown[] = [c.inputs.logits, c.inputs.maskedLogits, ...Object.values(c.options.out ?? {})];
+  for (const g of [r.gradLogits, r.gradMaskedLogits]) if (g instanceof DeviceTensor && !mine.includes(g)) g.dispose();
+}
+
+/** Each shard's papoLoss call on the calling thread; a failure frees the device gradients of the shards before. */
+export function runShardsSync(calls: ShardCall[], run: (c: ShardCall) => PapoResult): PapoResult[] {
+  const results: PapoResult[] = [];
+  try {
+    for (const c of calls) results.push(run(c));
+  } catch (e) {
+    results.forEach((r, k) => releaseShard(r, calls[k]));
+    throw e;
+  }
+  return results;
+}
+
+/** Each shard's papoLoss call on worker threads: on CUDA all at once, on the CPU one after another. A failure waits
+ * for the others and frees the device gradients they allocated. */
+export async function runShards(plan: SplitPlan, calls: ShardCall[], run: (c: ShardCall) => Promise<PapoResult>): Promise<PapoResult[]> {
+  if (plan.backend === 'cuda') return settleAll(calls.map(run), (r, k) => releaseShard(r, calls[k]));
+  const results: PapoResult[] = [];
+  for (const c of calls) results.push(await run(c));  // host gradients: nothing to free on a failure
+  return results;
 }
 
 /** Each shard's papoLoss call, given the merged statistics; options.out's arrays go to their shards. */
@@ -110,17 +170,17 @@ export function shardCalls(plan: SplitPlan, inputs: Record<string, unknown>, opt
   return plan.logits.map((_, k) => ({
     inputs: { ...inputs, logits: (inputs.logits as unknown[])[k],
       ...(plan.masked ? { maskedLogits: (inputs.maskedLogits as unknown[])[k] } : {}) },
-    options: { ...options, ...(out !== undefined ? { out: outFor(k) as PapoOptions['out'] } : {}),
+    options: { ...options, backend: plan.backend, ...(out !== undefined ? { out: outFor(k) as PapoOptions['out'] } : {}),
       vocabShard: { start: plan.starts[k], stats, ...(maskedStats ? { maskedStats } : {}) } },
   }));
 }
 
 /** The one-call result from the shards' results: the first's loss, metrics and per-token values (every shard
  * computes the same), the gradients in shard order. */
-export function splitResult(results: PapoResult[]): PapoResult<Tensor> & { gradLogits?: Tensor[]; gradMaskedLogits?: Tensor[] } {
+export function splitResult(results: PapoResult[]): SplitPapoResult<Tensor | DeviceTensor> {
   const { gradLogits: _g, gradMaskedLogits: _gm, ...first } = results[0];
-  const r = { ...first } as PapoResult<Tensor> & { gradLogits?: Tensor[]; gradMaskedLogits?: Tensor[] };
-  if (results[0].gradLogits) (r as { gradLogits?: Tensor[] }).gradLogits = results.map((x) => x.gradLogits as Tensor);
-  if (results[0].gradMaskedLogits) (r as { gradMaskedLogits?: Tensor[] }).gradMaskedLogits = results.map((x) => x.gradMaskedLogits as Tensor);
+  const r: SplitPapoResult<Tensor | DeviceTensor> = { ...first };
+  if (results[0].gradLogits) r.gradLogits = results.map((x) => x.gradLogits!);
+  if (results[0].gradMaskedLogits) r.gradMaskedLogits = results.map((x) => x.gradMaskedLogits!);
   return r;
 }

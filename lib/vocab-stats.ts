@@ -1,13 +1,15 @@
 // Per-token softmax statistics of one vocabulary shard, and their merge in a fixed order: what ranks holding one
 // shard each exchange (O(N) numbers per path) so that each can compute the loss and its own shard's gradient.
 // The layout is native/core/vocab_stats.h's and docs/objective.md's.
+import { chooseBackend, nativeTensor, placement } from './backend';
 import { rangeError, typeError } from './errors';
 import { native, type NativeVocabStatsDesc } from './native';
 import { CODES } from './codes';
 import { resolveOptions } from './options';
 import { hostData, toTensor, type NormTensor } from './tensor';
 import { referenceShardStats } from './reference';
-import type { TensorLike, TokenIds, VocabShardStats, VocabShardStatsOptions } from './types';
+import type { DeviceTensor } from './device-tensor';
+import type { BackendName, TensorLike, TokenIds, VocabShardStats, VocabShardStatsOptions } from './types';
 
 /** The four fields per token, each N values long, in this order (field-major). */
 export const VOCAB_STATS_FIELDS = ['max', 'sumExp', 'sumExpX', 'target'] as const;
@@ -35,11 +37,11 @@ export function tokenIds(name: string, tokens: unknown, N: number): Int32Array {
   return t;
 }
 
-/** One shard's statistics by the backend asked for, host data only; `name` is what a bad row's error names. The
- * reference computes them here; for the cpu, desc is the native call that fills result.data. */
+/** One shard's statistics by the backend asked for; `name` is what a bad row's error names. The reference computes
+ * them here; for the cpu and cuda, desc is the native call that fills result.data (a DeviceTensor shard runs on its
+ * device and stream, and only the statistics come back). */
 function statsJob(name: string, shard: NormTensor, tokens: Int32Array, vocabStart: number, temperature: number,
-  backend: 'cpu' | 'reference'): { result: VocabShardStats; desc: NativeVocabStatsDesc | null } {
-  if (shard.device) throw rangeError(name, 'is a DeviceTensor; vocabulary shards run on host data (download() it)');
+  backend: ShardBackend): { result: VocabShardStats; desc: NativeVocabStatsDesc | null } {
   const Vk = shard.dims[shard.dims.length - 1];
   const N = shard.dims.reduce((a, b) => a * b, 1) / Vk;
   if (backend === 'reference') {
@@ -47,8 +49,8 @@ function statsJob(name: string, shard: NormTensor, tokens: Int32Array, vocabStar
     return { result: { N, vocabStart, vocabSize: Vk, data }, desc: null };
   }
   const data = new Float64Array(4 * N);
-  const desc: NativeVocabStatsDesc = { backend: CODES.backend.cpu, onDevice: false, N, V: Vk, temperature,
-    logits: hostData(shard), dtype: CODES.dtype[shard.type], tokens, vocabStart, out: data, name };
+  const desc: NativeVocabStatsDesc = { backend: CODES.backend[backend], ...placement({ logits: shard, maskedLogits: null }),
+    N, V: Vk, temperature, logits: nativeTensor(shard), dtype: CODES.dtype[shard.type], tokens, vocabStart, out: data, name };
   return { result: { N, vocabStart, vocabSize: Vk, data }, desc };
 }
 
@@ -66,19 +68,24 @@ export async function shardStatsAsync(...args: Parameters<typeof statsJob>): Pro
 }
 
 /** A shard's per-token statistics for one path (see VocabShardStats), to exchange with the other shards' ranks. */
-export function vocabShardStats(shard: TensorLike, tokens: TokenIds, options: VocabShardStatsOptions): VocabShardStats {
-  if (options === null || typeof options !== 'object') throw typeError('options', '{ vocabStart, temperature? }', options);
+export function vocabShardStats(shard: TensorLike | DeviceTensor, tokens: TokenIds, options: VocabShardStatsOptions): VocabShardStats {
+  if (options === null || typeof options !== 'object') throw typeError('options', '{ vocabStart, temperature?, backend? }', options);
   for (const k of Object.keys(options))
     if (!['vocabStart', 'temperature', 'backend'].includes(k))
       throw rangeError('options', `unknown option '${k}' (vocabShardStats takes vocabStart, temperature and backend)`);
   const vocabStart = nonNegativeInt('options.vocabStart', options.vocabStart);
   const opts = resolveOptions({ temperature: options.temperature, backend: options.backend });
-  if (opts.backend !== 'auto' && opts.backend !== 'cpu' && opts.backend !== 'reference')
-    throw rangeError('options.backend', `expected 'auto', 'cpu' or 'reference', got '${opts.backend}'`);
   const t = toTensor('shard', shard);
   const N = t.dims.reduce((a, b) => a * b, 1) / t.dims[t.dims.length - 1];
-  return shardStats('shard', t, tokenIds('tokens', tokens, N), vocabStart, opts.temperature,
-    opts.backend === 'reference' ? 'reference' : 'cpu');
+  const backend = shardBackend(opts.backend, t, N * t.dims[t.dims.length - 1], 'shard');
+  return shardStats('shard', t, tokenIds('tokens', tokens, N), vocabStart, opts.temperature, backend);
+}
+
+export type ShardBackend = 'cpu' | 'cuda' | 'reference';
+
+/** The backend of a shard's calls: chooseBackend's rule, `name` the shard's argument. */
+export function shardBackend(requested: BackendName, shard: NormTensor, elements: number, name: string): ShardBackend {
+  return chooseBackend(requested, shard, elements, true, name) as ShardBackend;
 }
 
 /** Checks one entry of stats: its shape and that it is from a call with N tokens. */

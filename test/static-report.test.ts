@@ -1,6 +1,6 @@
 // The static report's checks (bench/kernel-resources.ts, bench/static-report.ts): its parsers on fixed text, and
-// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3) spills on sm_90, by
-// compiling those two files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
+// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3, a vocabulary shard's) spills on
+// sm_90, by compiling those files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
 import { blocksPerSm } from '../bench/static-report';
@@ -71,6 +71,18 @@ describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
     for (const k of hot) {
       expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });
       expect(k.loops.some((l) => l.kind === 'stats') && k.loops.some((l) => l.kind === 'grad')).toBe(true);
+    }
+  }, 300_000);
+
+  it("a vocabulary shard's kernels do not spill either, and the report finds their row loops", () => {
+    const ks = compileKernels(nvcc!, 'native/cuda/kernels/vocab_shard.cu', 90);
+    // three input types of the statistics, five type pairs of the gradient, and the forward from statistics
+    expect(ks.map((k) => k.kernel.replace(/<.*/, ''))).toEqual([...Array(3).fill('vocab_shard_stats_rows'),
+      ...Array(5).fill('vocab_shard_grad'), 'vocab_shard_rows']);
+    for (const k of ks) {
+      expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });
+      const kind = k.kernel.startsWith('vocab_shard_stats') ? 'stats' : k.kernel.startsWith('vocab_shard_grad') ? 'grad' : null;
+      if (kind) expect(k.loops.some((l) => l.kind === kind), k.kernel).toBe(true);
     }
   }, 300_000);
 });

@@ -4,95 +4,15 @@ import { describe, expect, it } from 'vitest';
 import { mergeVocabShardStats, papoLoss, papoLossSync, vocabShardStats } from '../lib/index';
 import { fromFloat64, toFloat64 } from '../lib/dtype';
 import type { DType, PapoInputs, PapoOptions, SplitPapoInputs, Tensor } from '../lib/types';
-import { expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, type MakeOptions, type VariantInputs } from './helpers';
+import { expectClose, expectNumberClose, makeInputs, maxAbs } from './helpers';
+import { base, columns, concat, expectSplitEqual, inputsFor, split, V, widthsOf, withInfShard } from './vocab-split-helpers';
 
-/** Columns [start, start + width) of every row of t, as a tensor of t's rows. */
-function columns(t: Tensor, start: number, width: number): Tensor {
-  const V = t.dims[t.dims.length - 1];
-  const rows = t.data.length / V;
-  const data = t.type === 'float32' ? new Float32Array(rows * width) : new Uint16Array(rows * width);
-  for (let i = 0; i < rows; i++) data.set(t.data.subarray(i * V + start, i * V + start + width), i * width);
-  return { data, dims: [...t.dims.slice(0, -1), width], type: t.type };
-}
-
-/** Uneven widths summing to V: shard k gets about (k + 1) parts. */
-function widthsOf(V: number, K: number): number[] {
-  const parts = (K * (K + 1)) / 2;
-  const w = Array.from({ length: K }, (_, k) => Math.max(1, Math.floor((V * (k + 1)) / parts)));
-  w[K - 1] += V - w.reduce((a, b) => a + b, 0);
-  return w;
-}
-
-function split(inputs: PapoInputs, widths: number[]): SplitPapoInputs {
-  const cut = (t: Tensor) => {
-    let start = 0;
-    return widths.map((w) => columns(t, (start += w) - w, w));
-  };
-  const { logits, maskedLogits, ...rest } = inputs;
-  return { ...rest, logits: cut(logits as Tensor), ...(maskedLogits ? { maskedLogits: cut(maskedLogits as Tensor) } : {}) };
-}
-
-function concat(parts: Tensor[], rows: number): Float64Array {
-  const V = parts.reduce((a, p) => a + p.dims[p.dims.length - 1], 0);
-  const out = new Float64Array(rows * V);
-  let start = 0;
-  for (const p of parts) {
-    const w = p.dims[p.dims.length - 1];
-    const v = toFloat64(p.data, p.type);
-    for (let i = 0; i < rows; i++) out.set(v.subarray(i * w, (i + 1) * w), i * V + start);
-    start += w;
-  }
-  return out;
-}
-
-const V = 4099;
-const base: PapoOptions = { perceptionCoef: 0.02, entropyCoef: 0.03, maskedEntropyCoef: 0.03 };
-
-/** The split call against the unsplit one on the same backend: every output within fp32 rounding. */
+/** The split call against the unsplit one on the same backend (expectSplitEqual). */
 function checkSplit(inputs: PapoInputs, widths: number[], options: PapoOptions, tol = 2e-6) {
   const whole = papoLossSync(inputs, options);
   const parts = papoLossSync(split(inputs, widths), options);
-  const N = whole.logProbs.length;
-  expectNumberClose(parts.loss, whole.loss, tol, 1e-7, 'loss');
-  for (const [k, v] of Object.entries(whole.metrics)) expectNumberClose((parts.metrics as unknown as Record<string, number>)[k], v, tol, 1e-7, k);
-  expectClose(parts.logProbs, whole.logProbs, tol, 1e-6, 'logProbs');
-  expectClose(parts.entropy, whole.entropy, tol, 1e-6, 'entropy');
-  expectClose(parts.maskedLogProbs!, whole.maskedLogProbs!, tol, 1e-6, 'maskedLogProbs');
-  const g = toFloat64(whole.gradLogits.data, whole.gradLogits.type);
-  const scale = maxAbs(g);
-  expectClose(concat(parts.gradLogits, N), g, 0, scale * 1e-5, 'gradLogits');
-  if (whole.gradMaskedLogits) {
-    const gm = toFloat64(whole.gradMaskedLogits.data, whole.gradMaskedLogits.type);
-    expectClose(concat(parts.gradMaskedLogits!, N), gm, 0, maxAbs(gm) * 1e-5, 'gradMaskedLogits');
-  }
-  expect(parts.gradLogits.map((t) => t.dims[t.dims.length - 1])).toEqual(widths);
+  expectSplitEqual(parts, whole, widths, tol);
   return { whole, parts };
-}
-
-/** Tokens placed in the first, a middle and the last shard, at its edges too. */
-function placeTargets(inputs: PapoInputs, widths: number[]) {
-  const t = inputs.tokens as Int32Array;
-  const starts = widths.map((_, k) => widths.slice(0, k).reduce((a, b) => a + b, 0));
-  const K = widths.length, mid = Math.floor(K / 2);
-  const picks = [starts[0], starts[mid] + Math.floor(widths[mid] / 2), starts[K - 1] + widths[K - 1] - 1, starts[mid]];
-  const z = inputs.logits as Tensor, zm = inputs.maskedLogits as Tensor;
-  const Vt = z.dims[z.dims.length - 1];
-  for (let i = 0; i < t.length; i++) {
-    const o = picks[i % picks.length];
-    // keep the sampled token likely, as makeInputs does, so log-probs stay moderate
-    for (const x of [z, zm]) {
-      const v = toFloat64(x.data.subarray(i * Vt, (i + 1) * Vt), x.type);
-      [v[o], v[t[i]]] = [v[t[i]], v[o]];
-      x.data.set(fromFloat64(v, x.type), i * Vt);
-    }
-    t[i] = o;
-  }
-}
-
-function inputsFor(make: MakeOptions, widths: number[], variant: VariantInputs = {}) {
-  const inputs = makeVariantInputs({ N: 8, V, seed: 3, ...make }, variant);
-  placeTargets(inputs, widths);
-  return inputs;
 }
 
 describe('logits split over the vocabulary', () => {
@@ -108,15 +28,7 @@ describe('logits split over the vocabulary', () => {
 
   it('cpu: -Infinity columns, and a whole shard of -Infinity', () => {
     const widths = [1000, 99, 3000];
-    const inputs = inputsFor({ negInf: 0.2 }, widths);
-    for (const x of [inputs.logits as Tensor, inputs.maskedLogits as Tensor])
-      for (let i = 0; i < 8; i++) (x.data as Float32Array).fill(-Infinity, i * V + 1000, i * V + 1099);
-    const tokens = inputs.tokens as Int32Array;
-    for (let i = 0; i < 8; i++)
-      if (tokens[i] >= 1000 && tokens[i] < 1099) {
-        tokens[i] = 1099;
-        for (const x of [inputs.logits as Tensor, inputs.maskedLogits as Tensor]) (x.data as Float32Array)[i * V + 1099] = 2;
-      }
+    const inputs = withInfShard(inputsFor({ negInf: 0.2 }, widths));
     const { parts } = checkSplit(inputs, widths, { ...base, backend: 'cpu' });
     expect(Array.from((parts.gradLogits[1].data as Float32Array)).every((g) => Object.is(g, 0))).toBe(true);
   });
@@ -246,7 +158,7 @@ describe('logits split over the vocabulary', () => {
     bad({ maskedLogits: [s.maskedLogits![0]] }, /^maskedLogits: expected 2 shards/);
     bad({ maskedLogits: [s.maskedLogits![0], columns(s.maskedLogits![1] as Tensor, 0, 2000)] }, /^maskedLogits\[1\]\.dims: expected \[8, 2099\]/);
     bad({ tokens: Int32Array.from(inputs.tokens as Int32Array, (t, i) => (i === 3 ? V : t)) }, /^tokens: element 3 is 4099, outside every shard/);
-    bad({}, /^options\.backend: 'cuda' does not take vocabulary shards/, { ...opts, backend: 'cuda' });
+    bad({}, /^options\.backend: 'cuda-naive' does not take vocabulary shards/, { ...opts, backend: 'cuda-naive' });
     const nan = { ...s.logits[1], data: Float32Array.from(s.logits[1].data as Float32Array) };
     (nan.data as Float32Array)[2099 * 2 + 5] = NaN;
     bad({ logits: [s.logits[0], nan] }, /^logits\[1\] contains NaN in row 2/);

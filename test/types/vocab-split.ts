@@ -1,8 +1,9 @@
 // Type-level tests (checked by `tsc`, nothing runs): logits given as an array of vocabulary shards give arrays of
-// Tensor gradients, present without `!` unless computeGrad may be false; the per-process API's types line up.
+// Tensor gradients (DeviceTensor ones for DeviceTensor shards), present without `!` unless computeGrad may be false;
+// the per-process API's types line up.
 import {
-  mergeVocabShardStats, papoLoss, papoLossSync, vocabShardStats, type SplitPapoGradResult, type SplitPapoResult,
-  type Tensor, type VocabShardStats,
+  mergeVocabShardStats, papoLoss, papoLossSync, vocabShardStats, type DeviceTensor, type SplitPapoGradResult,
+  type SplitPapoResult, type Tensor, type VocabShardStats,
 } from '../../lib';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
@@ -19,6 +20,16 @@ export async function splitGradients(computeGrad: boolean): Promise<Tensor[]> {
   const maybe = await papoLoss({ logits: shards, tokens, advantages: [1, -1] }, { computeGrad });
   expectType<Equal<typeof maybe, SplitPapoResult>>(true);
   return [first, ...(maybe.gradLogits ?? [])];
+}
+
+export async function deviceShards(shards: DeviceTensor[]): Promise<DeviceTensor[]> {
+  const r = await papoLoss({ logits: shards, maskedLogits: shards, tokens, advantages: [1, -1] });
+  expectType<Equal<typeof r, SplitPapoGradResult<DeviceTensor>>>(true);
+  const s = papoLossSync({ logits: shards, tokens, advantages: [1, -1] }, { computeGrad: false });
+  expectType<Equal<typeof s, SplitPapoResult<DeviceTensor>>>(true);
+  const stats: VocabShardStats = vocabShardStats(shards[0], tokens, { vocabStart: 0, backend: 'cuda' });
+  void stats;
+  return [...r.gradLogits, ...(s.gradLogits ?? [])];
 }
 
 export function perProcess(): number {
