@@ -12,8 +12,9 @@
 // GPU cases run on DeviceTensor data (host transfers excluded): papoLoss returns after the kernels finish, so
 // the time measured around the call is the GPU time plus its fixed host costs.
 //
-// Row 'cpu split4' is forward + backward with both paths' logits given as 4 vocabulary shards (docs/objective.md,
-// "Logits split over the vocabulary"), on the same inputs as 'cpu': its ratio to 'cpu' is printed after the table.
+// Rows 'cpu split4' and 'cuda split4' are forward + backward with both paths' logits given as 4 vocabulary shards
+// (docs/objective.md, "Logits split over the vocabulary"), on the same inputs as 'cpu' and 'cuda' (the cuda shards
+// DeviceTensors on one device): their ratios to 'cpu' and 'cuda' are printed after the table.
 //
 // The tfjs peer (bench/tfjs-peer.ts: the objective in tfjs ops with tf.grad, what a Node user without this package
 // would write) runs the float32 cases on tfjs's WASM backend; tfjs has no bfloat16.
@@ -24,7 +25,9 @@ import * as path from 'node:path';
 import { cuda, DeviceTensor, info, logProbsSync, papoLossSync } from '../lib';
 import { native } from '../lib/native';
 import { allocDevice } from '../lib/device-tensor';
-import type { DType, PapoInputs, PapoOptions, PapoOutputs, Tensor } from '../lib/types';
+import type {
+  DeviceSplitPapoInputs, DType, PapoInputs, PapoOptions, PapoOutputs, SplitPapoInputs, SplitPapoResult, Tensor,
+} from '../lib/types';
 import { elements, makeBatch, minimalBytes, splitBatch, type Kind } from './cases';
 import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
@@ -45,12 +48,14 @@ const USAGE = `usage: npm run bench [-- OPTION...]
   --static      time nothing, no GPU needed: compile the CUDA kernels for sm_90 and sm_80 with ptxas -v and print
                 registers, spills, shared memory, occupancy and a napkin prediction (a minute or two); writes
                 bench/results/local/static.txt (with --save: bench/results/static.txt)
+  --tiny        every row's code path on tiny shapes (V = 1000, 4 rows, no tfjs), saving nothing: the figures mean
+                nothing; with PAPO_CUDA_EMULATE=1 it proves the GPU rows on the emulated device
   --help, -h    this text
 
 How to read the table and the chart: bench/README.md.`;
 
 const args = process.argv.slice(2);
-const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--static', '--help', '-h'];
+const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--static', '--tiny', '--help', '-h'];
 const unknown = args.filter((a) => !known.includes(a));
 if (args.includes('--help') || args.includes('-h') || unknown.length) {
   if (unknown.length) console.error(`bench: unknown option ${unknown.map((a) => `'${a}'`).join(', ')}\n`);
@@ -62,17 +67,19 @@ if (args.includes('--targets')) {
   process.exit(r.status ?? 1);
 }
 const full = args.includes('--full');
-const save = !args.includes('--no-save');
+const tiny = args.includes('--tiny');
+const save = !args.includes('--no-save') && !tiny;
 const committed = args.includes('--save');
 const gpu = !args.includes('--static') && cuda.available();  // --static needs no addon
 
-const vocabs = full ? [4096, 32000, 65536, 151936] : [32000, 151936];
+const vocabs = full ? [4096, 32000, 65536, 151936] : tiny ? [1000] : [32000, 151936];
 const dtypes: DType[] = ['float32', 'bfloat16'];
 const kinds: Kind[] = ['fwd', 'fwd+bwd'];
 const rowsFor: Record<string, number> = full
   ? { reference: 4, tfjs: 32, cpu: 256, 'cuda-naive': 2048, cuda: 8192 }
+  : tiny ? { reference: 2, tfjs: 2, cpu: 4, 'cuda-naive': 4, cuda: 4 }
   : { reference: 2, tfjs: 8, cpu: 32, 'cuda-naive': 512, cuda: 2048 };
-const maxTime = full ? 4 : 1;
+const maxTime = full ? 4 : tiny ? 0.01 : 1;
 
 function commitOf(): string {
   try {
@@ -84,10 +91,10 @@ function commitOf(): string {
 
 /** A steady-state row ('cpu out', 'cuda out'): the same options.out buffers reused by every call. */
 const STEADY = ' out';
-/** The split row: the same batch as 'cpu', its logits in SHARDS vocabulary shards. */
+/** The split rows: the same batch as 'cpu' and 'cuda', its logits in SHARDS vocabulary shards. */
 const SHARDS = 4;
-const SPLIT = `cpu split${SHARDS}`;
-const baseBackend = (b: string) => (b.endsWith(STEADY) ? b.slice(0, -STEADY.length) : b === SPLIT ? 'cpu' : b);
+const SPLIT = ' split' + SHARDS;
+const baseBackend = (b: string) => (b.endsWith(STEADY) ? b.slice(0, -STEADY.length) : b.endsWith(SPLIT) ? b.slice(0, -SPLIT.length) : b);
 
 function outBuffers(batch: PapoInputs): { out: PapoOutputs; release: () => void } {
   const like = (t: PapoInputs['logits']) => (t instanceof DeviceTensor
@@ -97,11 +104,14 @@ function outBuffers(batch: PapoInputs): { out: PapoOutputs; release: () => void 
   return { out, release: () => { for (const g of Object.values(out)) if (g instanceof DeviceTensor) g.dispose(); } };
 }
 
-function run(kind: Kind, backend: string, batch: PapoInputs, out?: PapoOutputs) {
+function run(kind: Kind, backend: string, batch: PapoInputs, out?: PapoOutputs, shards?: SplitPapoInputs | DeviceSplitPapoInputs) {
   if (kind === 'fwd') return () => logProbsSync(batch.logits, batch.tokens, { backend: backend as 'cpu' });
-  if (backend === SPLIT) {
-    const shards = splitBatch(batch, SHARDS);  // cut once, outside the timing
-    return () => papoLossSync(shards, { backend: 'cpu' });
+  if (shards) {
+    const options: PapoOptions = { backend: baseBackend(backend) as 'cpu' };
+    return () => {
+      const r = papoLossSync(shards as SplitPapoInputs, options) as SplitPapoResult<Tensor | DeviceTensor>;
+      for (const g of [...(r.gradLogits ?? []), ...(r.gradMaskedLogits ?? [])]) if (g instanceof DeviceTensor) g.dispose();
+    };
   }
   const options: PapoOptions = { backend: baseBackend(backend) as 'cpu', ...(out ? { out } : {}) };
   return () => {
@@ -115,9 +125,18 @@ function onDevice(batch: PapoInputs): { batch: PapoInputs; release: () => void }
   return { batch: { ...batch, logits: z, maskedLogits: zm }, release: () => { z.dispose(); zm.dispose(); } };
 }
 
+/** A split row's shards, cut once outside the timing: host data, or DeviceTensors for the cuda row. */
+function shardsFor(backend: string, host: PapoInputs): { shards: SplitPapoInputs | DeviceSplitPapoInputs; release: () => void } {
+  const shards = splitBatch(host, SHARDS);
+  if (!backend.startsWith('cuda')) return { shards, release: () => {} };
+  const up = (list: readonly unknown[]) => list.map((t) => cuda.upload(t as Tensor));
+  const dev = { ...shards, logits: up(shards.logits), maskedLogits: up(shards.maskedLogits!) };
+  return { shards: dev, release: () => { for (const t of [...dev.logits, ...dev.maskedLogits]) t.dispose(); } };
+}
+
 async function main() {
   const i = info();
-  const { runner: tfjs, notes: tfjsNotes } = await loadTfjsRunner();
+  const { runner: tfjs, notes: tfjsNotes } = tiny ? { runner: null, notes: ['--tiny: no tfjs peer'] } : await loadTfjsRunner();
   const expFloor = native().cpuExpFloor() / 1e6;  // Melem/s, all threads
   const machine: Machine = {
     date: new Date().toISOString(), commit: commitOf(), host: os.hostname(), cpu: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
@@ -130,11 +149,11 @@ async function main() {
   console.log(`exp floor: ${expFloor.toFixed(0)} Melem/s (${i.cpuIsa} kernels' vexp on ${i.threads} threads, data in L1)`);
   for (const note of tfjsNotes) console.log(note);
   if (tfjs) console.log(`tfjs peer: ${tfjs.description}, float32 cases only (tfjs has no bfloat16)`);
-  console.log(`${full ? 'full' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
+  console.log(`${full ? 'full' : tiny ? 'tiny (code paths only, figures meaningless)' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
   const rows: Row[] = [];
-  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY, SPLIT,
-    ...(gpu ? ['cuda-naive', 'cuda', 'cuda' + STEADY] : [])];
+  const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY, 'cpu' + SPLIT,
+    ...(gpu ? ['cuda-naive', 'cuda', 'cuda' + STEADY, 'cuda' + SPLIT] : [])];
   for (const V of vocabs) {
     for (const dtype of dtypes) {
       for (const kind of kinds) {
@@ -150,20 +169,22 @@ async function main() {
         for (const backend of backends) {
           const isTfjs = backend === tfjs?.backend;
           if (isTfjs && dtype !== 'float32') continue;
-          const steady = backend.endsWith(STEADY);
-          if ((steady || backend === SPLIT) && kind === 'fwd') continue;  // no gradient: nothing to reuse or split
+          const steady = backend.endsWith(STEADY), splitRow = backend.endsWith(SPLIT);
+          if ((steady || splitRow) && kind === 'fwd') continue;  // no gradient: nothing to reuse or split
           const N = rowsFor[isTfjs ? 'tfjs' : baseBackend(backend)];
           const host = makeBatch(N, V, dtype);
-          const dev = backend.startsWith('cuda') ? onDevice(host) : null;
+          const dev = backend.startsWith('cuda') && !splitRow ? onDevice(host) : null;
+          const split = splitRow ? shardsFor(backend, host) : null;
           const peer = isTfjs ? tfjs.prepare(kind, host) : null;
           const outs = steady ? outBuffers(dev ? dev.batch : host) : null;
           try {
-            const fn = peer ? peer.run : run(kind, backend, dev ? dev.batch : host, outs?.out);
+            const fn = peer ? peer.run : run(kind, backend, dev ? dev.batch : host, outs?.out, split?.shards);
             const timing = measure(`${kind} ${backend}`, fn, backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
             caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
-              rooflineGBs: dev ? deviceRate : hostRate, speedup: 0 });
+              rooflineGBs: backend.startsWith('cuda') ? deviceRate : hostRate, speedup: 0 });
           } finally {
             outs?.release();
+            split?.release();
             dev?.release();
             peer?.release();
           }
@@ -186,9 +207,10 @@ async function main() {
   console.log('');
   printTable(rows, machine);
   console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
-  for (const r of rows.filter((x) => x.backend === SPLIT)) {
-    const whole = rows.find((x) => x.backend === 'cpu' && x.kind === r.kind && x.V === r.V && x.dtype === r.dtype)!;
-    console.log(`${SPLIT} / cpu, V = ${r.V} ${r.dtype} fwd+bwd: ${(r.timing.medianMs / whole.timing.medianMs).toFixed(2)}x ` +
+  for (const r of rows.filter((x) => x.backend.endsWith(SPLIT))) {
+    const b = baseBackend(r.backend);
+    const whole = rows.find((x) => x.backend === b && x.kind === r.kind && x.V === r.V && x.dtype === r.dtype)!;
+    console.log(`${r.backend} / ${b}, V = ${r.V} ${r.dtype} fwd+bwd: ${(r.timing.medianMs / whole.timing.medianMs).toFixed(2)}x ` +
       `(${r.timing.medianMs.toFixed(2)} / ${whole.timing.medianMs.toFixed(2)} ms, medians)`);
   }
   if (save) {

@@ -33,7 +33,10 @@ const GPUS: Gpu[] = [
 const N = 8192, V = 151936;
 const THREADS = 512;  // every row kernel (kThreads in row_block.cuh)
 // k3 (clusters) is sm_90+: below, its kernel is a trap and not reported.
-const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['native/cuda/kernels/k3_cluster.cu', 90]];
+const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['native/cuda/kernels/k3_cluster.cu', 90],
+  ['native/cuda/kernels/vocab_shard.cu', 80]];
+/** Kernels launched with other blocks than THREADS: a vocabulary shard's forward, one thread per row. */
+const BLOCK_THREADS: Record<string, number> = { vocab_shard_rows: 128 };
 // sizeof(K3Shared) in k3_cluster.cu is a few hundred bytes; 512 bounds it.
 const K3_SHARED = 512;
 
@@ -128,7 +131,7 @@ export function staticReport(archs = [90, 80]): string {
       process.stderr.write(`  compiled ${f} for sm_${arch} in ${((Date.now() - t) / 1e3).toFixed(0)} s\n`);
     }
   say(`Static report of the CUDA kernels at commit ${commitOf()}, ${nvccVersion(nvcc)}: ptxas -v and PTX,`);
-  say(`${THREADS} threads per block; no GPU involved.`);
+  say(`${THREADS} threads per block (vocab_shard_rows: ${BLOCK_THREADS.vocab_shard_rows}); no GPU involved.`);
   say('occupancy: resident warps / 64 per SM from registers, static + dynamic shared memory and threads; k3\'s');
   say(`dynamic shared memory is its plan at V = ${V}. PTX/elem: PTX instructions per element on the common path`);
   say('of the statistics and gradient loops (an upper bound by about 1: the rare rescale is on it); exp: ftz when');
@@ -139,12 +142,13 @@ export function staticReport(archs = [90, 80]): string {
   for (const k of all) {
     const esz = inputBytes(k.kernel);
     const dyn = k.kernel.startsWith('papo_rows_k3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
-    const b = blocksPerSm(k.arch, k.registers, k.smem + dyn);
+    const threads = BLOCK_THREADS[k.kernel] ?? THREADS;
+    const b = blocksPerSm(k.arch, k.registers, k.smem + dyn, threads);
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
     const exp = st && gr ? (st.ftz && gr.ftz ? 'ftz' : st.ftz || gr.ftz ? 'mixed' : 'no-ftz') : '-';
     say([pad(k.kernel, 26), pad(`sm_${k.arch}`, 6), lpad(k.registers, 5), lpad(`${k.spillStores}/${k.spillLoads}`, 12),
-      lpad(k.stack, 6), lpad(k.smem + dyn, 8), lpad(b, 10), lpad(`${((b * THREADS) / 32 / 64 * 100).toFixed(0)}%`, 7),
+      lpad(k.stack, 6), lpad(k.smem + dyn, 8), lpad(b, 10), lpad(`${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, 7),
       lpad(f(st), 15), lpad(f(gr), 14), lpad(exp, 8)].join(''));
   }
   say('');

@@ -107,7 +107,7 @@ step typescript node node_modules/typescript/bin/tsc -p tsconfig.json --noCheck
 # ---- correctness --------------------------------------------------------------------------------------------
 step papo_cuda_test "$CUDA_TEST"
 step vitest-cuda node node_modules/vitest/vitest.mjs run test/cuda.test.ts test/cuda-emulator.test.ts \
-  test/cuda-contexts.test.ts test/cuda-absent.test.ts --reporter=verbose
+  test/cuda-contexts.test.ts test/cuda-absent.test.ts test/cuda-vocab-split.test.ts --reporter=verbose
 if [ $EMULATE -eq 0 ]; then
   if command -v compute-sanitizer > /dev/null; then
     # Once per lease (DEVELOPERS.md): memory errors, then shared-memory races, on the kernels' own tests.
@@ -122,6 +122,7 @@ fi
 if [ $EMULATE -eq 1 ]; then
   # The emulator says nothing about speed: run the benchmark code paths on tiny shapes, to prove they work.
   step bench-kernels "$CUDA_TEST" --bench 8 1000
+  step bench-node-tiny node dist/bench/run.js --tiny
 else
   if [ $QUICK -eq 1 ]; then BENCH_N=2048; else BENCH_N=8192; fi
   step bench-kernels "$CUDA_TEST" --bench "$BENCH_N" 151936

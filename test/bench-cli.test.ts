@@ -1,6 +1,7 @@
-// `npm run bench -- --help` prints the usage and exits at once (no 50 s run), and an unknown option is an error
-// that shows the usage too.
+// `npm run bench -- --help` prints the usage and exits at once (no 50 s run), an unknown option is an error that
+// shows the usage too, and `--tiny` runs every row's code path, the GPU rows on the emulated device.
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect, it } from 'vitest';
 
@@ -24,3 +25,16 @@ it('an unknown option names itself, prints the usage and exits 2', () => {
   expect(r.stderr).toMatch(/^bench: unknown option '--fulll'\n\nusage: npm run bench/);
   expect(r.stdout).toBe('');
 });
+
+const emulatedBuild = fs.existsSync(path.join(__dirname, '..', 'build', 'Emulated', 'papo_kernels.node'));
+
+it.runIf(emulatedBuild)('--tiny runs every row on the emulated device, the split rows beside their unsplit ones', () => {
+  const r = spawnSync(process.execPath, [script, '--tiny'], { encoding: 'utf8', env: { ...process.env, PAPO_CUDA_EMULATE: '1' } });
+  expect(r.status, r.stderr).toBe(0);
+  for (const row of ['cpu split4 | ', 'cuda split4 | Emulated', 'cuda out | Emulated'])
+    expect(r.stdout).toContain(`| fwd+bwd | bfloat16 | 1000 | ${row}`);
+  for (const b of ['cpu', 'cuda'])
+    for (const dtype of ['float32', 'bfloat16'])
+      expect(r.stdout).toMatch(new RegExp(`^${b} split4 / ${b}, V = 1000 ${dtype} fwd\\+bwd: [\\d.]+x`, 'm'));
+  expect(r.stdout).not.toMatch(/appended/);  // --tiny saves nothing
+}, 180_000);
