@@ -137,7 +137,8 @@ export function staticReport(archs = [90, 80]): string {
   say('of the statistics and gradient loops (an upper bound by about 1: the rare rescale is on it); exp: ftz when');
   say('every exponential of the loop is ex2.approx.ftz.');
   say('');
-  say([pad('kernel', 26), pad('arch', 6), lpad('regs', 5), lpad('spill st/ld', 12), lpad('stack', 6), lpad('smem', 8),
+  const nameWidth = Math.max(26, ...all.map((k) => k.kernel.length + 2));
+  say([pad('kernel', nameWidth), pad('arch', 6), lpad('regs', 5), lpad('spill st/ld', 12), lpad('stack', 6), lpad('smem', 8),
     lpad('blocks/SM', 10), lpad('occup.', 7), lpad('stats PTX/elem', 15), lpad('grad PTX/elem', 14), lpad('exp', 8)].join(''));
   for (const k of all) {
     const esz = inputBytes(k.kernel);
@@ -147,7 +148,7 @@ export function staticReport(archs = [90, 80]): string {
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
     const exp = st && gr ? (st.ftz && gr.ftz ? 'ftz' : st.ftz || gr.ftz ? 'mixed' : 'no-ftz') : '-';
-    say([pad(k.kernel, 26), pad(`sm_${k.arch}`, 6), lpad(k.registers, 5), lpad(`${k.spillStores}/${k.spillLoads}`, 12),
+    say([pad(k.kernel, nameWidth), pad(`sm_${k.arch}`, 6), lpad(k.registers, 5), lpad(`${k.spillStores}/${k.spillLoads}`, 12),
       lpad(k.stack, 6), lpad(k.smem + dyn, 8), lpad(b, 10), lpad(`${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, 7),
       lpad(f(st), 15), lpad(f(gr), 14), lpad(exp, 8)].join(''));
   }
