@@ -11,7 +11,9 @@ import type {
   DType, DeviceSplitPapoInputs, PapoInputs, PapoOptions, SplitPapoInputs, SplitPapoResult, Tensor,
 } from '../lib/types';
 import { expectClose, makeInputs, maxAbs, values } from './helpers';
-import { base, concat, expectSplitEqual, inputsFor, split, startsOf, V, widthsOf, withInfShard } from './vocab-split-helpers';
+import {
+  base, concat, expectSplitEqual, inputsFor, placeTargets, split, startsOf, V, widthsOf, withInfShard,
+} from './vocab-split-helpers';
 
 // Read when the addon loads, which is below (imports do not load it).
 process.env.PAPO_EMU_DEVICES = '2';
@@ -245,6 +247,18 @@ describe.runIf(devices > 0)(`logits split over the vocabulary on the ${cudaTarge
     }
     expect(live()).toEqual(before);
   });
+});
+
+// The benchmark's vocabulary in the benchmark's 4 shards: 16 rows, or with PAPO_SCALE_TEST=1 (opt-in, as
+// test/scale.test.ts) PAPO_SPLIT_SCALE_ROWS rows, default 256 (25 s on the emulated device on 2 cores).
+const scaleRows = process.env.PAPO_SCALE_TEST === '1' ? Number(process.env.PAPO_SPLIT_SCALE_ROWS ?? 256) : 16;
+describe.runIf(devices > 0)('a vocabulary split at the benchmark\'s size', () => {
+  it(`V = 151936 in 4 bf16 shards on every device, N = ${scaleRows}, equals the unsplit call`, async () => {
+    const widths = [37984, 37984, 37984, 37984];
+    const inputs = makeInputs({ N: scaleRows, V: 151936, type: 'bfloat16', seed: 12 });
+    placeTargets(inputs, widths);
+    await checkCudaSplit(inputs, widths, base, 1e-5);
+  }, 600_000);
 });
 
 const TRACED = ['vocab_shard_stats', 'vocab_shard_grad'];
