@@ -120,13 +120,15 @@ describe.runIf(devices > 0)(`logits split over the vocabulary on the ${cudaTarge
     }
   });
 
-  it('the per-process form on the device, merged by hand, equals the one-call form bit for bit', async () => {
+  it('the per-process form on the device, merged by hand, equals the one-call form bit for bit, sync and async', async () => {
     const widths = widthsOf(V, 3);
     const inputs = inputsFor({}, widths);
     const d = onDevices(split(inputs, widths));
     const starts = startsOf(widths);
     try {
       const one = await papoLoss(d, base);
+      const sync = downloaded(papoLossSync(d, base));
+      expect([sync.loss, sync.metrics, sync.logProbs]).toEqual([one.loss, one.metrics, one.logProbs]);
       const statsOf = (list: readonly DeviceTensor[]) =>
         mergeVocabShardStats(list.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
       const [stats, maskedStats] = [statsOf(d.logits), statsOf(d.maskedLogits!)];
@@ -135,8 +137,11 @@ describe.runIf(devices > 0)(`logits split over the vocabulary on the ${cudaTarge
           { ...base, vocabShard: { start: starts[k], stats, maskedStats } });
         expect([r.loss, r.metrics, r.logProbs, r.entropy, r.maskedLogProbs, r.maskedEntropy])
           .toEqual([one.loss, one.metrics, one.logProbs, one.entropy, one.maskedLogProbs, one.maskedEntropy]);
-        for (const [g, h] of [[r.gradLogits, one.gradLogits[k]], [r.gradMaskedLogits!, one.gradMaskedLogits![k]]]) {
-          expect(g.download().data).toEqual(h.download().data);
+        for (const [g, h, x] of [[r.gradLogits, one.gradLogits[k], sync.gradLogits![k]],
+          [r.gradMaskedLogits!, one.gradMaskedLogits![k], sync.gradMaskedLogits![k]]] as const) {
+          const bits = g.download().data;
+          expect(bits).toEqual(h.download().data);
+          expect(bits).toEqual(x.data);
           g.dispose();
           h.dispose();
         }
