@@ -1,7 +1,8 @@
 // The CUDA kernels checked and timed without Node (ctest runs it; exit 77 = skipped, no device).
 //
 //   papo_cuda_test            parity: every kernel family (naive, two-pass, fused), host-staged (in several
-//                             chunks) and device-resident, in place and not, against the CPU backend
+//                             chunks) and device-resident, in place and not, and logits split over the
+//                             vocabulary, against the CPU backend
 //   papo_cuda_test --bench [N V]   N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
 //                             (k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
 //                             alone, each against the roofline of its own minimal bytes, with the device memory
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "core/vocab_stats.h"
 #include "cpu/papo_cpu.h"
 #include "cuda/cuda_resources.h"
 #include "cuda/launch.cuh"
@@ -295,6 +297,102 @@ void stream_ordering() {
   }
 }
 
+// Columns [start, start + W) of every row of an [N, V] tensor.
+std::vector<char> columns(const std::vector<char>& src, int32_t dtype, int64_t N, int64_t V, int64_t start, int64_t W) {
+  const size_t e = esz(dtype);
+  std::vector<char> out(N * W * e);
+  for (int64_t i = 0; i < N; ++i) memcpy(out.data() + i * W * e, src.data() + (i * V + start) * e, W * e);
+  return out;
+}
+
+// mergeVocabShardStats (lib/vocab-stats.ts): consecutive shards' statistics merged in shard order.
+std::vector<double> merge_stats(const std::vector<std::vector<double>>& list, int64_t N) {
+  std::vector<double> out(VS_FIELDS * N);
+  for (int64_t i = 0; i < N; ++i) {
+    double m = -INFINITY, S = 0, U = 0, t = 0;
+    for (const auto& s : list) m = std::max(m, s[VS_MAX * N + i]);
+    for (const auto& s : list) {
+      t += s[VS_TARGET * N + i];
+      if (s[VS_MAX * N + i] == -INFINITY) continue;
+      const double f = exp(s[VS_MAX * N + i] - m);
+      S += s[VS_SUM_EXP * N + i] * f;
+      U += s[VS_SUM_EXP_X * N + i] * f;
+    }
+    out[VS_MAX * N + i] = m, out[VS_SUM_EXP * N + i] = S, out[VS_SUM_EXP_X * N + i] = U, out[VS_TARGET * N + i] = t;
+  }
+  return out;
+}
+
+// Logits split over the vocabulary: each shard's statistics (vocab_shard_stats_cuda), merged here, then each
+// shard's call from them, staged and device-resident, against the CPU's unsplit call: kernels/vocab_shard.cu under
+// the sanitizers too.
+void vocab_split() {
+  for (const int32_t dtype : {DT_F32, DT_BF16})
+    for (int where = 0; where < 2; ++where) {
+      const Case c{dtype == DT_F32 ? "f32 split" : "bf16 split", 7, 3001, dtype, dtype, true, false, true, true};
+      const int64_t widths[] = {1000, 999, 1002}, K = 3, N = c.N;
+      const std::string tag = c.name + std::string(where ? " device" : " staged");
+      Data dw = make(c, 5);
+      PapoCall want = call_of(c, dw);
+      const PapoMetrics mw = papo_loss_cpu(want);
+      const int before = failures;
+      try {
+        OnDevice dev;
+        CudaExec ex;
+        ex.onDevice = where == 1;
+        std::vector<std::vector<char>> z(K), zm(K);
+        std::vector<const void*> zp(K), zmp(K);
+        std::vector<std::vector<double>> stats[2];
+        for (int64_t k = 0, start = 0; k < K; start += widths[k++]) {
+          z[k] = columns(dw.logits, dtype, N, c.V, start, widths[k]);
+          zm[k] = columns(dw.masked, dtype, N, c.V, start, widths[k]);
+          zp[k] = ex.onDevice ? dev.up(z[k].data(), z[k].size()) : z[k].data();
+          zmp[k] = ex.onDevice ? dev.up(zm[k].data(), zm[k].size()) : zm[k].data();
+          for (int path = 0; path < 2; ++path) {
+            VocabStatsCall sc;
+            sc.N = N, sc.V = widths[k], sc.temperature = want.temperature, sc.dtype = dtype, sc.tokens = dw.tokens.data();
+            sc.logits = path ? zmp[k] : zp[k];
+            sc.vocabStart = start;
+            stats[path].emplace_back(VS_FIELDS * N);
+            sc.out = stats[path].back().data();
+            vocab_shard_stats_cuda(sc, ex);
+          }
+        }
+        const std::vector<double> merged = merge_stats(stats[0], N), mmerged = merge_stats(stats[1], N);
+        for (int64_t k = 0, start = 0; k < K; start += widths[k++]) {
+          const size_t gb = N * widths[k] * esz(dtype);
+          std::vector<char> g(gb), gm(gb);
+          std::vector<float> lp(N), h(N), mlp(N), mh(N);
+          PapoCall sc = want;
+          sc.V = widths[k], sc.logits = zp[k], sc.maskedLogits = zmp[k];
+          sc.gradLogits = ex.onDevice ? dev.up(nullptr, gb) : g.data();
+          sc.gradMaskedLogits = ex.onDevice ? dev.up(nullptr, gb) : gm.data();
+          sc.outLogProbs = lp.data(), sc.outEntropy = h.data(), sc.outMaskedLogProbs = mlp.data(), sc.outMaskedEntropy = mh.data();
+          sc.vocabStats = merged.data(), sc.maskedVocabStats = mmerged.data(), sc.vocabStart = start, sc.vocabTotal = c.V;
+          const PapoMetrics mg = papo_loss_cuda(sc, ex);
+          if (ex.onDevice) cuda_copy(g.data(), sc.gradLogits, gb, false, 0, 0), cuda_copy(gm.data(), sc.gradMaskedLogits, gb, false, 0, 0);
+          const std::string kt = tag + " shard " + std::to_string(k);
+          expect_close(kt + " loss", mg.loss, mw.loss, 1e-5, 1e-7);
+          for (int64_t i = 0; i < N; ++i) {
+            expect_close(kt + " logProbs", lp[i], want.outLogProbs[i], 1e-5, 1e-5);
+            expect_close(kt + " maskedEntropy", mh[i], want.outMaskedEntropy[i], 1e-5, 1e-5);
+          }
+          const double grel = dtype == DT_F32 ? 1e-4 : 1e-2, gabs = dtype == DT_F32 ? 1.1e-6 : 1.1e-5;
+          for (int64_t i = 0; i < N; ++i)
+            for (int64_t j = 0; j < widths[k]; ++j) {
+              const int64_t w = i * c.V + start + j, o = i * widths[k] + j;
+              expect_close(kt + " grad", from_bits(dtype, g.data(), o), from_bits(dtype, want.gradLogits, w), grel, gabs);
+              expect_close(kt + " gradMasked", from_bits(dtype, gm.data(), o), from_bits(dtype, want.gradMaskedLogits, w), grel, gabs);
+            }
+        }
+      } catch (const Error& e) {
+        fprintf(stderr, "  FAIL %s: %s\n", tag.c_str(), e.what());
+        ++failures;
+      }
+      printf("%s %s\n", failures == before ? "ok  " : "FAIL", tag.c_str());
+    }
+}
+
 int parity() {
   std::vector<Case> cases = {
       {"f32 masked", 9, 1000, DT_F32, DT_F32},
@@ -328,6 +426,7 @@ int parity() {
     failures += !(threw && intact);
   }
   stream_ordering();
+  vocab_split();
   printf("%s\n", failures ? "FAILED" : "all CUDA parity checks passed");
   return failures ? 1 : 0;
 }
