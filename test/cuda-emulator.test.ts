@@ -71,6 +71,12 @@ describe.runIf(emulated)('the emulated device', () => {
       'fwd+bwd both paths k2 fused bfloat16: 1.2345 bytes H100 SXM']);
   });
 
+  it('papo_cuda_test --host-cost counts a steady-state call and estimates its host time from the counts', () => {
+    const out = runProgram(path.join(build, 'Emulated', 'papo_cuda_test'), ['--host-cost', '256']);
+    expect(out).toMatch(/a steady-state call, N=256: 10 runtime calls \(2 launches, 2 copies, 1 stream waits, 3 light queries\), 6144 bytes up, 4240 bytes down/);
+    expect(out).toMatch(/estimated host time beyond the kernels: [\d.]+ us/);
+  });
+
   it('an allocation that fails again after the pool gave its idle memory back is PAPO_OUT_OF_MEMORY with the bytes; the next call works', () => {
     const emu = native();
     const inputs = makeInputs({ N: 4, V: 500 });
