@@ -2,6 +2,8 @@
 // batch invariance, the device's listing, and DeviceTensor data. The other kernel versions, k3's cluster shapes
 // and chunked staging each run the same suite in a process of their own: test/cuda-kernels/*.test.ts.
 import { cudaTarget, emulated } from './cuda-target';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cuda, DeviceTensor, info, papoLoss, papoLossSync } from '../lib';
 import type { DType, Tensor } from '../lib/types';
@@ -28,6 +30,25 @@ describe(`the CUDA device (${cudaTarget})`, () => {
 paritySuite(f);
 batchInvarianceSuite(f);
 planSuite(f);
+
+describe('PAPO_CUDA_* settings', () => {
+  // In a child process each (they are read once per process): the first CUDA call fails, naming the variable.
+  const dist = path.join(__dirname, '..', 'dist', 'lib', 'index.js');
+  const script = `const p = require(${JSON.stringify(dist)});
+    const N = 2, V = 8, z = new Float32Array(N * V);
+    try { p.papoLossSync({ logits: { data: z, dims: [N, V], type: 'float32' }, tokens: new Int32Array(N),
+      advantages: new Float32Array(N) }, { backend: 'cuda', preset: 'grpo', klCoef: 0 }); console.log('ran'); }
+    catch (e) { console.log(e.code + ' ' + e.message); }`;
+  const run = (env: Record<string, string>) =>
+    spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ...env } }).stdout.trim();
+  it('a value out of range, or a version the plan does not know, fails the first call with PAPO_INVALID_ARGUMENT', () => {
+    expect(run({ PAPO_CUDA_STAGING_MB: '0' })).toBe("PAPO_INVALID_ARGUMENT PAPO_CUDA_STAGING_MB: expected an integer from 1 to 1048576, got '0'");
+    expect(run({ PAPO_CUDA_CLUSTER: '3' })).toBe('PAPO_INVALID_ARGUMENT PAPO_CUDA_CLUSTER: expected 1, 2, 4 or 8, got 3');
+    expect(run({ PAPO_CUDA_KERNEL: '7' })).toBe('PAPO_INVALID_ARGUMENT PAPO_CUDA_KERNEL: expected 1 (k1 two-pass), ' +
+      '2 (k2 fused), 3 (k3 cluster), got 7');
+    expect(run({ PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: '3' })).toBe('ran');
+  });
+});
 
 describe(`DeviceTensor on the ${cudaTarget} device`, () => {
   it('upload, papoLoss, DeviceTensor gradients equal to the host path, dispose frees everything', async () => {

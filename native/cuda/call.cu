@@ -49,21 +49,13 @@ class Phases {
     if (!exec.onDevice) staging_.reset(new Staging(dc, t, exec.device, cuda::tuning_of(exec).stagingBytes));
   }
   void run(int32_t phase) {
-    if (phase == cuda::PHASE_BOTH && plan_.twoPass) {
-      run_one(cuda::PHASE_FORWARD);
-      run_one(cuda::PHASE_BACKWARD);
-    } else {
-      run_one(phase);
-    }
-  }
-
- private:
-  void run_one(int32_t phase) {
     if (staging_) return staging_->run(plan_.run, phase, stream_);
     const bool back = phase & cuda::PHASE_BACKWARD;
     const Chunk all{0, dc_.N, t_.logits, t_.maskedLogits, back ? t_.grad : nullptr, back ? t_.maskedGrad : nullptr};
     plan_.run(dc_, all, phase, stream_);
   }
+
+ private:
   const DeviceCall& dc_;
   const Plan& plan_;
   Tensors t_;

@@ -83,7 +83,8 @@ struct ShapeKey {
 // (kernels/k0_naive.cu, kernels/k1_k2_rows.cu, kernels/k3_cluster.cu).
 using RunRows = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-void run_rows_k1_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k1(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Each version's launch shape on key.device (current): false where the version cannot run this key (the plan
 // then takes its fallback). Asked once per key and tuning: the device queries they make are not repeated.

@@ -22,19 +22,18 @@ struct KernelVersion {
   ShapeFn shape;
   int32_t fallback;      // planned where `shape` says this version cannot run the key
   int32_t apart;         // planned for the flows whose forward and backward phases are apart
-  bool twoPass;          // runs a fused call as a forward launch, then a backward launch
 };
 
 // One row per version. A new version adds its row (and its id to CudaKernel): nothing else here changes.
-//  - k1 is k2's kernel on a full grid, in two launches: 2 reads of each row from memory, by design.
+//  - k1 is k2's kernel on a full grid, a fused call's chunk in two launches: 2 reads of each row from memory.
 //  - Flows with phases apart (in place, the sequence phase, the forward alone) read each row once per phase and
 //    re-read nothing from L2, so the fast versions run them as k1 does: every SM full.
 //  - k3 holds a row pair on chip for one fused pass only; where it does not fit (V, before sm_90), k2 runs.
 const KernelVersion kVersions[] = {
-    {KERNEL_K0_NAIVE, "k0 naive", run_rows_k0, shape_k0, KERNEL_K0_NAIVE, KERNEL_K0_NAIVE, false},
-    {KERNEL_K1_TWO_PASS, "k1 two-pass", run_rows_k1_k2, shape_k1, KERNEL_K1_TWO_PASS, KERNEL_K1_TWO_PASS, true},
-    {KERNEL_K2_FUSED, "k2 fused", run_rows_k1_k2, shape_k2, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS, false},
-    {KERNEL_K3_CLUSTER, "k3 cluster", run_rows_k3, shape_k3, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS, false},
+    {KERNEL_K0_NAIVE, "k0 naive", run_rows_k0, shape_k0, KERNEL_K0_NAIVE, KERNEL_K0_NAIVE},
+    {KERNEL_K1_TWO_PASS, "k1 two-pass", run_rows_k1, shape_k1, KERNEL_K1_TWO_PASS, KERNEL_K1_TWO_PASS},
+    {KERNEL_K2_FUSED, "k2 fused", run_rows_k2, shape_k2, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS},
+    {KERNEL_K3_CLUSTER, "k3 cluster", run_rows_k3, shape_k3, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS},
 };
 
 const KernelVersion* version(int32_t id) {
@@ -73,7 +72,6 @@ Plan make_plan(const ShapeKey& key, int32_t requested, Flow flow, const CudaTuni
   p.run = v->run;
   p.kernel = v->id;
   p.name = v->name;
-  p.twoPass = v->twoPass;
   p.terms = flow == FLOW_LOG_PROBS ? TERMS_NONE : flow == FLOW_SEQUENCE ? TERMS_HOST : TERMS_PER_ROW;
   return p;
 }

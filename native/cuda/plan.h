@@ -28,7 +28,6 @@ struct Plan {
   RunRows run = nullptr;  // the version's launch of one phase on one chunk
   int32_t kernel = KERNEL_K2_FUSED;
   const char* name = "";
-  bool twoPass = false;   // PHASE_BOTH as a forward launch, then a backward launch
   Terms terms = TERMS_PER_ROW;
   LaunchShape launch;
 };

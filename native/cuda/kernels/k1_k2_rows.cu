@@ -108,12 +108,18 @@ int64_t full_grid(const ShapeKey& key) {
 
 }  // namespace
 
-// k1 and k2 run the same kernel; the plan runs k1's PHASE_BOTH as a forward, then a backward launch.
-void run_rows_k1_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+void run_rows_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
   with_kernel(c.dtype, c.gradType, [&](Kernel, Launch run) {
     run(c, ch, phase, stream);
     return 0;
   });
+}
+
+// The same kernel, a fused call's chunk as a forward launch, then a backward launch.
+void run_rows_k1(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (phase != PHASE_BOTH) return run_rows_k2(c, ch, phase, stream);
+  run_rows_k2(c, ch, PHASE_FORWARD, stream);
+  run_rows_k2(c, ch, PHASE_BACKWARD, stream);
 }
 
 bool shape_k1(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
