@@ -266,6 +266,18 @@ export function planSuite(f: Family) {
       expect(ran, `${cluster} cluster launches, ${plain} others`).toBe(f.version);
     });
 
+    it('stages host data once: the per-token inputs and each path\'s one chunk, one copy each', () => {
+      const emu = native();
+      const inputs = makeInputs({ N: 6, V: 1000, type: 'bfloat16' });
+      papoLossSync(inputs, { backend: f.backend });
+      const before = emu.emuStats!();
+      papoLossSync(inputs, { backend: f.backend });
+      const after = emu.emuStats!();
+      expect(after.copiesToDevice - before.copiesToDevice).toBe(3);
+      // both paths' logits, then the per-token inputs (under 64 bytes a row)
+      expect(after.bytesToDevice - before.bytesToDevice - 2 * 6 * 1000 * 2).toBeLessThan(6 * 64);
+    });
+
     it('a call after the first of its shape asks the device nothing', () => {
       const emu = native();
       const inputs = makeInputs({ N: 6, V: 1000, type: 'bfloat16' });
