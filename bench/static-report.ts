@@ -4,7 +4,7 @@
 // (4.8 TB/s), against a device copy of the same minimal bytes (4 N V elements: both rows read, both gradients
 // written). A prediction, never a measurement: the three bounds are
 //   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
-//            fraction 1 - L2 / live of the second read misses, live = k2_blocks' grid x the row pair's bytes;
+//            fraction 1 - L2 / live of the second read misses, live = shape_k2's grid x the row pair's bytes;
 //            k3: the minimum);
 //   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
 //            the elements, over 4 warp instructions per clock per SM at the boost clock;
@@ -48,7 +48,7 @@ export function blocksPerSm(arch: number, registers: number, smem: number, threa
   return Math.min(l.blocks, Math.floor(l.warps / warps), byRegs, bySmem);
 }
 
-/** k3's plan for this V and dtype (k3_cluster.cu's plan()): the smallest cluster of 1..8 whose slices fit,
+/** k3's plan for this V and dtype (k3_cluster.cu's shape_k3): the smallest cluster of 1..8 whose slices fit,
  * double-buffered where two row pairs fit. */
 function k3Plan(esz: number, arch: number, v = V) {
   const nvec = Math.ceil(v / (16 / esz));
