@@ -1,6 +1,7 @@
-// The CUDA backend with the shipped settings (no PAPO_CUDA_* variable): the k2 family's suite (cuda-family.ts) and
-// batch invariance, the device's listing, and DeviceTensor data. The other kernel versions, k3's cluster shapes
-// and chunked staging each run the same suite in a process of their own: test/cuda-kernels/*.test.ts.
+// The CUDA backend with the shipped settings (no PAPO_CUDA_* variable): the k2 family's suite (cuda-family.ts),
+// batch invariance and plan, the device's listing, DeviceTensor data, and bad settings (in child processes). The
+// other kernel versions, k3's cluster shapes and chunked staging each run the same suite in a process of their
+// own: test/cuda-kernels/*.test.ts.
 import { cudaTarget, emulated } from './cuda-target';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
