@@ -4,7 +4,7 @@
 // (4.8 TB/s), against a device copy of the same minimal bytes (4 N V elements: both rows read, both gradients
 // written). A prediction, never a measurement: the three bounds are
 //   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
-//            fraction 1 - L2 / live of the second read misses, live = k2_blocks' grid x the row pair's bytes;
+//            fraction 1 - L2 / live of the second read misses, live = shape_k2's grid x the row pair's bytes;
 //            k3: the minimum);
 //   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
 //            the elements, over 4 warp instructions per clock per SM at the boost clock;
@@ -51,10 +51,10 @@ export function blocksPerSm(arch: number, registers: number, smem: number, threa
   return Math.min(l.blocks, Math.floor(l.warps / warps), byRegs, bySmem);
 }
 
-/** k3's plan for this V and dtype (k3_cluster.cu's plan()): the smallest cluster of 1..8 whose slices fit,
+/** k3's plan for this V and dtype (k3_cluster.cu's shape_k3): the smallest cluster of 1..8 whose slices fit,
  * double-buffered where two row pairs fit. */
-function k3Plan(esz: number, arch: number) {
-  const nvec = Math.ceil(V / (16 / esz));
+function k3Plan(esz: number, arch: number, v = V) {
+  const nvec = Math.ceil(v / (16 / esz));
   for (const nbuf of [2, 1])
     for (const C of [1, 2, 4, 8]) {
       const per = Math.ceil(nvec / C);
@@ -67,6 +67,11 @@ function k3Plan(esz: number, arch: number) {
 interface Prediction { version: string; dtype: string; gpu: string; copyMs: number; bytesMs: number; issueMs: number;
   mufuMs: number; ratio: number; bound: string }
 
+/** What the model needs of a case: its rows (N x V elements per path), the paths it reads and the gradient paths it
+ * writes. Both paths, forward + backward: reads 2, writes 2. */
+export interface CaseShape { N: number; V: number; reads: number; writes: number }
+const BOTH_PATHS: CaseShape = { N, V, reads: 2, writes: 2 };
+
 function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   const all = k.loops.filter((l) => l.kind === kind);
   if (!all.length) return null;
@@ -77,28 +82,61 @@ function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   return { ipe: l.perElement, exps: l.exps / l.elements, ftz: l.expsFtz === l.exps };
 }
 
-function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number): Prediction | null {
+function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number, c: CaseShape = BOTH_PATHS): Prediction | null {
   const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
   if (!st || !gr) return null;
   const esz = inputBytes(k.kernel);
-  const E = N * V;  // per path
-  const copyBytes = 4 * E * esz;
+  const E = c.N * c.V;  // per path
+  const copyBytes = (c.reads + c.writes) * E * esz;  // the case's minimal bytes
   let bytes = copyBytes;
-  if (version === 'k1') bytes = 6 * E * esz;
+  if (version === 'k1') bytes = (c.reads + 2 * c.writes) * E * esz;  // each gradient path's row read again
   if (version === 'k2') {
-    const pair = 2 * V * esz, perSm = Math.max(1, blocksPerSm(90, k.registers, k.smem + smemDyn));
+    const pair = c.reads * c.V * esz, perSm = Math.max(1, blocksPerSm(90, k.registers, k.smem + smemDyn));
     const fit = Math.floor(gpu.l2 / 2 / pair), blocks = Math.max(gpu.sms, Math.min(gpu.sms * perSm, fit));
     const live = blocks * pair, miss = Math.max(0, 1 - gpu.l2 / live);
-    bytes = (4 + 2 * miss) * E * esz;
+    bytes = (c.reads + c.writes * (1 + miss)) * E * esz;
   }
   const clock = gpu.clockGHz * 1e9;
-  const issueMs = (2 * E * (st.ipe + gr.ipe)) / (gpu.sms * 4 * 32 * clock) * 1e3;
-  const mufuMs = (2 * E * (st.exps + gr.exps)) / (gpu.sms * 16 * clock) * 1e3;
+  const issueMs = (E * (c.reads * st.ipe + c.writes * gr.ipe)) / (gpu.sms * 4 * 32 * clock) * 1e3;
+  const mufuMs = (E * (c.reads * st.exps + c.writes * gr.exps)) / (gpu.sms * 16 * clock) * 1e3;
   const copyMs = (copyBytes / gpu.bandwidth) * 1e3, bytesMs = (bytes / gpu.bandwidth) * 1e3;
   const worst = Math.max(bytesMs, issueMs, mufuMs);
   const bound = worst === bytesMs ? 'bytes' : worst === issueMs ? 'issue' : 'MUFU';
   return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs,
     ratio: worst / copyMs, bound };
+}
+
+// The cases papo_cuda_test --bench measures, by its names, with the versions the plan runs for each (in place, the
+// sequence phase and the forward alone run as k1: native/cuda/plan.cu), and the shapes scripts/gpu-check.sh runs.
+const BENCH_CASES: (Omit<CaseShape, 'N' | 'V'> & { name: string; versions: string[] })[] = [
+  { name: 'fwd+bwd both paths', reads: 2, writes: 2, versions: ['k1', 'k2', 'k3'] },
+  { name: 'fwd+bwd detachMasked', reads: 2, writes: 1, versions: ['k1', 'k2', 'k3'] },
+  { name: 'fwd+bwd gspo (phases)', reads: 2, writes: 2, versions: ['k1'] },
+  { name: 'fwd+bwd in place', reads: 2, writes: 2, versions: ['k1'] },
+  { name: 'forward only (1 path)', reads: 1, writes: 0, versions: ['k1'] },
+];
+const BENCH_SHAPES: [number, number][] = [[8192, 151936], [8192, 32000], [2048, 151936], [2048, 32000]];
+
+/** The prediction of every benchmarked case, shape, version, dtype and GPU, one tab-separated line each, for
+ * papo_cuda_test --bench to print beside what it measures (the same model as the report's table). */
+export function predictionTable(all: KernelResources[], commit: string): string {
+  const lines = [`# napkin prediction by bench/static-report.ts at commit ${commit}: a prediction, not a measurement`,
+    ['gpu', 'case', 'version', 'dtype', 'N', 'V', 'ms', 'ratio', 'bound'].join('\t')];
+  for (const kase of BENCH_CASES)
+    for (const [n, v] of BENCH_SHAPES)
+      for (const version of kase.versions)
+        for (const t of ['BF16', 'F32']) {
+          const k = all.find((x) => x.arch === 90 && x.kernel === `${version === 'k3' ? 'papo_rows_k3' : 'papo_rows'}<${t}, ${t}>`);
+          if (!k) continue;
+          const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90, v)?.smem ?? 0) : 0;
+          for (const gpu of GPUS) {
+            const p = predict(k, version, gpu, dyn, { N: n, V: v, reads: kase.reads, writes: kase.writes });
+            if (!p) continue;
+            lines.push([gpu.name, kase.name, version, t === 'BF16' ? 'bfloat16' : 'float32', n, v,
+              Math.max(p.bytesMs, p.issueMs, p.mufuMs).toFixed(4), p.ratio.toFixed(4), p.bound].join('\t'));
+          }
+        }
+  return lines.join('\n') + '\n';
 }
 
 function commitOf(): string {
@@ -117,7 +155,7 @@ function nvccVersion(nvcc: string): string {
 const pad = (s: string | number, n: number) => String(s).padEnd(n);
 const lpad = (s: string | number, n: number) => String(s).padStart(n);
 
-export function staticReport(archs = [90, 80]): string {
+export function staticReport(archs = [90, 80]): { text: string; predictions: string } {
   const nvcc = findNvcc();
   if (!nvcc) throw new Error('bench --static: no nvcc (set NVCC or CUDA_PATH, or put nvcc on PATH)');
   const lines: string[] = [];
@@ -172,17 +210,20 @@ export function staticReport(archs = [90, 80]): string {
         say([pad(version, 8), pad(p.dtype, 6), pad(gpu.name, 10), lpad(p.copyMs.toFixed(2), 7), lpad(p.bytesMs.toFixed(2), 7),
           lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
       }
-  return lines.join('\n') + '\n';
+  return { text: lines.join('\n') + '\n', predictions: predictionTable(all, commitOf()) };
 }
 
-/** Prints the report; with a file name, also writes it there (relative to the repository). */
+/** Prints the report; with a file name, also writes it there (relative to the repository), and the predictions
+ * beside it (predictions.tsv, which papo_cuda_test --bench reads). */
 export function runStaticReport(file?: string) {
-  const text = staticReport();
+  const { text, predictions } = staticReport();
   process.stdout.write(text);
   if (file) {
     const out = path.resolve(REPO, file);
     fs.mkdirSync(path.dirname(out), { recursive: true });
     fs.writeFileSync(out, text);
-    console.log(`\nwritten to ${path.relative(REPO, out)}`);
+    const table = path.join(path.dirname(out), 'predictions.tsv');
+    fs.writeFileSync(table, predictions);
+    console.log(`\nwritten to ${path.relative(REPO, out)} and ${path.relative(REPO, table)}`);
   }
 }

@@ -124,6 +124,15 @@ export interface NativeEmulatorStats {
   poolReleases: number;
   liveHostBytes: number;
   liveDeviceBytes: number;
+  /** Runtime and driver API calls on any host thread (a kernel launch is one), and per entry point. */
+  apiCalls: number;
+  apiCallsByName: Record<string, number>;
+  /** Copies between host and device memory, their bytes, and those with pageable host memory. */
+  copiesToHost: number;
+  bytesToHost: number;
+  copiesToDevice: number;
+  bytesToDevice: number;
+  pageableCopies: number;
   contexts: number[];
 }
 

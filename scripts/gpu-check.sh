@@ -106,7 +106,8 @@ step typescript node node_modules/typescript/bin/tsc -p tsconfig.json --noCheck
 
 # ---- correctness --------------------------------------------------------------------------------------------
 step papo_cuda_test "$CUDA_TEST"
-step vitest-cuda node node_modules/vitest/vitest.mjs run test/cuda.test.ts test/cuda-emulator.test.ts \
+# Each kernel version's suite in a process of its own (test/cuda-kernels/: PAPO_CUDA_* are read once per process).
+step vitest-cuda node node_modules/vitest/vitest.mjs run test/cuda.test.ts test/cuda-kernels/ test/cuda-emulator.test.ts \
   test/cuda-contexts.test.ts test/cuda-absent.test.ts test/cuda-vocab-split.test.ts --reporter=verbose
 if [ $EMULATE -eq 0 ]; then
   if command -v compute-sanitizer > /dev/null; then

@@ -15,8 +15,10 @@ import {
   base, concat, expectSplitEqual, inputsFor, placeTargets, split, startsOf, V, widthsOf, withInfShard,
 } from './vocab-split-helpers';
 
-// Read when the addon loads, which is below (imports do not load it).
+// Read when the addon loads, which is below (imports do not load it). The CUDA backend reads PAPO_CUDA_* once per
+// process: staging slots of 1 MiB for the whole file make host shards of a few rows take several chunks.
 process.env.PAPO_EMU_DEVICES = '2';
+process.env.PAPO_CUDA_STAGING_MB = '1';
 const devices = cuda.available() ? info().cudaDevices.length : 0;
 
 /** The shards uploaded, shard k to device k mod the devices (its masked shard with it). */
@@ -174,17 +176,12 @@ describe.runIf(devices > 0)(`logits split over the vocabulary on the ${cudaTarge
     // rows of 160 KB through 1 MB staging slots: 6 rows a chunk, 3 chunks on 2 slots
     const wide = makeInputs({ N: 16, V: 40000, masked: false, seed: 9 });
     const z = wide.logits as Tensor;
-    process.env.PAPO_CUDA_STAGING_MB = '1';
+    const staged = vocabShardStats(z, wide.tokens, { vocabStart: 0, backend: 'cuda' });
+    const d1 = cuda.upload(z);
     try {
-      const staged = vocabShardStats(z, wide.tokens, { vocabStart: 0, backend: 'cuda' });
-      const d1 = cuda.upload(z);
-      try {
-        expect(staged.data).toEqual(vocabShardStats(d1, wide.tokens, { vocabStart: 0 }).data);
-      } finally {
-        d1.dispose();
-      }
+      expect(staged.data).toEqual(vocabShardStats(d1, wide.tokens, { vocabStart: 0 }).data);
     } finally {
-      delete process.env.PAPO_CUDA_STAGING_MB;
+      d1.dispose();
     }
   });
 

@@ -3,7 +3,8 @@
 // sm_90, by compiling those files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
-import { blocksPerSm } from '../bench/static-report';
+import { blocksPerSm, predictionTable } from '../bench/static-report';
+import type { KernelResources } from '../bench/kernel-resources';
 
 const nvcc = findNvcc();
 
@@ -59,6 +60,44 @@ $L__BB0_4:
 }
 `;
     expect(rowLoops(ptx).get('_Z1kv')).toEqual([{ kind: 'stats', instructions: 9, vectors: 1, exps: 2, expsFtz: 1 }]);
+  });
+});
+
+describe('static report: the predictions papo_cuda_test --bench prints', () => {
+  // Two kernels' resources as ptxas and the PTX would give them: 10 instructions and one exp per element in the
+  // statistics loop, 8 and one in the gradient loop, no spills.
+  const kernel = (name: string, t: 'BF16' | 'F32'): KernelResources => ({ kernel: `${name}<${t}, ${t}>`, arch: 90,
+    registers: 64, spillStores: 0, spillLoads: 0, stack: 0, smem: 424, loops: [
+      { kind: 'stats', instructions: 80, vectors: 1, exps: 8, expsFtz: 8, elements: 8, perElement: 10 },
+      { kind: 'grad', instructions: 64, vectors: 1, exps: 8, expsFtz: 8, elements: 8, perElement: 8 }] });
+  const rows = predictionTable([kernel('papo_rows', 'BF16'), kernel('papo_rows', 'F32'), kernel('papo_rows_k3', 'BF16')], 'abc1234')
+    .trim().split('\n');
+  const find = (gpu: string, kase: string, version: string, dtype: string, N: number, V: number) =>
+    rows.map((l) => l.split('\t')).find((f) => f[0] === gpu && f[1] === kase && f[2] === version && f[3] === dtype &&
+      f[4] === String(N) && f[5] === String(V));
+
+  it('says where it comes from, then one tab-separated row of 9 fields per GPU, case, version, dtype and shape', () => {
+    expect(rows[0]).toMatch(/^# napkin prediction by bench\/static-report.ts at commit abc1234/);
+    expect(rows[1]).toBe('gpu\tcase\tversion\tdtype\tN\tV\tms\tratio\tbound');
+    for (const r of rows.slice(2)) expect(r.split('\t')).toHaveLength(9);
+  });
+
+  it('models each case\'s own bytes: k3 both paths at the copy rate, k1 reading each row twice, the forward alone once', () => {
+    // bf16, N = 8192, V = 151936: the minimal bytes are 4 x N x V x 2 (both rows read, both gradients written)
+    const E = 8192 * 151936, h200 = 4.8e12;
+    const k3 = find('H200', 'fwd+bwd both paths', 'k3', 'bfloat16', 8192, 151936)!;
+    expect(Number(k3[6])).toBeCloseTo((4 * E * 2) / h200 * 1e3, 3);
+    expect([k3[7], k3[8]]).toEqual(['1.0000', 'bytes']);
+    const k1 = find('H200', 'fwd+bwd both paths', 'k1', 'bfloat16', 8192, 151936)!;
+    expect(Number(k1[7])).toBeCloseTo(1.5, 4);
+    const fwd = find('H200', 'forward only (1 path)', 'k1', 'bfloat16', 8192, 151936)!;
+    expect(Number(fwd[6])).toBeCloseTo((E * 2) / h200 * 1e3, 3);
+    // detached: both rows read, one gradient read again and written: (2 + 2) / (2 + 1)
+    expect(Number(find('H200', 'fwd+bwd detachMasked', 'k1', 'bfloat16', 8192, 151936)![7])).toBeCloseTo(4 / 3, 4);
+    // every shape scripts/gpu-check.sh benchmarks
+    for (const [N, V] of [[8192, 151936], [8192, 32000], [2048, 151936], [2048, 32000]])
+      expect(find('H100 SXM', 'fwd+bwd in place', 'k1', 'float32', N, V), `${N} x ${V}`).toBeDefined();
+    expect(find('H200', 'fwd+bwd both paths', 'k3', 'float32', 8192, 151936)).toBeUndefined();  // no such kernel given
   });
 });
 

@@ -1,30 +1,58 @@
 #include "token_weights.h"
 
+#include <algorithm>
+
 namespace papo {
+
+namespace {
+
+// Every row's sequence, each sequence's mask sum and their total, each sum in row order (a mask may hold fractional
+// weights: the order is part of the bits); returns the rows the sequences cover.
+int64_t mask_sums(const PapoCall& call, TokenWeights& w) {
+  const int64_t N = call.N;
+  const float* mask = call.mask;
+  int64_t* seqOf = w.seqOf.data();
+  int64_t row = 0;
+  double total = 0;
+  for (int64_t s = 0; s < call.numSeqs; ++s) {
+    const int64_t end = std::min<int64_t>(N, row + (call.seqLengths ? call.seqLengths[s] : N));
+    double seqSum = 0;
+    for (int64_t i = row; i < end; ++i) {
+      const double m = mask ? mask[i] : 1.0;
+      seqOf[i] = s;
+      seqSum += m;
+      total += m;
+    }
+    w.seqMaskSum[s] = seqSum;
+    row = std::max(row, end);
+  }
+  w.maskSum = total;
+  return row;
+}
+
+}  // namespace
 
 TokenWeights token_weights(const PapoCall& call) {
   const int64_t N = call.N;
   TokenWeights w;
-  w.agg.assign(N, 0.0);
-  w.entropy.assign(N, 0.0);
-  w.seqOf.assign(N, 0);
+  // Every allocation first: the sums below then stay in registers (a value live across a call goes to memory).
+  w.agg.resize(N);
+  w.entropy.resize(N);
+  w.seqOf.resize(N);
   w.seqMaskSum.assign(call.numSeqs, 0.0);
-  int64_t row = 0;
-  for (int64_t s = 0; s < call.numSeqs; ++s) {
-    const int64_t len = call.seqLengths ? call.seqLengths[s] : N;
-    for (int64_t k = 0; k < len && row < N; ++k, ++row) {
-      w.seqOf[row] = s;
-      const double m = call.mask ? call.mask[row] : 1.0;
-      w.seqMaskSum[s] += m;
-      w.maskSum += m;
-    }
-  }
-  if (row != N) throw Error(ErrorCode::InvalidArgument, "seqLengths must add up to the number of tokens");
+  if (mask_sums(call, w) != N)
+    throw Error(ErrorCode::InvalidArgument, "seqLengths must add up to the number of tokens");
   const double denom = call.lossScale > 0 ? call.lossScale : w.maskSum;
   for (int64_t i = 0; i < N; ++i) {
     const double m = call.mask ? call.mask[i] : 1.0;
-    w.agg[i] = agg_weight(call.lossAgg, m, w.seqMaskSum[w.seqOf[i]], (double)call.numSeqs, denom, call.normScale);
     w.entropy[i] = agg_weight(AGG_TOKEN_MEAN, m, 0.0, 1.0, denom, 0.0);
+  }
+  // Under token-mean the two weights are the same quotient: computed once.
+  w.entropyIsAgg = call.lossAgg == AGG_TOKEN_MEAN;
+  for (int64_t i = 0; i < N; ++i) {
+    const double m = call.mask ? call.mask[i] : 1.0;
+    const double seqSum = w.seqMaskSum[w.seqOf[i]], seqs = (double)call.numSeqs;
+    w.agg[i] = w.entropyIsAgg ? w.entropy[i] : agg_weight(call.lossAgg, m, seqSum, seqs, denom, call.normScale);
   }
   if (call.perceptionWeights) {
     w.kp.resize(N);

@@ -17,6 +17,7 @@ struct TokenWeights {
   std::vector<int64_t> seqOf;   // the token's sequence
   std::vector<double> seqMaskSum;
   double maskSum = 0;           // response tokens (the metrics' denominator)
+  bool entropyIsAgg = false;    // agg and entropy hold the same values (token-mean)
 };
 
 TokenWeights token_weights(const PapoCall& call);

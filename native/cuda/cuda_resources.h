@@ -4,7 +4,6 @@
 
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include <string>
 #include <utility>
@@ -13,12 +12,6 @@
 #include "driver_api.h"
 
 namespace papo {
-
-// An integer setting from the environment (experiments and tests), or `fallback` when unset or empty.
-inline int64_t env_int64(const char* name, int64_t fallback) {
-  const char* v = getenv(name);
-  return v && *v ? atoll(v) : fallback;
-}
 
 // A failed CUDA call becomes papo::Error carrying the CUDA error name; allocation failures are OutOfMemory.
 inline void cuda_check(cudaError_t err, const char* what) {
@@ -36,19 +29,20 @@ inline void cuda_check(cudaError_t err, const char* what) {
 // cudaSetDevice creates the device's primary context (CUDA 12+), so a blind save/restore would create a context
 // on the device the thread merely *reported*: a fresh worker thread reports device 0 without having a context,
 // and restoring "device 0" after a call on device 1 would cost device 0 a context (hundreds of MiB) it never
-// needed. So: set the device only when it differs from the current one, and restore only when the thread had a
-// context before the scope (asked of the driver; when the driver cannot say, do not restore).
+// needed. So: set the device only when it differs from the current one (then nothing else is asked), and restore
+// only when the thread had a context before the scope (asked of the driver; when the driver cannot say, do not
+// restore).
 class DeviceScope {
  public:
   explicit DeviceScope(int device) {
-    bool hadContext = false;
-    const bool known = driver_current_context(&hadContext);
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess) {
       cudaGetLastError();  // cudaSetDevice below reports what is wrong
       current = -1;
     }
     if (current == device) return;
+    bool hadContext = false;
+    const bool known = driver_current_context(&hadContext);
     cuda_check(cudaSetDevice(device), "cudaSetDevice");
     restore_ = known && hadContext && current >= 0;
     previous_ = current;

@@ -8,6 +8,7 @@
 #include "core/dtype.h"
 #include "core/row_status.h"
 #include "core/token_math.h"
+#include "cuda/papo_cuda.h"
 
 namespace papo {
 namespace cuda {
@@ -45,6 +46,15 @@ enum Terms : int32_t {
   TERMS_HOST = 2,     // a sequence phase (core/sequence_phase.h): the forward checks rows, the host writes RowOut::t
 };
 
+// One launch's shape as the plan decided it (plan.h): what the version's launch reads.
+struct LaunchShape {
+  int blocks = 0;      // the grid: rows (k3: clusters' blocks) looped over it
+  int cluster = 0;     // k3: blocks per cluster
+  int64_t per = 0;     // k3: 16-byte vectors per block and path
+  int buffers = 1;     // k3: row pairs in flight per cluster
+  size_t smem = 0;     // dynamic shared memory per block
+};
+
 struct DeviceCall {
   int64_t N = 0, V = 0;
   float invTau = 1.f;
@@ -55,7 +65,7 @@ struct DeviceCall {
   TokenInputs tok;
   RowOut* out = nullptr;
   int32_t kernel = 2;  // CudaKernel (papo_cuda.h)
-  int blocks = 0;      // grid size for the row kernels (rows are looped over it)
+  LaunchShape launch;
   // vocabShardStats: where a shard's statistics ([4 N], core/vocab_stats.h's layout) and each row's verdict go.
   double* shardStats = nullptr;
   int32_t* shardStatus = nullptr;
@@ -70,13 +80,27 @@ struct Chunk {
   void* maskedGrad = nullptr;
 };
 
-// Each kernel family runs `phase` of `call` on one chunk, on `stream` (kernels/k1_k2_rows.cu, kernels/k0_naive.cu).
-void run_rows_k1_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// What a version's launch shape depends on (plan.h keeps one plan per key).
+struct ShapeKey {
+  int device = 0;
+  int32_t dtype = DT_F32, gradType = DT_F32;
+  int64_t V = 0;
+  bool masked = false;  // masked logits: two paths per row
+};
+
+// Each version runs one phase of `call` on one chunk, on `stream`, with call.launch as planned
+// (kernels/k0_naive.cu, kernels/k1_k2_rows.cu, kernels/k3_cluster.cu).
+using RunRows = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-// k3 (kernels/k3_cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
-bool run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-// Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
-int k2_blocks(const DeviceCall& call);
+void run_rows_k1(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// Each version's launch shape on key.device (current): false where the version cannot run this key (the plan
+// then takes its fallback). Asked once per key and tuning: the device queries they make are not repeated.
+bool shape_k0(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
+bool shape_k1(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
+bool shape_k2(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
+bool shape_k3(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
 // A vocabulary shard's papoLoss (kernels/vocab_shard.cu): PHASE_FORWARD from the merged statistics (no logit
 // read: any chunk, logits unused), PHASE_BACKWARD the gradient of the shard's columns. vocab_shard_stats fills
 // call.shardStats and call.shardStatus for the chunk's rows.

@@ -104,11 +104,12 @@ int kernel_binary_version(void (*kernel)(P...)) {
 }
 
 // The same for a kernel whose blocks run in clusters of `cluster` along x (sm_90+; the grid a multiple of it).
+// The kernel must have been allowed its dynamic shared memory on this device already (max_active_clusters does
+// it, when the plan asks it once per device): a launch sets no attribute.
 template <class... P, class... A>
 void launch_kernel_cluster(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                            cudaStream_t stream, unsigned cluster, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch_kernel_cluster: one argument per kernel parameter");
-  allow_max_dynamic_smem(kernel);
 #if defined(PAPO_CUDA_EMULATED)
   papo_emu::launch(name, reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
                    [kernel, params = std::tuple<P...>(std::forward<A>(args)...)]() { std::apply(kernel, params); },

@@ -17,12 +17,23 @@
 
 namespace papo {
 
-// The kernel families, numbered from naive to fast as in native/cuda/*.cu (PAPO_CUDA_KERNEL forces one).
+// The kernel versions, numbered from naive to fast as in native/cuda/kernels/ (plan.cu's table says what each
+// runs; PAPO_CUDA_KERNEL forces one).
 enum CudaKernel : int32_t {
   KERNEL_K0_NAIVE = 0,     // the eager chain: log-softmax, softmax, gather, entropy, terms, backward (cuda-naive)
   KERNEL_K1_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
   KERNEL_K2_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
   KERNEL_K3_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (k2 elsewhere)
+};
+
+// How the plan may be steered (cuda/settings.h reads these from PAPO_CUDA_* once per process): 0 everywhere
+// leaves every choice to the plan.
+struct CudaTuning {
+  int32_t kernel = 0;   // a fast version for calls that ask for k2 (the 'cuda' backend); 0: as asked
+  int blocks = 0;       // the row kernels' grid; k3: at most this many blocks
+  int cluster = 0;      // k3's blocks per cluster
+  int k3Buffers = 0;    // k3's row pairs in flight per cluster
+  int64_t stagingBytes = (int64_t)256 << 20;  // device memory per staging slot of host data
 };
 
 // Where and on which stream a call runs.
@@ -41,6 +52,7 @@ struct CudaExec {
   bool hasMaskedStream = false;
   uint64_t maskedStream = 0;
   int32_t kernel = KERNEL_K2_FUSED;
+  const CudaTuning* tuning = nullptr;  // null: the process's (PAPO_CUDA_*); papo_cuda_test passes its own
 };
 
 PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec);
@@ -64,7 +76,8 @@ void cuda_memset_zero(void* ptr, size_t bytes, int device, uint64_t stream);
 // A device-to-device copy on a stream of its own, complete on return: the benchmarks' roofline.
 void cuda_copy_d2d(void* dst, const void* src, size_t bytes, int device);
 // Checks that [ptr, ptr + bytes) is device (or managed) memory of `device` within one allocation, as far as the
-// driver can tell; throws InvalidArgument naming `name` otherwise.
+// driver can tell; throws InvalidArgument naming `name` otherwise. Within a live cuda_alloc allocation it asks
+// the driver nothing.
 void cuda_check_pointer(const void* ptr, size_t bytes, int device, const char* name);
 struct CudaMemInfo {
   size_t free = 0, total = 0;

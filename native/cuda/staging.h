@@ -1,7 +1,6 @@
-// Moving a call's data between the host and the device: the per-token inputs up and the per-row results down
-// (both O(N), through one pooled device buffer), and host-resident logits and gradients in chunks of rows through
-// two staging slots (pinned and device buffers lent by staging_pool.h), so that the copies of one chunk overlap
-// the kernels of the other and device memory stays bounded whatever N is.
+// Host-resident logits and gradients moved in chunks of rows through two staging slots (pinned and device buffers
+// lent by staging_pool.h and stream_memory.h), so that the copies of one chunk overlap the kernels of the other and
+// device memory stays bounded whatever N is. (The per-token inputs and results: call_io.h.)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,8 +9,6 @@
 #include <memory>
 #include <vector>
 
-#include "core/call.h"
-#include "core/token_weights.h"
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
 #include "cuda/staging_pool.h"
@@ -19,28 +16,6 @@
 
 namespace papo {
 namespace cuda {
-
-// A call's small device data in one stream-ordered buffer on the call's stream (stream_memory.h): the per-token
-// arrays (uploaded with one copy, 16-byte aligned parts), then the per-row results. The host image of the upload
-// stays alive with it: the copy is asynchronous, so its source must outlive it (the call synchronises its stream
-// before this goes).
-struct CallBuffers {
-  std::vector<char> host;
-  StreamBuffer dev;
-  cuda::TokenInputs tok;
-  RowOut* out = nullptr;
-};
-
-// Copies the per-token arrays (and, with a call, its weights and a vocabulary shard's merged statistics) to the
-// device on `stream`, and reserves the per-row results after them. The call must synchronise `stream` before the
-// result goes.
-CallBuffers upload_tokens(const PapoCall* call, const int32_t* tokens, int64_t N, const TokenWeights* w, int device,
-                          cudaStream_t stream);
-
-// The per-row results of every row, once `stream` has finished the kernels that write them.
-std::vector<RowOut> fetch_rows(const RowOut* out, int64_t N, cudaStream_t stream);
-
-using RunRows = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 
 // Where the logits and gradients of the call live, host or device; null: absent.
 struct Tensors {
@@ -52,13 +27,13 @@ struct Tensors {
 
 // Host data: chunks of rows through two staging slots, each with its own stream, a pinned buffer (lent by the
 // staging pool, staging_pool.h) and a device buffer (stream-ordered on the slot's stream, stream_memory.h).
-// Device memory stays bounded by PAPO_CUDA_STAGING_MB (per slot, default 256) whatever N is. The slots are sized
-// for the call's gradients, so that the forward and the backward phase of an in-place call use the same chunks
-// and buffers.
+// Device memory stays bounded by `budget` bytes per slot (CudaTuning::stagingBytes) whatever N is. The slots are
+// sized for the call's gradients, so that the forward and the backward phase of an in-place call use the same
+// chunks and buffers.
 class Staging {
  public:
-  Staging(const DeviceCall& dc, const Tensors& t, int device);
-  
+  Staging(const DeviceCall& dc, const Tensors& t, int device, int64_t budget);
+
   // One phase over every row. Its work is ordered after what `callStream` holds so far (the per-token upload;
   // before a backward phase, the forward's per-row results), and callStream's later work after it.
   void run(RunRows run, int32_t phase, cudaStream_t callStream);
@@ -73,8 +48,8 @@ class Staging {
     bool pendingGrads = false;
     int64_t pendingBegin = -1, pendingRows = 0;
     Slot(int device, int64_t bytes)
-        : host(PoolKind::Pinned, device, (size_t)bytes, "the pinned staging of the logits and gradients"),
-          dev((size_t)bytes, stream.get(), "a chunk of logits and gradients") {}
+        : host(PoolKind::Staging, device, (size_t)bytes, "the pinned staging of the logits and gradients"),
+          dev((size_t)bytes, stream.get(), "a chunk of logits and gradients", device) {}
     // Nothing may still use the pinned buffer when it goes back to the pool (members are destroyed after this).
     // The device buffer's free completes with the wait, so that the next call's slots (other streams) reuse it.
     ~Slot() {

@@ -1,7 +1,5 @@
 #include "staging_pool.h"
 
-#include <stdlib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "cuda_resources.h"
+#include "settings.h"
 
 namespace papo {
 
@@ -18,9 +17,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Idle buffers kept per device and kind: the two staging slots'.
-int max_idle(PoolKind) { return 2; }
-constexpr size_t kGranule = (size_t)2 << 20;  // sizes rounded up to 2 MiB, so that nearby shapes share buffers
+int max_idle(PoolKind kind) { return kind == PoolKind::Staging ? 2 : 8; }
+
+size_t rounded_size(PoolKind kind, size_t bytes) {
+  if (kind == PoolKind::Staging) {
+    constexpr size_t kGranule = (size_t)2 << 20;
+    return (bytes + kGranule - 1) / kGranule * kGranule;
+  }
+  size_t n = (size_t)64 << 10;
+  while (n < bytes) n *= 2;
+  return n;
+}
 
 struct Idle {
   PoolKind kind;
@@ -30,11 +37,7 @@ struct Idle {
   Clock::time_point since;  // when it was given back
 };
 
-std::chrono::milliseconds idle_time_from_env() {
-  const char* v = getenv("PAPO_CUDA_PINNED_IDLE_MS");
-  const long long ms = v && *v ? atoll(v) : 2000;
-  return std::chrono::milliseconds(std::max(0LL, ms));
-}
+std::chrono::milliseconds idle_time_from_env() { return std::chrono::milliseconds(cuda::settings().pinnedIdleMs); }
 
 // Frees one buffer with its own device current (on the reaper thread, any other device would gain a context).
 // Never throws: the memory is gone either way, and the callers are destructors and the reaper.
@@ -78,7 +81,7 @@ class Pool {
     free_all(expired);
     if (found) return found;
 
-    const size_t rounded = (bytes + kGranule - 1) / kGranule * kGranule;
+    const size_t rounded = rounded_size(kind, bytes);
     void* p = nullptr;
     cudaError_t err = alloc_buffer(kind, &p, rounded);
     if (err == cudaErrorMemoryAllocation) {

@@ -1,13 +1,16 @@
-// A process-wide pool of the pinned host buffers that host-data CUDA calls copy their logits and gradients through
-// (class Staging, staging.cu), per device. (Device memory is stream-ordered instead: stream_memory.h.)
+// A process-wide pool of pinned host buffers, per device and kind: the staging slots that host-data CUDA calls
+// copy their logits and gradients through (class Staging, staging.cu), and every call's per-token inputs and
+// results (class CallIo, call_io.cu). (Device memory is stream-ordered instead: stream_memory.h.)
 //
-// Pinning a few hundred MiB with cudaHostAlloc costs tens of milliseconds (the pages are locked one by one) and
-// cudaFreeHost waits for all work on the device, every stream's, so a call that allocated and freed them every
-// time would spend much of a training step doing that and hold up other streams' producers. The pool lends
-// buffers out instead:
+// Pinning memory with cudaHostAlloc costs tens of microseconds to tens of milliseconds (the pages are locked one
+// by one) and cudaFreeHost waits for all work on the device, every stream's, so a call that allocated and freed
+// them every time would spend much of a training step doing that and hold up other streams' producers. The pool
+// lends buffers out instead:
 //   - a buffer is lent to one call at a time (taken, then given back when the call's streams are idle);
-//   - at most 2 idle buffers are kept per device (two staging slots' worth), the least recently returned going
-//     first;
+//   - idle buffers kept per device: 2 staging buffers (two slots' worth), 8 per-call buffers (calls on several
+//     threads at once); beyond that the least recently returned goes;
+//   - sizes are rounded up (staging: to 2 MiB; per-call: to a power of two from 64 KiB), so that calls of nearby
+//     shapes, and of a training loop's varying N, share buffers;
 //   - an idle buffer is freed after PAPO_CUDA_PINNED_IDLE_MS milliseconds (default 2000, read once per
 //     process; 0 disables the pool) by a background thread, so the memory comes back without another call;
 //   - when an allocation runs out of memory, the idle buffers are freed and the allocation is tried again.
@@ -17,7 +20,7 @@
 
 namespace papo {
 
-enum class PoolKind { Pinned };
+enum class PoolKind { Staging, CallIo };
 
 // A buffer of the pool, lent for this object's lifetime (move-only). Its memory is uninitialised and may be
 // larger than asked. Give it back (destroy it) only when no stream still uses it.
@@ -41,7 +44,7 @@ class PooledBuffer {
 
  private:
   void give_back() noexcept;
-  PoolKind kind_ = PoolKind::Pinned;
+  PoolKind kind_ = PoolKind::Staging;
   int device_ = 0;
   void* p_ = nullptr;
   size_t capacity_ = 0;

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "cuda/cuda_resources.h"
+#include "cuda/settings.h"
 
 namespace papo {
 
@@ -29,8 +30,8 @@ cudaMemPool_t pool_of(int device) {
   cuda_check(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate");
   size_t freeB = 0, totalB = 0;
   cuda_check(cudaMemGetInfo(&freeB, &totalB), "cudaMemGetInfo");
-  const int64_t keepMb = env_int64("PAPO_CUDA_POOL_KEEP_MB", -1);
-  uint64_t keep = keepMb >= 0 ? (uint64_t)keepMb << 20 : (uint64_t)totalB / 8;
+  const int64_t keepBytes = cuda::settings().poolKeepBytes;
+  uint64_t keep = keepBytes >= 0 ? (uint64_t)keepBytes : (uint64_t)totalB / 8;
   cuda_check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
   return pools[device] = pool;
 }
@@ -43,8 +44,8 @@ int current_device() {
 
 }  // namespace
 
-void* stream_alloc(size_t bytes, cudaStream_t stream, const char* what) {
-  cudaMemPool_t pool = pool_of(current_device());
+void* stream_alloc(size_t bytes, cudaStream_t stream, const char* what, int device) {
+  cudaMemPool_t pool = pool_of(device >= 0 ? device : current_device());
   void* p = nullptr;
   const size_t n = bytes ? bytes : 1;
   cudaError_t err = cudaMallocFromPoolAsync(&p, n, pool, stream);
@@ -67,8 +68,7 @@ void* stream_alloc(size_t bytes, cudaStream_t stream, const char* what) {
 
 void stream_free(void* ptr, cudaStream_t stream) noexcept {
   if (!ptr) return;
-  cudaFreeAsync(ptr, stream);
-  cudaGetLastError();
+  if (cudaFreeAsync(ptr, stream) != cudaSuccess) cudaGetLastError();  // a failure must not be the next call's error
 }
 
 size_t stream_pool_peak(bool reset) {

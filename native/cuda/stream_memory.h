@@ -17,9 +17,9 @@
 
 namespace papo {
 
-// At least `bytes` (0: 1) on the current device. Throws papo::Error: OutOfMemory naming `what` with the bytes, or
-// CudaError.
-void* stream_alloc(size_t bytes, cudaStream_t stream, const char* what);
+// At least `bytes` (0: 1) on `device`, which must be current (-1: whichever is; asking costs a runtime call).
+// Throws papo::Error: OutOfMemory naming `what` with the bytes, or CudaError.
+void* stream_alloc(size_t bytes, cudaStream_t stream, const char* what, int device = -1);
 // Never throws; a null ptr is nothing to free.
 void stream_free(void* ptr, cudaStream_t stream) noexcept;
 // The most memory the current device's pool has held since the last reset (which gives back its idle memory
@@ -30,7 +30,8 @@ size_t stream_pool_peak(bool reset);
 class StreamBuffer {
  public:
   StreamBuffer() = default;
-  StreamBuffer(size_t bytes, cudaStream_t stream, const char* what) : p_(stream_alloc(bytes, stream, what)), stream_(stream) {}
+  StreamBuffer(size_t bytes, cudaStream_t stream, const char* what, int device = -1)
+      : p_(stream_alloc(bytes, stream, what, device)), stream_(stream) {}
   ~StreamBuffer() { stream_free(p_, stream_); }
   StreamBuffer(StreamBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), stream_(o.stream_) {}
   StreamBuffer& operator=(StreamBuffer&& o) noexcept {

@@ -43,6 +43,15 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("poolFrees", (double)s.poolFrees);
   o.Set("poolGrowths", (double)s.poolGrowths);
   o.Set("poolReleases", (double)s.poolReleases);
+  o.Set("apiCalls", (double)s.apiCalls);
+  Napi::Object byName = Napi::Object::New(env);
+  for (const auto& kv : s.apiCallsByName) byName.Set(kv.first, (double)kv.second);
+  o.Set("apiCallsByName", byName);
+  o.Set("copiesToHost", (double)s.copiesToHost);
+  o.Set("bytesToHost", (double)s.bytesToHost);
+  o.Set("copiesToDevice", (double)s.copiesToDevice);
+  o.Set("bytesToDevice", (double)s.bytesToDevice);
+  o.Set("pageableCopies", (double)s.pageableCopies);
   Napi::Array contexts = Napi::Array::New(env, s.contexts.size());
   for (size_t i = 0; i < s.contexts.size(); ++i) contexts.Set((uint32_t)i, s.contexts[i]);
   o.Set("contexts", contexts);

@@ -3,10 +3,15 @@
 //   papo_cuda_test            parity: every kernel family (naive, two-pass, fused), host-staged (in several
 //                             chunks) and device-resident, in place and not, and logits split over the
 //                             vocabulary, against the CPU backend
-//   papo_cuda_test --bench [N V]   N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
+//   papo_cuda_test --host-cost [N]   a steady-state call's runtime calls and bytes (emulated build) and its host CPU
+//                             work at N rows (default 8192), with an estimate of its host time beyond the kernels
+//   papo_cuda_test --bench [N V] [--predictions FILE]
+//                             N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
 //                             (k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
 //                             alone, each against the roofline of its own minimal bytes, with the device memory
-//                             the call holds; a JSON line per row
+//                             the call holds, and beside it the static report's napkin prediction for this GPU
+//                             model, case and shape (FILE, default bench/results/predictions.tsv, written by
+//                             npm run bench -- --static --save); a JSON line per row
 //
 // Tolerances: fp32 within 1e-5 relative (plus a small absolute floor for values near 0),
 // fp16/bf16 gradients within 1e-2.
@@ -19,17 +24,23 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/vocab_stats.h"
+#include "core/token_weights.h"
 #include "cpu/papo_cpu.h"
 #include "cuda/cuda_resources.h"
 #include "cuda/launch.cuh"
 #include "cuda/papo_cuda.h"
 #include "cuda/staging_pool.h"
 #include "cuda/stream_memory.h"
+#if defined(PAPO_CUDA_EMULATED)
+#include <papo_emulator/emulator.h>
+#endif
 
 using namespace papo;
 
@@ -197,35 +208,34 @@ struct OnDevice {
 };
 
 void run_case(const Case& c) {
-  // k3 (cluster) twice: clusters of 2 and of 4 blocks (PAPO_CUDA_CLUSTER), so that slices meet in the middle.
+  // k3 (cluster) twice: clusters of 2 and of 4 blocks, so that slices meet in the middle, and few of them, so
+  // that each takes several row pairs in turn (both of k3's buffers are used).
   struct Family {
     int kernel;
     const char* name;
-    const char* cluster;
+    int cluster;
   };
-  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", nullptr},
-                             {KERNEL_K1_TWO_PASS, " k1 two-pass", nullptr},
-                             {KERNEL_K2_FUSED, " k2 fused", nullptr},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x2", "2"},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4", "4"}};
+  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", 0},
+                             {KERNEL_K1_TWO_PASS, " k1 two-pass", 0},
+                             {KERNEL_K2_FUSED, " k2 fused", 0},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x2", 2},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4", 4}};
   for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
-      const int kernel = fam.kernel;
-      // Clusters: few of them, so each takes several row pairs in turn (both of k3's buffers are used).
-      if (fam.cluster) setenv("PAPO_CUDA_CLUSTER", fam.cluster, 1), setenv("PAPO_CUDA_BLOCKS", "8", 1);
-      else unsetenv("PAPO_CUDA_CLUSTER"), unsetenv("PAPO_CUDA_BLOCKS");
+      CudaTuning tuning;
+      if (fam.cluster) tuning.cluster = fam.cluster, tuning.blocks = 8;
+      if (where == 0) tuning.stagingBytes = 1 << 20;  // several chunks through both slots
       const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);
       PapoCall want = call_of(c, dw), got = call_of(c, dg);
       const PapoMetrics mw = papo_loss_cpu(want);
       CudaExec ex;
-      ex.kernel = kernel;
+      ex.kernel = fam.kernel;
+      ex.tuning = &tuning;
       PapoMetrics mg;
       try {
         if (where == 0) {
-          setenv("PAPO_CUDA_STAGING_MB", "1", 1);  // several chunks through both slots
           mg = papo_loss_cuda(got, ex);
-          unsetenv("PAPO_CUDA_STAGING_MB");
         } else {
           OnDevice dev;
           const size_t in = c.N * c.V * esz(c.dtype), gb = c.N * c.V * esz(got.gradType);
@@ -248,8 +258,6 @@ void run_case(const Case& c) {
       compare(tag, c, got, want, mg, mw);
       printf("%s %s\n", failures == before ? "ok  " : "FAIL", tag.c_str());
     }
-  unsetenv("PAPO_CUDA_CLUSTER");
-  unsetenv("PAPO_CUDA_BLOCKS");
 }
 
 // Device data written by the caller's asynchronous work: the call must be ordered after it on the tensors'
@@ -433,6 +441,59 @@ int parity() {
 
 // ---- benchmark ---------------------------------------------------------------------------------------------
 
+// One row of the static report's predictions (bench/static-report.ts, predictionTable): the model's time for a GPU
+// model, case, version (k1, k2, ...), dtype and shape.
+struct Prediction {
+  std::string gpu, kase, version, dtype;
+  long long N = 0, V = 0;
+  double ms = 0, ratio = 0;
+  std::string bound;
+};
+
+struct Predictions {
+  std::string source;  // the file's first line: where and at which commit the model ran
+  std::vector<Prediction> rows;
+
+  // The rows for the GPU model whose name (its first word: H100, H200) is in the device's name.
+  static Predictions load(const std::string& file, const char* device) {
+    Predictions p;
+    std::ifstream in(file);
+    if (!in) {
+      p.source = "no predictions (" + file + " not found: npm run bench -- --static --save writes it)";
+      return p;
+    }
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      if (line[0] == '#') {
+        if (p.source.empty()) p.source = line.substr(line.find_first_not_of("# "));
+        continue;
+      }
+      std::vector<std::string> f;
+      std::stringstream ss(line);
+      for (std::string x; std::getline(ss, x, '\t');) f.push_back(x);
+      if (f.size() != 9 || f[0] == "gpu") continue;
+      const std::string model = f[0].substr(0, f[0].find(' '));
+      if (!strstr(device, model.c_str())) continue;
+      Prediction r;
+      r.gpu = f[0], r.kase = f[1], r.version = f[2], r.dtype = f[3];
+      r.N = atoll(f[4].c_str()), r.V = atoll(f[5].c_str());
+      r.ms = atof(f[6].c_str()), r.ratio = atof(f[7].c_str());
+      r.bound = f[8];
+      p.rows.push_back(r);
+    }
+    return p;
+  }
+
+  // kernel: the row's label, whose first word is the version ("k2 fused").
+  const Prediction* find(const char* kase, const char* kernel, const char* dtype, long long N, long long V) const {
+    const std::string version = std::string(kernel).substr(0, std::string(kernel).find(' '));
+    for (const Prediction& r : rows)
+      if (r.kase == kase && r.version == version && r.dtype == dtype && r.N == N && r.V == V) return &r;
+    return nullptr;
+  }
+};
+
 __global__ void read_only(const uint4* p, int64_t n, unsigned* sink) {
   unsigned acc = 0;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -468,7 +529,7 @@ struct MemProbe {
 // bytes: a device-to-device copy of the same bytes for fwd+bwd (read + write), a read-only pass for the forward,
 // and for the detached case (both logits read, one gradient written) half a copy plus half a read-only pass of
 // the two paths. One "JSON {...}" line per row for bench/results/gpu.jsonl.
-void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype) {
+void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype, const Predictions& predicted) {
   const size_t n = (size_t)N * V, bytes = n * esz(dtype);
   const char* dname = dtype == DT_F32 ? "float32" : "bfloat16";
   printf("# %s, N=%lld V=%lld %s, device-resident, gradients %s\n", prop.name, (long long)N, (long long)V, dname, dname);
@@ -512,12 +573,18 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
   }, reps);
   auto row = [&](const char* kase, const char* kernel, double ms, double moved, double roofMs, const char* roof,
                  double extraMiB) {
-    printf("%-22s %-16s %9.3f ms %8.1f GB/s %6.2fx %-16s %5.0f%% of its rate  +%.1f MiB\n", kase, kernel, ms,
-           moved / ms / 1e6, ms / roofMs, roof, 100.0 * roofMs / ms, extraMiB);
+    const Prediction* p = predicted.find(kase, kernel, dname, (long long)N, (long long)V);
+    char pred[96] = "  no prediction";
+    if (p) snprintf(pred, sizeof pred, "  predicted %.3f ms (%s, %s)", p->ms, p->bound.c_str(), p->gpu.c_str());
+    printf("%-22s %-16s %9.3f ms %8.1f GB/s %6.2fx %-16s %5.0f%% of its rate  +%.1f MiB%s\n", kase, kernel, ms,
+           moved / ms / 1e6, ms / roofMs, roof, 100.0 * roofMs / ms, extraMiB, pred);
     printf("JSON {\"gpu\":\"%s\",\"case\":\"%s\",\"kernel\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"V\":%lld,\"medianMs\":%.4f,"
-           "\"gbPerS\":%.2f,\"vsRoofline\":%.4f,\"roofline\":\"%s\",\"rooflineMs\":%.4f,\"extraDeviceMiB\":%.2f}\n",
+           "\"gbPerS\":%.2f,\"vsRoofline\":%.4f,\"roofline\":\"%s\",\"rooflineMs\":%.4f,\"extraDeviceMiB\":%.2f",
            prop.name, kase, kernel, dname, (long long)N, (long long)V, ms, moved / ms / 1e6, ms / roofMs, roof, roofMs,
            extraMiB);
+    if (p)
+      printf(",\"predictedMs\":%.4f,\"predictedBound\":\"%s\",\"predictedGpu\":\"%s\"", p->ms, p->bound.c_str(), p->gpu.c_str());
+    printf("}\n");
   };
   const double rw = 4.0 * bytes, r = 2.0 * bytes;
   row("d2d copy", "cudaMemcpy", copyMs, rw, copyMs, "itself", 0);
@@ -558,11 +625,12 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
   PapoCall gspo = base;  // a sequence-level term: statistics, the host's sequence step, then the gradients
   gspo.params.lossType = LOSS_GSPO;
   gspo.seqLengths = seqs.data(), gspo.numSeqs = (int64_t)seqs.size();
-  time_call("fwd+bwd gspo (phases)", kernels[2], gspo, rw, copyMs, "d2d copy");  // always k1 (docs/objective.md)
+  // The plan runs the flows whose phases are apart as k1 (native/cuda/plan.cu), whichever fast version is asked.
+  time_call("fwd+bwd gspo (phases)", kernels[2], gspo, rw, copyMs, "d2d copy");
 
   PapoCall inPlace = base;  // every row checked by a forward phase before the first gradient overwrites a logit
   inPlace.gradLogits = z, inPlace.gradMaskedLogits = zm;
-  time_call("fwd+bwd in place", kernels[1], inPlace, rw, copyMs, "d2d copy");
+  time_call("fwd+bwd in place", kernels[2], inPlace, rw, copyMs, "d2d copy");
 
   LogProbsCall lc;
   lc.N = N, lc.V = V, lc.logits = z, lc.dtype = dtype, lc.tokens = tokens.data(), lc.outLogProbs = lp.data(), lc.outEntropy = H.data();
@@ -571,10 +639,10 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
   log_probs_cuda(lc, ex);
   const double extra = mem.mib();
   const double fwdMs = median_ms([&] { log_probs_cuda(lc, ex); }, reps);
-  row("forward only (1 path)", "logProbs", fwdMs, bytes, readMs / 2, "read-only pass", extra);
+  row("forward only (1 path)", "k1 two-pass", fwdMs, bytes, readMs / 2, "read-only pass", extra);
 }
 
-int bench(int64_t N, int64_t V) {
+int bench(int64_t N, int64_t V, const std::string& predictionFile) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   int driver = 0, runtime = 0;
@@ -582,7 +650,80 @@ int bench(int64_t N, int64_t V) {
   cudaRuntimeGetVersion(&runtime);
   printf("# %s (sm_%d%d, %d SMs, %.0f MB L2), driver %d, runtime %d\n", prop.name, prop.major, prop.minor,
          prop.multiProcessorCount, prop.l2CacheSize / 1e6, driver, runtime);
-  for (int32_t dtype : {DT_BF16, DT_F32}) bench_dtype(prop, N, V, dtype);
+  const Predictions predicted = Predictions::load(predictionFile, prop.name);
+  printf("# predictions: %s\n", predicted.source.c_str());
+  for (int32_t dtype : {DT_BF16, DT_F32}) bench_dtype(prop, N, V, dtype, predicted);
+  return 0;
+}
+
+// ---- host cost ---------------------------------------------------------------------------------------------
+
+// The host's share of a steady-state call (device data, caller's gradients, second call): what it asks the
+// runtime and copies, as the emulated device counts it, and the O(N) work it does on the CPU (the token weights,
+// packing the per-token inputs into pinned memory, unpacking the outputs), timed here. On the emulated device the
+// call's own time means nothing; the estimate beside the counts says which costs it assumes per runtime call and
+// per byte (no GPU measured them).
+int host_cost(int64_t N) {
+  Case c{"host cost", N, 64, DT_BF16, DT_BF16};
+  Data d = make(c, 5);
+  PapoCall call = call_of(c, d);
+  OnDevice dev;
+  const size_t bytes = c.N * c.V * esz(c.dtype);
+  PapoCall dc = call;
+  dc.logits = dev.up(call.logits, bytes);
+  dc.maskedLogits = dev.up(call.maskedLogits, bytes);
+  dc.gradLogits = dev.up(nullptr, bytes);
+  dc.gradMaskedLogits = dev.up(nullptr, bytes);
+  CudaExec ex;
+  ex.onDevice = true;
+  papo_loss_cuda(dc, ex);  // the plan, the pools
+#if defined(PAPO_CUDA_EMULATED)
+  const papo_emu::Stats a = papo_emu::stats();
+  papo_loss_cuda(dc, ex);
+  const papo_emu::Stats b = papo_emu::stats();
+  const int64_t calls = b.apiCalls - a.apiCalls, up = b.bytesToDevice - a.bytesToDevice, down = b.bytesToHost - a.bytesToHost;
+  const int64_t copies = (b.copiesToDevice - a.copiesToDevice) + (b.copiesToHost - a.copiesToHost);
+  int64_t launches = 0, syncs = 0, light = 0;  // light: cudaGetDevice, cudaGetLastError
+  for (const auto& kv : b.apiCallsByName) {
+    int64_t before = 0;
+    for (const auto& kw : a.apiCallsByName)
+      if (kw.first == kv.first) before = kw.second;
+    const int64_t n = kv.second - before;
+    if (kv.first.rfind("cudaLaunchKernel", 0) == 0) launches += n;
+    else if (kv.first == "cudaStreamSynchronize") syncs += n;
+    else if (kv.first == "cudaGetDevice" || kv.first == "cudaGetLastError") light += n;
+  }
+  printf("# a steady-state call, N=%lld: %lld runtime calls (%lld launches, %lld copies, %lld stream waits, %lld light "
+         "queries), %lld bytes up, %lld bytes down\n", (long long)N, (long long)calls, (long long)launches,
+         (long long)copies, (long long)syncs, (long long)light, (long long)up, (long long)down);
+#else
+  const int64_t calls = 0, up = 0, down = 0, copies = 0, launches = 0, syncs = 0, light = 0;
+  printf("# runtime calls and bytes: counted by the emulated build only\n");
+#endif
+  // The CPU work, median of 21: weights, then the pack and unpack memcpys of the bytes counted above.
+  auto median_us = [](auto&& f) {
+    std::vector<double> t;
+    for (int i = 0; i < 21; ++i) {
+      const auto s0 = std::chrono::steady_clock::now();
+      f();
+      t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - s0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  const double weightsUs = median_us([&] { (void)token_weights(call); });
+  std::vector<char> src((size_t)std::max<int64_t>(up + down, 1)), dst(src.size());
+  const double packUs = median_us([&] { memcpy(dst.data(), src.data(), src.size()); });
+  // Assumed, not measured: a launch, an asynchronous copy or a stream-ordered allocation or free costs the host
+  // 2 us; a stream wait returns 5 us after the work is done; cudaGetDevice and cudaGetLastError cost 0.1 us; a copy
+  // moves its bytes at 25 GB/s (pinned memory over PCIe 5 x16, well below its peak for copies this small).
+  const double otherCalls = (double)(calls - launches - syncs - light);
+  const double apiUs = 2.0 * (launches + otherCalls) + 5.0 * syncs + 0.1 * light;
+  const double copyUs = (double)(up + down) / 25e3;
+  printf("# measured on this CPU: token weights %.1f us, packing and unpacking %.1f us\n", weightsUs, packUs);
+  printf("# estimated host time beyond the kernels: %.1f us (runtime calls %.1f + copies %.1f + CPU work %.1f; "
+         "%lld copies); assumptions in test/native/papo_cuda_test.cu host_cost()\n",
+         apiUs + copyUs + weightsUs + packUs, apiUs, copyUs, weightsUs + packUs, (long long)copies);
   return 0;
 }
 
@@ -595,7 +736,17 @@ int main(int argc, char** argv) {
     printf("SKIP: no CUDA device (%s)\n", err != cudaSuccess ? cudaGetErrorName(err) : "none found");
     return 77;
   }
-  if (argc > 1 && std::string(argv[1]) == "--bench")
-    return bench(argc > 2 ? atoll(argv[2]) : 8192, argc > 3 ? atoll(argv[3]) : 151936);
+  if (argc > 1 && std::string(argv[1]) == "--host-cost") return host_cost(argc > 2 ? atoll(argv[2]) : 8192);
+  if (argc > 1 && std::string(argv[1]) == "--bench") {
+    std::vector<std::string> rest(argv + 2, argv + argc);
+    std::string predictions = "bench/results/predictions.tsv";
+    for (size_t i = 0; i + 1 < rest.size(); ++i)
+      if (rest[i] == "--predictions") {
+        predictions = rest[i + 1];
+        rest.erase(rest.begin() + i, rest.begin() + i + 2);
+        break;
+      }
+    return bench(rest.size() > 0 ? atoll(rest[0].c_str()) : 8192, rest.size() > 1 ? atoll(rest[1].c_str()) : 151936, predictions);
+  }
   return parity();
 }

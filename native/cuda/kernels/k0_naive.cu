@@ -200,5 +200,8 @@ void run_rows_k0(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream
   }
 }
 
+// Each op of the chain sizes its own grid from the rows it gets.
+bool shape_k0(const ShapeKey&, const CudaTuning&, LaunchShape&) { return true; }
+
 }  // namespace cuda
 }  // namespace papo

@@ -5,13 +5,11 @@
 //       per path where 1 read + 1 write is the minimum.
 //   k2 (KERNEL_K2_FUSED): one launch, the block computes the statistics, the token terms and both gradient rows of
 //       its row pair back to back, so the second read of a row comes from L2 when the rows in flight fit in
-//       it. The grid is sized for that (k2_blocks).
+//       it. The grid is sized for that (shape_k2).
 //   forward only (logProbs, and the check pass before an in-place gradient): PHASE_FORWARD, one read.
 //
 // The per-token math is token_terms() from core/token_math.h, the same code the CPU backend runs, evaluated in
 // doubles by the block's first thread.
-#include <stdlib.h>
-
 #include <algorithm>
 
 #include "cuda/cuda_resources.h"
@@ -75,15 +73,18 @@ __global__ void __launch_bounds__(kThreads, 2) papo_rows(const DeviceCall c, con
 
 template <class SI, class SO>
 void launch(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
-  const int64_t blocks = std::min<int64_t>(ch.rows, std::max(c.blocks, 1));
+  const int64_t blocks = std::min<int64_t>(ch.rows, std::max(c.launch.blocks, 1));
   launch_kernel("papo_rows", papo_rows<SI, SO>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, c, ch, phase);
 }
 
-// The instance for the call's dtypes (the gradient is the input's type or fp32).
+using Kernel = void (*)(DeviceCall, Chunk, int32_t);
+using Launch = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
+
+// The instance for these dtypes (the gradient is the input's type or fp32).
 template <class F>
-auto with_kernel(const DeviceCall& c, F&& f) {
-  const bool f32grad = c.gradType == DT_F32;
-  switch (c.dtype) {
+auto with_kernel(int32_t dtype, int32_t gradType, F&& f) {
+  const bool f32grad = gradType == DT_F32;
+  switch (dtype) {
     case DT_BF16:
       return f32grad ? f(papo_rows<BF16, F32>, launch<BF16, F32>) : f(papo_rows<BF16, BF16>, launch<BF16, BF16>);
     case DT_F16:
@@ -93,44 +94,51 @@ auto with_kernel(const DeviceCall& c, F&& f) {
   }
 }
 
-using Kernel = void (*)(DeviceCall, Chunk, int32_t);
-using Launch = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
-
-}  // namespace
-
-void run_rows_k1_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
-  if (c.kernel == KERNEL_K3_CLUSTER && run_rows_k3(c, ch, phase, stream)) return;
-  with_kernel(c, [&](Kernel, Launch run) {
-    if (c.kernel == KERNEL_K1_TWO_PASS && phase == PHASE_BOTH) {
-      run(c, ch, PHASE_FORWARD, stream);
-      run(c, ch, PHASE_BACKWARD, stream);
-    } else {
-      run(c, ch, phase, stream);
-    }
-    return 0;
-  });
-}
-
-int k2_blocks(const DeviceCall& c) {
-  if (const int forced = (int)env_int64("PAPO_CUDA_BLOCKS", 0)) return forced;
-  const int dev = current_device();
-  const DeviceFacts& f = device_facts(dev);
-  const int sms = f.sms, l2 = f.l2;
-  const int perSm = with_kernel(c, [&](Kernel k, Launch) {
-    return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(k), dev, kThreads, 0, [&]() {
+// Every SM full: as many blocks as are resident at once.
+int64_t full_grid(const ShapeKey& key) {
+  const int perSm = with_kernel(key.dtype, key.gradType, [&](Kernel k, Launch) {
+    return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(k), key.device, kThreads, 0, [&]() {
       int n = 1;
       cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0), "cudaOccupancy");
       return n;
     });
   });
-  const int64_t full = (int64_t)sms * std::max(perSm, 1);
-  if (c.kernel != KERNEL_K2_FUSED && c.kernel != KERNEL_K3_CLUSTER) return (int)full;  // k3's own grid; k2 where it falls back
+  return (int64_t)device_facts(key.device).sms * std::max(perSm, 1);
+}
+
+}  // namespace
+
+void run_rows_k2(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  with_kernel(c.dtype, c.gradType, [&](Kernel, Launch run) {
+    run(c, ch, phase, stream);
+    return 0;
+  });
+}
+
+// The same kernel, a fused call's chunk as a forward launch, then a backward launch.
+void run_rows_k1(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (phase != PHASE_BOTH) return run_rows_k2(c, ch, phase, stream);
+  run_rows_k2(c, ch, PHASE_FORWARD, stream);
+  run_rows_k2(c, ch, PHASE_BACKWARD, stream);
+}
+
+bool shape_k1(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
+  shape.blocks = tuning.blocks ? tuning.blocks : (int)full_grid(key);
+  return true;
+}
+
+bool shape_k2(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
+  if (tuning.blocks) {
+    shape.blocks = tuning.blocks;
+    return true;
+  }
   // The fused kernel re-reads each row of its pair after the statistics: keep the pairs in flight within half of
   // L2 (the other half serves the streaming traffic), but never fewer blocks than SMs.
-  const int64_t esz = (int64_t)dtype_bytes(c.dtype);
-  const int64_t pairBytes = c.V * esz * (c.hasMaskedLogits ? 2 : 1);
-  const int64_t fit = (int64_t)l2 / 2 / std::max<int64_t>(pairBytes, 1);
-  return (int)std::max<int64_t>(sms, std::min(full, fit));
+  const DeviceFacts& f = device_facts(key.device);
+  const int64_t pairBytes = key.V * (int64_t)dtype_bytes(key.dtype) * (key.masked ? 2 : 1);
+  const int64_t fit = (int64_t)f.l2 / 2 / std::max<int64_t>(pairBytes, 1);
+  shape.blocks = (int)std::max<int64_t>(f.sms, std::min(full_grid(key), fit));
+  return true;
 }
 
 }  // namespace cuda

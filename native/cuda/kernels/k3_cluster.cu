@@ -15,13 +15,13 @@
 // Per element, the math is in base 2 with the scale folded in and no NaN / +Infinity test (row_base2.cuh).
 // While a row pair is reduced and written, the next one's slices are already coming (two buffers, where they fit).
 // The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
-// PAPO_CUDA_CLUSTER; where none fits, or before sm_90, or for a phase other than forward + backward, k2 runs.
+// PAPO_CUDA_CLUSTER (shape_k3, asked once per shape by the plan); where none fits, or before sm_90, the plan runs
+// k2, and for a phase other than forward + backward, k1 (plan.cu).
 //
 // Written for the emulated device first (tools/cuda-emulator models clusters, distributed shared memory,
 // mbarriers and bulk copies): not yet measured on a GPU.
-#include <stdlib.h>
-
 #include <algorithm>
+#include <string>
 
 #include "cuda/cuda_resources.h"
 #include "cuda/device_call.h"
@@ -244,71 +244,80 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
   cluster_sync();  // no block may exit while another could still read its shared memory
 }
 
-// The cluster size and the vectors per block for this call, or 0 when k3 does not apply.
-struct K3Plan {
-  int cluster = 0;
-  int64_t per = 0;
-  int buffers = 1;
-  size_t smem = 0;
-  int maxClusters = 0;  // that the device runs at once
-};
-
+// The cluster size, the vectors per block and the grid for this key, or false where k3 does not apply.
 template <class SI, class SO>
-K3Plan plan(const DeviceCall& c) {
-  const DeviceFacts& f = device_facts(current_device());
-  const int major = f.major, optin = f.optinSmem, clusterOk = f.clusterLaunch;
-  K3Plan p;
+bool shape_typed(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
+  const DeviceFacts& f = device_facts(key.device);
   // The device must do clusters, and the kernel must be sm_90 machine code (not older PTX JIT-compiled for it).
-  if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_k3<SI, SO>) < 90) return p;
-  const int64_t esz = (int64_t)dtype_bytes(c.dtype), perVec = 16 / esz;
-  const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
-  const int paths = c.hasMaskedLogits ? 2 : 1;
-  // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them.
-  // PAPO_CUDA_CLUSTER and PAPO_CUDA_K3_BUFFERS force either (for experiments and tests).
-  const int64_t forced = env_int64("PAPO_CUDA_CLUSTER", 0), forcedBuffers = env_int64("PAPO_CUDA_K3_BUFFERS", 0);
+  if (f.major < 9 || !f.clusterLaunch || kernel_binary_version(papo_rows_k3<SI, SO>) < 90) return false;
+  const int64_t esz = (int64_t)dtype_bytes(key.dtype), perVec = 16 / esz;
+  const int64_t nvec = (key.V + perVec - 1) / perVec;  // at most this many whole vectors per path
+  const int paths = key.masked ? 2 : 1;
+  // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them. The
+  // tuning may force either (PAPO_CUDA_CLUSTER, PAPO_CUDA_K3_BUFFERS: experiments and tests).
   for (int nbuf = 2; nbuf >= 1; --nbuf) {
-    if (forcedBuffers && forcedBuffers != nbuf) continue;
+    if (tuning.k3Buffers && tuning.k3Buffers != nbuf) continue;
     for (int C = 1; C <= kMaxCluster; C *= 2) {
-      if (forced && forced != C) continue;
+      if (tuning.cluster && tuning.cluster != C) continue;
       const int64_t per = (nvec + C - 1) / C;
       const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(K3Shared);
-      if (smem > (size_t)optin) continue;
+      if (smem > (size_t)f.optinSmem) continue;
       const int n = max_active_clusters(papo_rows_k3<SI, SO>, dim3(kK3Threads), smem, (unsigned)C);
-      if (n > 0) return K3Plan{C, per, nbuf, smem, n};
+      if (n <= 0) continue;
+      // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end);
+      // tuning.blocks caps the blocks (tests use it to give each cluster several row pairs).
+      int64_t clusters = n;
+      if (tuning.blocks > 0) clusters = std::min<int64_t>(clusters, tuning.blocks / C);
+      shape.blocks = (int)(std::max<int64_t>(1, clusters) * C);
+      shape.cluster = C;
+      shape.per = per;
+      shape.buffers = nbuf;
+      shape.smem = smem;
+      return true;
     }
   }
-  return p;
+  return false;
 }
 
-// Launches k3 when it applies here; false (nothing launched) where k2 must run instead.
 template <class SI, class SO>
-bool launch_k3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
-  const K3Plan p = plan<SI, SO>(c);
-  if (!p.cluster) return false;
-  // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end),
-  // never more than rows; PAPO_CUDA_BLOCKS caps the blocks (tests use it to give each cluster several row pairs).
-  const int64_t cap = env_int64("PAPO_CUDA_BLOCKS", 0);
-  int64_t clusters = std::min<int64_t>(ch.rows, p.maxClusters);
-  if (cap > 0) clusters = std::min<int64_t>(clusters, cap / p.cluster);
-  clusters = std::max<int64_t>(1, clusters);
+void launch_k3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
+  const LaunchShape& p = c.launch;
+  // never more clusters than rows
+  const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, p.blocks / p.cluster));
   launch_kernel_cluster("papo_rows_k3", papo_rows_k3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kK3Threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
-  return true;
+}
+
+// The instance for these dtypes (the gradient is the input's type or fp32).
+template <class F>
+auto with_types(int32_t dtype, int32_t gradType, F&& f) {
+  const bool f32grad = gradType == DT_F32;
+  switch (dtype) {
+    case DT_BF16:
+      return f32grad ? f(BF16{}, F32{}) : f(BF16{}, BF16{});
+    case DT_F16:
+      return f32grad ? f(F16{}, F32{}) : f(F16{}, F16{});
+    default:
+      return f(F32{}, F32{});
+  }
 }
 
 }  // namespace
 
-bool run_rows_k3(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
-  if (phase != PHASE_BOTH) return false;
-  const bool f32grad = c.gradType == DT_F32;
-  switch (c.dtype) {
-    case DT_BF16:
-      return f32grad ? launch_k3<BF16, F32>(c, ch, stream) : launch_k3<BF16, BF16>(c, ch, stream);
-    case DT_F16:
-      return f32grad ? launch_k3<F16, F32>(c, ch, stream) : launch_k3<F16, F16>(c, ch, stream);
-    default:
-      return launch_k3<F32, F32>(c, ch, stream);
-  }
+bool shape_k3(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
+  return with_types(key.dtype, key.gradType, [&](auto si, auto so) {
+    return shape_typed<decltype(si), decltype(so)>(key, tuning, shape);
+  });
+}
+
+// The plan gives k3 forward + backward calls only (one pass per row pair holds no row back for a check).
+void run_rows_k3(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
+  if (phase != PHASE_BOTH)
+    throw Error(ErrorCode::Internal, "k3 runs forward and backward together, got phase " + std::to_string(phase));
+  with_types(c.dtype, c.gradType, [&](auto si, auto so) {
+    launch_k3<decltype(si), decltype(so)>(c, ch, stream);
+    return 0;
+  });
 }
 
 }  // namespace cuda

@@ -37,6 +37,19 @@ cudaError_t fail(cudaError_t err, const std::string& detail = "");
 bool should_fail(FaultKind kind);
 void count_device_sync();
 void count_host_alloc(int64_t bytes);
+// A copy between host and device memory, for the counters (pageable: the host side is not pinned).
+void count_copy(bool toHost, size_t bytes, bool pageable);
+
+// One runtime or driver API call by the host, for the counters: declared first in every entry point. A call
+// that another entry point makes (cudaMallocHost calling cudaHostAlloc) is part of the outer one.
+class ApiCall {
+ public:
+  explicit ApiCall(const char* name);
+  ~ApiCall();
+  ApiCall(const ApiCall&) = delete;
+  ApiCall& operator=(const ApiCall&) = delete;
+};
+#define EMU_API(name) const ::papo_emu::ApiCall emu_api_call_(name)
 
 // ---- memory (memory.cpp) ---------------------------------------------------------------------------------------
 enum class Space { Device, Pinned, Pageable };

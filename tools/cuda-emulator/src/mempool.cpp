@@ -141,6 +141,7 @@ void reset_pool_stats() {
 using namespace papo_emu;
 
 cudaError_t cudaMemPoolCreate(cudaMemPool_t* pool, const cudaMemPoolProps* props) {
+  EMU_API("cudaMemPoolCreate");
   if (!pool || !props || props->allocType != cudaMemAllocationTypePinned || props->location.type != cudaMemLocationTypeDevice ||
       props->location.id < 0 || props->location.id >= device_count())
     return fail(cudaErrorInvalidValue, "cudaMemPoolCreate: a pinned pool on an existing device");
@@ -151,6 +152,7 @@ cudaError_t cudaMemPoolCreate(cudaMemPool_t* pool, const cudaMemPoolProps* props
 }
 
 cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
+  EMU_API("cudaMemPoolDestroy");
   if (!pool) return fail(cudaErrorInvalidValue);
   std::vector<void*> drop;
   {
@@ -170,6 +172,7 @@ cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
 }
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  EMU_API("cudaDeviceGetDefaultMemPool");
   if (!pool || device < 0 || device >= device_count()) return fail(cudaErrorInvalidValue);
   defaultPools[device].device = device;
   *pool = &defaultPools[device];
@@ -177,6 +180,7 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
 }
 
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  EMU_API("cudaMemPoolSetAttribute");
   if (!pool || !value) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(mu);
   if (attr == cudaMemPoolAttrReleaseThreshold) pool->threshold = *static_cast<uint64_t*>(value);
@@ -187,6 +191,7 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
 }
 
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  EMU_API("cudaMemPoolGetAttribute");
   if (!pool || !value) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(mu);
   uint64_t v = 0;
@@ -203,6 +208,7 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
 }
 
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t minBytesToKeep) {
+  EMU_API("cudaMemPoolTrimTo");
   if (!pool) return fail(cudaErrorInvalidValue);
   std::vector<void*> drop;
   {
@@ -214,16 +220,19 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t minBytesToKeep) {
 }
 
 cudaError_t cudaMallocFromPoolAsync(void** ptr, size_t bytes, cudaMemPool_t pool, cudaStream_t stream) {
+  EMU_API("cudaMallocFromPoolAsync");
   return alloc_from(ptr, bytes, pool, stream);
 }
 
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
+  EMU_API("cudaMallocAsync");
   cudaMemPool_t pool = nullptr;
   const cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, stream_device(stream));
   return e == cudaSuccess ? alloc_from(ptr, bytes, pool, stream) : e;
 }
 
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  EMU_API("cudaFreeAsync");
   ensure_context();
   if (!ptr) return cudaSuccess;
   ++nFrees;

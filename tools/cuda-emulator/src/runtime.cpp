@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <map>
 
 #include "internal.h"
 
@@ -19,6 +20,11 @@ namespace {
 
 std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0}, nMallocs{0}, nFrees{0}, nDrains{0};
 std::atomic<int64_t> nDeviceQueries{0};
+std::atomic<int64_t> nApiCalls{0}, nCopiesToHost{0}, nBytesToHost{0}, nCopiesToDevice{0}, nBytesToDevice{0};
+std::atomic<int64_t> nPageableCopies{0};
+std::mutex& apiMu = *new std::mutex;
+std::map<std::string, int64_t>& apiByName = *new std::map<std::string, int64_t>;
+thread_local int apiDepth = 0;
 std::atomic<uint64_t> launchCounter{0};
 std::mutex& faultMu = *new std::mutex;  // never destroyed, like the rest of the emulator's state
 int faultCountdown[(int)FaultKind::Count] = {};
@@ -91,12 +97,14 @@ const char* space_name(Space s) {
 constexpr int kCuSuccess = 0, kCuInvalidValue = 1, kCuNotFound = 500;
 
 int emu_cuCtxGetCurrent(void** ctx) {
+  EMU_API("cuCtxGetCurrent");
   const HostThread& t = host_thread();
   *ctx = t.hasContext ? reinterpret_cast<void*>((uintptr_t)(t.device + 1)) : nullptr;
   return kCuSuccess;
 }
 
 int emu_cuMemGetAddressRange(unsigned long long* base, size_t* size, unsigned long long dptr) {
+  EMU_API("cuMemGetAddressRange");
   const Region r = find_region(reinterpret_cast<const void*>((uintptr_t)dptr), 0, nullptr);
   if (r.space != Space::Device) return dptr ? kCuNotFound : kCuInvalidValue;
   if (base) *base = reinterpret_cast<uintptr_t>(r.ptr);
@@ -144,6 +152,21 @@ cudaError_t fail(cudaError_t err, const std::string& detail) {
   return err;
 }
 
+ApiCall::ApiCall(const char* name) {
+  if (apiDepth++ > 0) return;
+  ++nApiCalls;
+  std::lock_guard<std::mutex> lock(apiMu);
+  ++apiByName[name];
+}
+
+ApiCall::~ApiCall() { --apiDepth; }
+
+void count_copy(bool toHost, size_t bytes, bool pageable) {
+  if (toHost) ++nCopiesToHost, nBytesToHost += (int64_t)bytes;
+  else ++nCopiesToDevice, nBytesToDevice += (int64_t)bytes;
+  if (pageable) ++nPageableCopies;
+}
+
 bool should_fail(FaultKind kind) {
   std::lock_guard<std::mutex> lock(faultMu);
   int& n = faultCountdown[(int)kind];
@@ -181,6 +204,16 @@ Stats stats() {
   s.deviceQueries = nDeviceQueries;
   s.liveHostBytes = live_pinned_bytes();
   s.liveDeviceBytes = live_device_bytes(-1);
+  s.apiCalls = nApiCalls;
+  {
+    std::lock_guard<std::mutex> lock(apiMu);
+    s.apiCallsByName.assign(apiByName.begin(), apiByName.end());
+  }
+  s.copiesToHost = nCopiesToHost;
+  s.bytesToHost = nBytesToHost;
+  s.copiesToDevice = nCopiesToDevice;
+  s.bytesToDevice = nBytesToDevice;
+  s.pageableCopies = nPageableCopies;
   for (int d = 0; d < device_count(); ++d)
     if (contextsMade & (1u << d)) s.contexts.push_back(d);
   return s;
@@ -195,6 +228,16 @@ void reset_stats() {
   reset_pool_stats();
   nLaunches = 0;
   nDeviceQueries = 0;
+  nApiCalls = 0;
+  {
+    std::lock_guard<std::mutex> lock(apiMu);
+    apiByName.clear();
+  }
+  nCopiesToHost = 0;
+  nBytesToHost = 0;
+  nCopiesToDevice = 0;
+  nBytesToDevice = 0;
+  nPageableCopies = 0;
   contextsMade = 0;
   {
     std::lock_guard<std::mutex> lock(traceMu);
@@ -212,6 +255,7 @@ int max_dynamic_smem(const void* kernel) {
 }
 
 cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
+  EMU_API("cudaFuncSetAttribute");
   if (bytes < 0 || (size_t)bytes > device_prop(host_thread().device).sharedMemPerBlockOptin)
     return fail(cudaErrorInvalidValue, "cudaFuncAttributeMaxDynamicSharedMemorySize above the device's 227 KB");
   std::lock_guard<std::mutex> lock(attrMu);
@@ -224,6 +268,7 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
 // Occupancy from threads, registers and shared memory, as the hardware computes it. Registers cannot be
 // known here: PAPO_EMU_REGS_PER_THREAD (default 64, what ptxas reports for the fused kernel on sm_90).
 cudaError_t occupancy(int* blocks, const void*, int blockSize, size_t dynamicSmem) {
+  EMU_API("cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   if (!blocks || blockSize <= 0 || blockSize > 1024) return fail(cudaErrorInvalidValue);
   ++nDeviceQueries;
   ensure_context();
@@ -239,6 +284,7 @@ cudaError_t occupancy(int* blocks, const void*, int blockSize, size_t dynamicSme
 
 void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             std::function<void()> body, dim3 cluster) {
+  EMU_API(cluster.x > 1 ? "cudaLaunchKernelEx" : "cudaLaunchKernel");
   ensure_context();
   const uint64_t threads = (uint64_t)block.x * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
@@ -299,6 +345,7 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
 }
 
 int max_active_clusters(dim3 block, size_t smem, unsigned cluster) {
+  EMU_API("cudaOccupancyMaxActiveClusters");
   int perSm = 0;
   occupancy(&perSm, nullptr, (int)(block.x * block.y * block.z), smem);
   static const int gpcs[] = {18, 18, 18, 18, 16, 16, 16, 12};  // 132 SMs, as an H100 SXM's GPCs may hold them
@@ -328,18 +375,21 @@ using namespace papo_emu;
 // ---- devices, errors ---------------------------------------------------------------------------------------------
 
 cudaError_t cudaGetDeviceCount(int* count) {
+  EMU_API("cudaGetDeviceCount");
   if (!count) return fail(cudaErrorInvalidValue);
   *count = device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
+  EMU_API("cudaGetDevice");
   if (!device) return fail(cudaErrorInvalidValue);
   *device = host_thread().device;  // makes no context, as on CUDA
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
+  EMU_API("cudaSetDevice");
   if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
   HostThread& t = host_thread();
   t.device = device;
@@ -349,6 +399,7 @@ cudaError_t cudaSetDevice(int device) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  EMU_API("cudaGetDeviceProperties");
   if (!prop) return fail(cudaErrorInvalidValue);
   if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
   *prop = device_prop(device);
@@ -356,6 +407,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  EMU_API("cudaDeviceGetAttribute");
   if (!value) return fail(cudaErrorInvalidValue);
   ++nDeviceQueries;
   if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
@@ -380,33 +432,41 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  EMU_API("cudaDeviceSynchronize");
   count_device_sync();
   ensure_context();
   return synchronize_device(host_thread().device);
 }
 
 cudaError_t cudaRuntimeGetVersion(int* version) {
+  EMU_API("cudaRuntimeGetVersion");
   if (!version) return fail(cudaErrorInvalidValue);
   *version = CUDART_VERSION;
   return cudaSuccess;
 }
 
 cudaError_t cudaDriverGetVersion(int* version) {
+  EMU_API("cudaDriverGetVersion");
   if (!version) return fail(cudaErrorInvalidValue);
   *version = CUDART_VERSION;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetLastError() {
+  EMU_API("cudaGetLastError");
   HostThread& t = host_thread();
   const cudaError_t e = t.lastError;
   t.lastError = cudaSuccess;
   return e;
 }
 
-cudaError_t cudaPeekAtLastError() { return host_thread().lastError; }
+cudaError_t cudaPeekAtLastError() {
+  EMU_API("cudaPeekAtLastError");
+  return host_thread().lastError;
+}
 
 const char* cudaGetErrorName(cudaError_t err) {
+  EMU_API("cudaGetErrorName");
   switch (err) {
     case cudaSuccess: return "cudaSuccess";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
@@ -430,6 +490,7 @@ const char* cudaGetErrorName(cudaError_t err) {
 }
 
 const char* cudaGetErrorString(cudaError_t err) {
+  EMU_API("cudaGetErrorString");
   const char* base;
   switch (err) {
     case cudaSuccess: base = "no error"; break;
@@ -455,6 +516,7 @@ const char* cudaGetErrorString(cudaError_t err) {
 
 cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** funcPtr, unsigned int, unsigned long long,
                                              cudaDriverEntryPointQueryResult* status) {
+  EMU_API("cudaGetDriverEntryPointByVersion");
   if (!symbol || !funcPtr) return fail(cudaErrorInvalidValue);
   *funcPtr = nullptr;
   if (!strcmp(symbol, "cuCtxGetCurrent")) *funcPtr = reinterpret_cast<void*>(&emu_cuCtxGetCurrent);
@@ -466,6 +528,7 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** funcPtr,
 // ---- memory --------------------------------------------------------------------------------------------------------
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  EMU_API("cudaMalloc");
   if (!ptr) return fail(cudaErrorInvalidValue);
   ensure_context();
   const int d = host_thread().device;
@@ -478,6 +541,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  EMU_API("cudaFree");
   ensure_context();
   if (!ptr) return cudaSuccess;
   if (pool_owned(ptr)) return fail(cudaErrorInvalidValue, "cudaFree of a stream-ordered allocation (cudaFreeAsync frees it)");
@@ -490,6 +554,7 @@ cudaError_t cudaFree(void* ptr) {
 }
 
 cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
+  EMU_API("cudaHostAlloc");
   if (!ptr) return fail(cudaErrorInvalidValue);
   ensure_context();
   count_host_alloc((int64_t)bytes);
@@ -498,9 +563,13 @@ cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
   return e == cudaSuccess ? e : fail(e);
 }
 
-cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaHostAlloc(ptr, bytes, cudaHostAllocDefault); }
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  EMU_API("cudaMallocHost");
+  return cudaHostAlloc(ptr, bytes, cudaHostAllocDefault);
+}
 
 cudaError_t cudaFreeHost(void* ptr) {
+  EMU_API("cudaFreeHost");
   ensure_context();
   if (!ptr) return cudaSuccess;
   ++nDrains;
@@ -510,6 +579,7 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* totalBytes) {
+  EMU_API("cudaMemGetInfo");
   if (!freeBytes || !totalBytes) return fail(cudaErrorInvalidValue);
   ensure_context();
   const int d = host_thread().device;
@@ -519,6 +589,7 @@ cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* totalBytes) {
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* ptr) {
+  EMU_API("cudaPointerGetAttributes");
   if (!a) return fail(cudaErrorInvalidValue);
   ensure_context();
   const Region r = find_region(ptr, 0, nullptr);
@@ -557,6 +628,7 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, 
     return fail(cudaErrorInvalidValue, std::string("copy kind ") + std::to_string((int)kind) + " from " +
                                            space_name(s.space) + " to " + space_name(d.space));
   ensure_context();
+  if (dDev != sDev) count_copy(sDev, bytes, (dDev ? s.space : d.space) == Space::Pageable);
   const bool inject = should_fail(FaultKind::Memcpy);
   auto injected = [](std::string& detail) {
     detail = "injected copy failure";
@@ -608,15 +680,21 @@ cudaError_t fill(void* ptr, int value, size_t bytes, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  EMU_API("cudaMemcpy");
   return copy(dst, src, bytes, kind, 0, true);
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  EMU_API("cudaMemcpyAsync");
   return copy(dst, src, bytes, kind, stream, false);
 }
 
-cudaError_t cudaMemset(void* ptr, int value, size_t bytes) { return fill(ptr, value, bytes, 0); }
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  EMU_API("cudaMemset");
+  return fill(ptr, value, bytes, 0);
+}
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  EMU_API("cudaMemsetAsync");
   return fill(ptr, value, bytes, stream);
 }

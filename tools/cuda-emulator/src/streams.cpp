@@ -285,9 +285,13 @@ void drain_device(int device) {
 
 using namespace papo_emu;
 
-cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  EMU_API("cudaStreamCreate");
+  return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
+}
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  EMU_API("cudaStreamCreateWithFlags");
   if (!stream) return fail(cudaErrorInvalidValue);
   ensure_context();
   CUstream_st* st = new CUstream_st();
@@ -298,6 +302,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  EMU_API("cudaStreamDestroy");
   if (is_legacy(stream) || stream == cudaStreamPerThread) return fail(cudaErrorInvalidResourceHandle);
   // Like CUDA: returns at once; the stream's thread finishes the queued work, then frees it.
   {
@@ -308,15 +313,20 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) { return synchronize_stream(stream); }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  EMU_API("cudaStreamSynchronize");
+  return synchronize_stream(stream);
+}
 
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  EMU_API("cudaStreamQuery");
   CUstream_st* st = resolve(stream);
   std::lock_guard<std::mutex> lock(st->m);
   return !st->tail || st->tail->finished() ? cudaSuccess : cudaErrorNotReady;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  EMU_API("cudaStreamWaitEvent");
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   CompletionPtr c;
   {
@@ -329,9 +339,13 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  EMU_API("cudaEventCreate");
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  EMU_API("cudaEventCreateWithFlags");
   if (!event) return fail(cudaErrorInvalidValue);
   ensure_context();
   *event = new CUevent_st();
@@ -341,12 +355,14 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  EMU_API("cudaEventDestroy");
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   delete event;  // the marker's completion is shared, so streams waiting on it are unaffected
   return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  EMU_API("cudaEventRecord");
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   if (stream_device(stream) != event->device)
     return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: the event and the stream belong to different devices");
@@ -357,6 +373,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  EMU_API("cudaEventSynchronize");
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   CompletionPtr c;
   {
@@ -370,12 +387,14 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
+  EMU_API("cudaEventQuery");
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::mutex> lock(event->m);
   return !event->c || event->c->finished() ? cudaSuccess : cudaErrorNotReady;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  EMU_API("cudaEventElapsedTime");
   if (!ms || !start || !end || !start->timing || !end->timing || !start->c || !end->c)
     return fail(cudaErrorInvalidResourceHandle);
   if (!start->c->finished() || !end->c->finished()) return fail(cudaErrorNotReady);

@@ -464,6 +464,41 @@ void faults(int* d) {
 
 }  // namespace
 
+// The counters behind the host-cost tests: every entry point counts once (a nested one is part of its caller),
+// a launch is an API call, and copies count by direction, bytes and pageable host memory.
+void counters() {
+  float* dev = nullptr;
+  float* pinned = nullptr;
+  std::vector<float> pageable(256);
+  cudaMalloc(&dev, 1024);
+  cudaMallocHost(reinterpret_cast<void**>(&pinned), 1024);  // cudaMallocHost calls cudaHostAlloc: one call
+  cudaStream_t s = nullptr;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  papo_emu::reset_stats();
+  cudaMemcpyAsync(dev, pinned, 1024, cudaMemcpyHostToDevice, s);
+  cudaMemcpyAsync(pageable.data(), dev, 512, cudaMemcpyDeviceToHost, s);
+  cudaMemcpyAsync(dev, dev + 128, 256, cudaMemcpyDeviceToDevice, s);
+  cudaStreamSynchronize(s);
+  cudaGetLastError();
+  papo_emu::Stats st = papo_emu::stats();
+  int64_t named = 0;
+  for (const auto& kv : st.apiCallsByName) named += kv.second;
+  check(st.apiCalls == 5 && named == 5, "five API calls, each counted once and by name");
+  check(st.copiesToDevice == 1 && st.bytesToDevice == 1024 && st.copiesToHost == 1 && st.bytesToHost == 512 &&
+            st.pageableCopies == 1,
+        "copies count by direction and bytes, the pageable one apart, device-to-device in neither");
+  papo_emu::reset_stats();
+  float* again = nullptr;
+  cudaMallocHost(reinterpret_cast<void**>(&again), 64);
+  st = papo_emu::stats();
+  check(st.apiCalls == 1 && st.apiCallsByName.size() == 1 && st.apiCallsByName[0].first == "cudaMallocHost",
+        "a call another entry point makes is part of the outer one");
+  cudaFreeHost(again);
+  cudaFreeHost(pinned);
+  cudaStreamDestroy(s);
+  cudaFree(dev);
+}
+
 int main() {
   int* d = nullptr;
   cudaMalloc(&d, 64 * 128 * 4);
@@ -477,6 +512,7 @@ int main() {
   clusters(d);
   trace(d);
   faults(d);
+  counters();
   cudaFree(d);
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

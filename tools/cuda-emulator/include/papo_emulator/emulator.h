@@ -42,6 +42,11 @@ struct Stats {
   int64_t poolFrees = 0;      // cudaFreeAsync calls
   int64_t poolGrowths = 0;    // pool allocations that needed new memory (none idle of that size was reusable)
   int64_t poolReleases = 0;   // idle pool blocks given back (beyond a pool's release threshold, or trimmed)
+  int64_t apiCalls = 0;       // runtime and driver API calls (a kernel launch is one), on any host thread
+  std::vector<std::pair<std::string, int64_t>> apiCallsByName;  // the same per entry point, by name
+  int64_t copiesToHost = 0, bytesToHost = 0;      // device-to-host copies (cudaMemcpy*) and their bytes
+  int64_t copiesToDevice = 0, bytesToDevice = 0;  // host-to-device
+  int64_t pageableCopies = 0;  // of those, with pageable host memory (the driver stages them through its own)
   std::vector<int> contexts;  // devices whose context some thread created
 };
 Stats stats();
