@@ -56,16 +56,20 @@ export function printTable(rows: Row[], m: Machine) {
   }
 }
 
-export function appendJsonLines(file: string, m: Machine, rows: Row[]) {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const lines = rows.map((r) => JSON.stringify({
+/** One JSON line per row: the machine's fields, then the row's. */
+export function jsonLines(m: Machine, rows: Row[]): string[] {
+  return rows.map((r) => JSON.stringify({
     ...m, case: r.kind, backend: r.backend, N: r.N, V: r.V, dtype: r.dtype,
     medianMs: r.timing.medianMs, minMs: r.timing.minMs, maxMs: r.timing.maxMs, rme: r.timing.rme, samples: r.timing.samples,
     melemPerS: r.elements / r.timing.medianMs / 1e3, gbPerS: gbs(r), rooflineGbPerS: r.rooflineGBs,
     rooflineFraction: gbs(r) / r.rooflineGBs, speedup: r.speedup, ...(r.vsNaiveGpu !== undefined ? { vsCudaNaive: r.vsNaiveGpu } : {}),
     ...(r.expFloorFraction !== undefined ? { expFloorFraction: r.expFloorFraction } : {}),
   }));
-  fs.appendFileSync(file, lines.join('\n') + '\n');
+}
+
+export function appendJsonLines(file: string, m: Machine, rows: Row[]) {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.appendFileSync(file, jsonLines(m, rows).join('\n') + '\n');
 }
 
 // ---- SVG -------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import type {
 import { elements, makeBatch, minimalBytes, splitBatch, type Kind } from './cases';
 import { measure, type Timing } from './harness';
 import { loadTfjsRunner } from './tfjs-runner';
-import { appendJsonLines, chartRows, printTable, writeChart, type Machine, type Row } from './report';
+import { appendJsonLines, chartRows, jsonLines, printTable, writeChart, type Machine, type Row } from './report';
 import { deviceCopy, hostCopy } from './roofline';
 import { runStaticReport } from './static-report';
 
@@ -42,6 +42,7 @@ const USAGE = `usage: npm run bench [-- OPTION...]
   --full        every case: vocab 4096 to 151936, more rows, longer sampling (minutes)
   --save        write the committed bench/results/ instead of bench/results/local/
   --no-save     print the table only: no JSON lines, no chart
+  --json-lines  also print each row's JSON line, prefixed "JSON " (what scripts/gpu-check.sh collects)
   --chart-only  time nothing: redraw the chart from the latest run in the JSON lines (with --save: the committed ones)
   --targets     the steady-state table instead (V = 151936, N = 64: fresh against reused gradients, bf16, AVX2,
                 forward only, and PyTorch CPU eager where python3 has torch), in one run (bench/targets.ts)
@@ -55,7 +56,7 @@ const USAGE = `usage: npm run bench [-- OPTION...]
 How to read the table and the chart: bench/README.md.`;
 
 const args = process.argv.slice(2);
-const known = ['--full', '--save', '--no-save', '--chart-only', '--targets', '--static', '--tiny', '--help', '-h'];
+const known = ['--full', '--save', '--no-save', '--json-lines', '--chart-only', '--targets', '--static', '--tiny', '--help', '-h'];
 const unknown = args.filter((a) => !known.includes(a));
 if (args.includes('--help') || args.includes('-h') || unknown.length) {
   if (unknown.length) console.error(`bench: unknown option ${unknown.map((a) => `'${a}'`).join(', ')}\n`);
@@ -213,6 +214,8 @@ async function main() {
     console.log(`${r.backend} / ${b}, V = ${r.V} ${r.dtype} fwd+bwd: ${(r.timing.medianMs / whole.timing.medianMs).toFixed(2)}x ` +
       `(${r.timing.medianMs.toFixed(2)} / ${whole.timing.medianMs.toFixed(2)} ms, medians)`);
   }
+  if (args.includes('--json-lines'))
+    for (const l of jsonLines({ ...machine, expFloorMelemPerS: expFloor }, rows)) console.log(`JSON ${l}`);
   if (save) {
     const { rel, dir, name } = resultsPlace();
     appendJsonLines(path.join(dir, `${name}.jsonl`), { ...machine, expFloorMelemPerS: expFloor }, rows);

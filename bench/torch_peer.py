@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """The PAPO objective the way a PyTorch user writes it, timed on the same shapes as `npm run bench`.
 
-    python bench/torch_peer.py [--full] [--no-save]
+    python bench/torch_peer.py [--full] [--no-save] [--json-lines] [--impl eager|compile|both] [--n N]
 
 Eager PyTorch and torch.compile, forward + backward of papoLoss with the options `npm run bench` uses (preset
 papo-g: PPO clip 0.2/0.3 with dual clip 3, k3 reference KL 0.01, k3 perception KL maximised with 0.02, no entropy
 terms, token-mean) and forward only (log-probs and entropy of one path), vocab 32000 and 151936, float32 and
 bfloat16, logits on the GPU (no host transfers), timed with CUDA events. Writes the JSON lines of bench/report.ts to
 bench/results/gpu.jsonl, with the roofline (a device-to-device copy of the same minimal bytes) measured in the same
-run, so the tables line up. Needs a CUDA GPU and PyTorch; nothing from the Node package.
+run, so the tables line up. Needs a CUDA GPU and PyTorch; nothing from the Node package. --json-lines also prints
+each row as "JSON {...}" the moment it is measured (scripts/gpu-check.sh keeps the rows of a run its time limit
+stopped); --impl times one implementation only (torch.compile's first call of each shape compiles, so a lease runs
+it as its own step); --n sets the rows (default 2048, 8192 with --full).
 
     python bench/torch_peer.py --check FIXTURE.json
 
@@ -133,15 +136,18 @@ def main():
     ap.add_argument('--no-save', action='store_true')
     ap.add_argument('--check', metavar='FIXTURE')
     ap.add_argument('--cpu', nargs=3, type=int, metavar=('N', 'V', 'THREADS'))
+    ap.add_argument('--json-lines', action='store_true')
+    ap.add_argument('--impl', choices=('eager', 'compile', 'both'), default='both')
+    ap.add_argument('--n', type=int)
     args = ap.parse_args()
     if args.check:
         raise SystemExit(check(args.check))
     if args.cpu:
         return cpu_time(*args.cpu)
     dev = torch.device('cuda')
-    N = 8192 if args.full else 2048
-    vocabs = [4096, 32000, 65536, 151936] if args.full else [32000, 151936]
-    reps = 20 if args.full else 8
+    N = args.n or (8192 if args.full else 2048)
+    vocabs = [4096, 32000, 65536, 151936] if args.full else [151936, 32000]
+    reps = 20
     try:
         commit = subprocess.check_output(['git', 'rev-parse', '--short', 'HEAD'], cwd=os.path.dirname(__file__),
                                          stderr=subprocess.DEVNULL).decode().strip()
@@ -150,7 +156,7 @@ def main():
     machine = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(), commit=commit,
                    host=socket.gethostname(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                    cpuIsa='n/a', threads=torch.get_num_threads(), gpu=torch.cuda.get_device_name(0))
-    compiled = torch.compile(papo_loss)
+    compiled = torch.compile(papo_loss) if args.impl != 'eager' else None
     lines = []
     print(f"| case | dtype | V | backend | N | median ms | GB/s | % roofline |")
     for V in vocabs:
@@ -170,7 +176,8 @@ def main():
                 copy_ms = time_ms(lambda: dst.copy_(src), reps)[reps // 2]
                 roof = bytes_ / copy_ms / 1e6
                 del src, dst
-                impls = [('torch-eager', papo_loss), ('torch-compile', compiled)]
+                impls = [(name, fn) for name, fn in (('torch-eager', papo_loss), ('torch-compile', compiled))
+                         if args.impl in ('both', name[len('torch-'):])]
                 for name, fn in impls:
                     if kind == 'fwd':
                         ffn = fwd_only if name == 'torch-eager' else torch.compile(fwd_only)
@@ -199,6 +206,8 @@ def main():
                                                  minMs=t[0], maxMs=t[-1], rme=None, samples=len(t),
                                                  melemPerS=elems / med / 1e3, gbPerS=gbs, rooflineGbPerS=roof,
                                                  rooflineFraction=gbs / roof)))
+                    if args.json_lines:
+                        print('JSON ' + lines[-1], flush=True)
             del z, zm
             torch.cuda.empty_cache()
     if not args.no_save:

@@ -5,6 +5,8 @@
 //                             vocabulary, against the CPU backend
 //   papo_cuda_test --host-cost [N]   a steady-state call's runtime calls and bytes (emulated build) and its host CPU
 //                             work at N rows (default 8192), with an estimate of its host time beyond the kernels
+//   papo_cuda_test --profile WHAT N V DTYPE   one fwd+bwd call of version WHAT (k1, k2, k3) or a same-bytes copy
+//                             kernel (copy) after a warm-up, bracketed for ncu --profile-from-start off
 //   papo_cuda_test --bench [N V] [--predictions FILE]
 //                             N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
 //                             (k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
@@ -16,6 +18,7 @@
 // Tolerances: fp32 within 1e-5 relative (plus a small absolute floor for values near 0),
 // fp16/bf16 gradients within 1e-2.
 #include <cuda_fp16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -503,17 +506,27 @@ __global__ void read_only(const uint4* p, int64_t n, unsigned* sink) {
   if (acc == 0x12345678u) *sink = acc;  // keeps the loads alive
 }
 
+// The median of `reps` timings after one warm-up, each between two events on the legacy stream (where the calls
+// of device data with no stream of their own run), the device idle before each.
 template <class F>
 double median_ms(F&& f, int reps) {
   f();  // warm-up
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     cudaDeviceSynchronize();
-    const auto a = std::chrono::steady_clock::now();
+    cudaEventRecord(a, 0);
     f();
-    cudaDeviceSynchronize();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    cudaEventRecord(b, 0);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
   }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
@@ -529,38 +542,58 @@ struct MemProbe {
 // bytes: a device-to-device copy of the same bytes for fwd+bwd (read + write), a read-only pass for the forward,
 // and for the detached case (both logits read, one gradient written) half a copy plus half a read-only pass of
 // the two paths. One "JSON {...}" line per row for bench/results/gpu.jsonl.
+// The benchmark's device-resident call: both paths' logits (random, normal with sigma 3: never zeros, which can
+// run faster than real data), their gradients, and the per-token arrays of N rows.
+struct BenchCall {
+  OnDevice dev;
+  void *z, *zm, *g, *gm;
+  std::vector<int32_t> tokens;
+  std::vector<float> adv, lp, H, mlp, mH;
+  std::vector<int32_t> seqs;
+  PapoCall base;
+
+  BenchCall(int64_t N, int64_t V, int32_t dtype) : tokens(N), adv(N, 0.5f), lp(N), H(N), mlp(N), mH(N) {
+    const size_t n = (size_t)N * V, bytes = n * esz(dtype);
+    std::vector<char> host(bytes);
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0.f, 3.f);
+    const size_t fresh = std::min<size_t>(n, 1 << 24);
+    for (size_t i = 0; i < fresh; ++i) store(dtype, host.data(), (int64_t)i, nd(rng));
+    for (size_t i = fresh; i < n; ++i) memcpy(host.data() + i * esz(dtype), host.data() + (i % fresh) * esz(dtype), esz(dtype));
+    z = dev.up(host.data(), bytes);
+    zm = dev.up(host.data(), bytes);
+    g = dev.up(nullptr, bytes);
+    gm = dev.up(nullptr, bytes);
+    for (int64_t i = 0; i < N; ++i) tokens[i] = (int32_t)(rng() % V);
+    // GSPO's sequences: 16 of N/16 tokens (the remainder in the last).
+    seqs.assign(16, (int32_t)(N / 16));
+    seqs.back() += (int32_t)(N - 16 * (N / 16));
+    base.N = N, base.V = V, base.logits = z, base.dtype = dtype, base.maskedLogits = zm, base.maskedDtype = dtype;
+    base.tokens = tokens.data(), base.advantages = adv.data();
+    base.params.perceptionCoef = 0.02, base.params.entropyCoef = 0.01, base.params.maskedEntropyCoef = 0.02;
+    base.params.onPolicy = 1, base.params.hasMasked = 1, base.normScale = (double)N;
+    base.gradLogits = g, base.gradType = dtype, base.gradMaskedLogits = gm, base.gradMaskedType = dtype;
+    base.outLogProbs = lp.data(), base.outEntropy = H.data(), base.outMaskedLogProbs = mlp.data(),
+    base.outMaskedEntropy = mH.data();
+  }
+};
+
 void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype, const Predictions& predicted) {
   const size_t n = (size_t)N * V, bytes = n * esz(dtype);
   const char* dname = dtype == DT_F32 ? "float32" : "bfloat16";
   printf("# %s, N=%lld V=%lld %s, device-resident, gradients %s\n", prop.name, (long long)N, (long long)V, dname, dname);
-  std::vector<char> host(bytes);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0.f, 3.f);
-  const size_t fresh = std::min<size_t>(n, 1 << 24);
-  for (size_t i = 0; i < fresh; ++i) store(dtype, host.data(), (int64_t)i, nd(rng));
-  for (size_t i = fresh; i < n; ++i) memcpy(host.data() + i * esz(dtype), host.data() + (i % fresh) * esz(dtype), esz(dtype));
-  OnDevice dev;
-  void* z = dev.up(host.data(), bytes);
-  void* zm = dev.up(host.data(), bytes);
-  void* g = dev.up(nullptr, bytes);
-  void* gm = dev.up(nullptr, bytes);
-  std::vector<int32_t> tokens(N);
-  std::vector<float> adv(N, 0.5f), lp(N), H(N), mlp(N), mH(N);
-  for (int64_t i = 0; i < N; ++i) tokens[i] = (int32_t)(rng() % V);
-  // GSPO's sequences: 16 of N/16 tokens (the remainder in the last).
-  std::vector<int32_t> seqs(16, (int32_t)(N / 16));
-  seqs.back() += (int32_t)(N - 16 * (N / 16));
-  PapoCall base;
-  base.N = N, base.V = V, base.logits = z, base.dtype = dtype, base.maskedLogits = zm, base.maskedDtype = dtype;
-  base.tokens = tokens.data(), base.advantages = adv.data();
-  base.params.perceptionCoef = 0.02, base.params.entropyCoef = 0.01, base.params.maskedEntropyCoef = 0.02;
-  base.params.onPolicy = 1, base.params.hasMasked = 1, base.normScale = (double)N;
-  base.gradLogits = g, base.gradType = dtype, base.gradMaskedLogits = gm, base.gradMaskedType = dtype;
-  base.outLogProbs = lp.data(), base.outEntropy = H.data(), base.outMaskedLogProbs = mlp.data(), base.outMaskedEntropy = mH.data();
+  BenchCall bc(N, V, dtype);
+  OnDevice& dev = bc.dev;
+  void *z = bc.z, *zm = bc.zm, *g = bc.g, *gm = bc.gm;
+  std::vector<int32_t>& tokens = bc.tokens;
+  std::vector<float>& lp = bc.lp;
+  std::vector<float>& H = bc.H;
+  std::vector<int32_t>& seqs = bc.seqs;
+  const PapoCall& base = bc.base;
   CudaExec ex;
   ex.onDevice = true;
 
-  const int reps = 10;
+  const int reps = 20;
   const double copyMs = median_ms([&] {
     cudaMemcpyAsync(g, z, bytes, cudaMemcpyDeviceToDevice, 0);
     cudaMemcpyAsync(gm, zm, bytes, cudaMemcpyDeviceToDevice, 0);
@@ -603,7 +636,7 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
     MemProbe mem;
     papo_loss_cuda(call, ex);  // first call: the pool's buffers
     const double extra = mem.mib();
-    const double ms = median_ms([&] { papo_loss_cuda(call, ex); }, kern.id == KERNEL_K0_NAIVE ? 3 : reps);
+    const double ms = median_ms([&] { papo_loss_cuda(call, ex); }, kern.id == KERNEL_K0_NAIVE ? 5 : reps);
     row(kase, kern.name, ms, moved, roofMs, roof, extra);
     return ms;
   };
@@ -653,6 +686,53 @@ int bench(int64_t N, int64_t V, const std::string& predictionFile) {
   const Predictions predicted = Predictions::load(predictionFile, prop.name);
   printf("# predictions: %s\n", predicted.source.c_str());
   for (int32_t dtype : {DT_BF16, DT_F32}) bench_dtype(prop, N, V, dtype, predicted);
+  return 0;
+}
+
+// ---- one call for a profiler ------------------------------------------------------------------------------
+
+// A same-bytes copy as a kernel (ncu profiles kernels, not cudaMemcpy): the roofline beside the kernels' counters.
+__global__ void copy_kernel(const uint4* src, uint4* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = src[i];
+}
+
+// One fwd+bwd call on both paths (what: k1, k2, k3, ... as PAPO_CUDA_KERNEL numbers them) or a same-bytes copy
+// (what: copy), after a warm-up one, between cudaProfilerStart and cudaProfilerStop: `ncu --profile-from-start off`
+// measures that call's kernels alone.
+int profile(const std::string& what, int64_t N, int64_t V, const std::string& dtypeName) {
+  const int32_t dtype = dtypeName == "float32" ? DT_F32 : DT_BF16;
+  if (dtypeName != "float32" && dtypeName != "bfloat16") {
+    fprintf(stderr, "--profile: dtype must be float32 or bfloat16, got %s\n", dtypeName.c_str());
+    return 2;
+  }
+  const bool copy = what == "copy";
+  const int32_t kernel = copy ? 0 : what.size() == 2 && what[0] == 'k' ? what[1] - '0' : -1;
+  if (!copy && (kernel < KERNEL_K1_TWO_PASS || kernel > KERNEL_K3_CLUSTER)) {
+    fprintf(stderr, "--profile: expected k1 to k3 or copy, got %s\n", what.c_str());
+    return 2;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  BenchCall bc(N, V, dtype);
+  const int64_t n16 = N * V * (int64_t)esz(dtype) / 16;
+  CudaExec ex;
+  ex.onDevice = true;
+  ex.kernel = kernel;
+  auto once = [&] {
+    if (!copy) return (void)papo_loss_cuda(bc.base, ex);
+    for (auto [src, dst] : {std::pair<void*, void*>{bc.z, bc.g}, {bc.zm, bc.gm}})
+      cuda::launch_kernel("copy_kernel", copy_kernel, dim3(prop.multiProcessorCount * 8), dim3(512), 0, nullptr,
+                          static_cast<const uint4*>(src), static_cast<uint4*>(dst), n16);
+  };
+  once();
+  cuda_check(cudaDeviceSynchronize(), "the warm-up call");
+  cudaProfilerStart();
+  once();
+  cuda_check(cudaDeviceSynchronize(), "the profiled call");
+  cudaProfilerStop();
+  printf("profiled one %s call: N=%lld V=%lld %s on %s\n", what.c_str(), (long long)N, (long long)V, dtypeName.c_str(),
+         prop.name);
   return 0;
 }
 
@@ -737,6 +817,7 @@ int main(int argc, char** argv) {
     return 77;
   }
   if (argc > 1 && std::string(argv[1]) == "--host-cost") return host_cost(argc > 2 ? atoll(argv[2]) : 8192);
+  if (argc == 6 && std::string(argv[1]) == "--profile") return profile(argv[2], atoll(argv[3]), atoll(argv[4]), argv[5]);
   if (argc > 1 && std::string(argv[1]) == "--bench") {
     std::vector<std::string> rest(argv + 2, argv + argc);
     std::string predictions = "bench/results/predictions.tsv";
