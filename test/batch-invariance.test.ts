@@ -3,18 +3,28 @@
 // default size, against the row alone in a batch of 1. Statistics (log-prob, entropy) of both paths are
 // compared with the batch of 1; the gradient rows (whose scale depends on the batch through the token
 // weights) with each other within the batch.
-import { cudaTarget } from './cuda-target';
+import { cudaTarget, emulated } from './cuda-target';
 import { afterEach, describe, expect, it } from 'vitest';
 import { papoLossSync } from '../lib';
+import { native } from '../lib/native';
 import type { DType, PapoInputs, Tensor } from '../lib/types';
 import { makeInputs } from './helpers';
 
-const FAMILIES: { name: string; backend: 'cuda' | 'cuda-naive'; env: Record<string, string> }[] = [
+// kernel: what the emulated device must have run (a k3 plan that does not apply falls back to k2 silently).
+const FAMILIES: { name: string; backend: 'cuda' | 'cuda-naive'; env: Record<string, string>; kernel?: string }[] = [
   { name: 'k0 naive', backend: 'cuda-naive', env: {} },
   { name: 'k1 two-pass', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1' } },
   { name: 'k2 fused', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2' } },
+  // k3 at its own plan (one block per row pair at these V), and in clusters of 4 blocks whose slices meet
+  // inside the row, two row pairs per cluster (both buffers).
+  { name: 'k3 cluster', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3' }, kernel: 'papo_rows_k3' },
+  { name: 'k3 cluster of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '16' },
+    kernel: 'papo_rows_k3' },
+  { name: 'k3 cluster, two per SM', backend: 'cuda',
+    env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '16', PAPO_CUDA_K3_CO_RESIDENT: '2' },
+    kernel: 'papo_rows_k3' },
 ];
-const ENV_KEYS = ['PAPO_CUDA_KERNEL', 'PAPO_CUDA_STAGING_MB'];
+const ENV_KEYS = ['PAPO_CUDA_KERNEL', 'PAPO_CUDA_STAGING_MB', 'PAPO_CUDA_CLUSTER', 'PAPO_CUDA_BLOCKS', 'PAPO_CUDA_K3_CO_RESIDENT'];
 const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
 afterEach(() => {
   for (const k of ENV_KEYS) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
@@ -51,6 +61,8 @@ describe(`the same bits for a row at any position (${cudaTarget} cuda)`, () => {
           const batch = repeated(one);
           const opts = { backend: fam.backend, preset: 'papo-g-7b' as const, gradType: 'float32' as const };
           const differing: string[] = [];
+          const ran = () => (fam.kernel && emulated ? native().emuStats!().kernels[fam.kernel] ?? 0 : 0);
+          const before = ran();
           process.env.PAPO_CUDA_STAGING_MB = '256';
           const alone = papoLossSync(one, opts);
           for (const staging of ['1', '256']) {
@@ -70,6 +82,7 @@ describe(`the same bits for a row at any position (${cudaTarget} cuda)`, () => {
               if (gradDiff) differing.push(`staging ${staging} MiB, position ${p}: ${gradDiff} gradient elements differ from position 0`);
             }
           }
+          if (fam.kernel && emulated) expect(ran() - before, `${fam.kernel} launches`).toBeGreaterThanOrEqual(3);
           expect(differing, differing.slice(0, 6).join('; ')).toEqual([]);
         });
       }

@@ -6,6 +6,7 @@
 import { cudaTarget, emulated } from './cuda-target';
 import { describe, expect, it } from 'vitest';
 import { cuda, DeviceTensor, info, logProbs, logProbsSync, papoLoss, papoLossSync, presets } from '../lib';
+import { native } from '../lib/native';
 import type { DType, PapoInputs, PapoOptions, PapoResult, Tensor } from '../lib/types';
 import { codeOf, expectClose, expectNumberClose, makeInputs, makeVariantInputs, maxAbs, values } from './helpers';
 
@@ -38,6 +39,8 @@ const families: Family[] = [
   { name: 'k3 cluster of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
   { name: 'k3 cluster of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
   { name: 'k3 cluster, one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_K3_BUFFERS: '1' } },
+  // Two clusters per SM: blocks of 256 threads, one buffer each.
+  { name: 'k3 cluster, two per SM', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8', PAPO_CUDA_K3_CO_RESIDENT: '2' } },
   { name: 'k2 fused', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'k1 two-pass', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },
@@ -130,6 +133,14 @@ for (const f of families) {
   describe(`${f.name} on the ${cudaTarget} device`, () => {
     for (const [name, options] of optionSets)
       it(name, () => vsCpu(makeInputs({ N: 12, V: 1003, mask: true }), options, f, 'float32'));
+
+    if (emulated && f.env.PAPO_CUDA_KERNEL === '3')
+      it('runs k3 itself (where its plan does not apply, k2 runs instead, silently)', async () => {
+        const k3 = () => native().emuStats!().kernels.papo_rows_k3 ?? 0;
+        const before = k3();
+        for (const type of ['float32', 'bfloat16'] as const) await vsCpu(makeInputs({ N: 12, V: 4099, type }), {}, f, type);
+        expect(k3() - before).toBeGreaterThanOrEqual(2);
+      });
 
     for (const type of ['float32', 'float16', 'bfloat16'] as const) {
       it(`${type}, [B, T, V], -Infinity logits and masked-out tokens with gradient exactly +0`, async () => {

@@ -195,23 +195,28 @@ struct OnDevice {
 };
 
 void run_case(const Case& c) {
-  // k3 (cluster) twice: clusters of 2 and of 4 blocks (PAPO_CUDA_CLUSTER), so that slices meet in the middle.
+  // k3 (cluster) three times: clusters of 2 and of 4 blocks (PAPO_CUDA_CLUSTER), so that slices meet in the
+  // middle, and two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT: blocks of 256 threads, one buffer).
   struct Family {
     int kernel;
     const char* name;
     const char* cluster;
+    bool coResident;
   };
   const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", nullptr},
                              {KERNEL_K1_TWO_PASS, " k1 two-pass", nullptr},
                              {KERNEL_K2_FUSED, " k2 fused", nullptr},
                              {KERNEL_K3_CLUSTER, " k3 cluster x2", "2"},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4", "4"}};
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4", "4"},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4, two per SM", "4", true}};
   for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
       const int kernel = fam.kernel;
       // Clusters: few of them, so each takes several row pairs in turn (both of k3's buffers are used).
       if (fam.cluster) setenv("PAPO_CUDA_CLUSTER", fam.cluster, 1), setenv("PAPO_CUDA_BLOCKS", "8", 1);
       else unsetenv("PAPO_CUDA_CLUSTER"), unsetenv("PAPO_CUDA_BLOCKS");
+      if (fam.coResident) setenv("PAPO_CUDA_K3_CO_RESIDENT", "2", 1);
+      else unsetenv("PAPO_CUDA_K3_CO_RESIDENT");
       const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);
       PapoCall want = call_of(c, dw), got = call_of(c, dg);
@@ -248,6 +253,7 @@ void run_case(const Case& c) {
     }
   unsetenv("PAPO_CUDA_CLUSTER");
   unsetenv("PAPO_CUDA_BLOCKS");
+  unsetenv("PAPO_CUDA_K3_CO_RESIDENT");
 }
 
 // Device data written by the caller's asynchronous work: the call must be ordered after it on the tensors'

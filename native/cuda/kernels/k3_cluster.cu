@@ -3,19 +3,35 @@
 // the second read, which does not hold 132 row pairs of 608 KB).
 //
 // Per row pair, each of the C blocks of a cluster:
-//   1. has the copy engine bring its slice of both rows (16-byte vectors; cp.async.bulk into shared memory,
-//      completing on an mbarrier), while its threads read the few unaligned head / tail elements directly;
-//   2. reduces its slice's online-softmax statistics (m, s, t) per path and publishes them in shared memory;
-//   3. cluster barrier; block 0 merges the C partials in rank order through distributed shared memory, computes
-//      the token terms (token_terms() in doubles, as everywhere) and publishes the gradient coefficients;
-//   4. cluster barrier; every block reads them from block 0 and writes its slice of both gradient rows from
-//      its shared-memory copy, with streaming 16-byte stores; the sampled token's one-hot term last;
+//   1. has the copy engine bring its slice of both rows into shared memory (cp.async.bulk, completing on an
+//      mbarrier); meanwhile block 0's last warp reads the row's per-token inputs (they land during step 2);
+//   2. reduces its slice's online-softmax statistics (m, s, t) per path and pushes them into block 0's shared
+//      memory (a remote store);
+//   3. cluster barrier; block 0's first warp merges the C partials in a fixed tree over the ranks (lanes 0-7 one
+//      path, 8-15 the other), finishes both paths at once, computes the token terms (token_terms() in doubles,
+//      as everywhere) from the inputs read in step 1, and pushes the verdict and the gradient coefficients into
+//      every block's shared memory;
+//   4. cluster barrier; every block writes its slice of both gradient rows from its shared-memory copy, with
+//      streaming 16-byte stores, the sampled token's one-hot term last; block 0's first warp writes the row's
+//      results to global memory (after the barrier, so that the barrier's release does not wait for them);
 //   5. a block barrier (and a proxy fence) before the copy engine refills the block's slices; one cluster barrier
-//      at the end, since no block may exit while another could still read its shared memory.
+//      at the end, since no block may exit while another could still write into its shared memory.
+// So the serial part of a row pair, between the two barriers, is one warp's work on shared memory and registers:
+// no global load, no remote load, one log2 and one division per path, lanes in parallel.
+//
+// Who sums what is a function of the column alone, as in row_block.cuh: the row's V / U whole groups of U = 16
+// bytes' worth of columns are dealt out in runs of `per` groups (block r holds groups [r per, (r + 1) per)),
+// thread t of a block takes its groups t, t + blockDim, ..., and the last block the V mod U tail columns one
+// each. Where the row sits in memory changes only how a group arrives: a row that starts 16-byte aligned lands
+// as whole vectors; one that does not lands shifted (the copy engine moves whole 16-byte blocks), and its
+// groups are read element by element, the two at the slice's ends (which straddle blocks the copy engine does
+// not bring) from global memory.
 // Per element, the math is in base 2 with the scale folded in and no NaN / +Infinity test (row_base2.cuh).
 // While a row pair is reduced and written, the next one's slices are already coming (two buffers, where they fit).
 // The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
 // PAPO_CUDA_CLUSTER; where none fits, or before sm_90, or for a phase other than forward + backward, k2 runs.
+// PAPO_CUDA_K3_CO_RESIDENT=2 plans two clusters per SM instead (blocks of 256 threads, one buffer each), so that
+// one cluster's serial part and copy wait overlap the other's work on the same SMs.
 //
 // Written for the emulated device first (tools/cuda-emulator models clusters, distributed shared memory,
 // mbarriers and bulk copies): not yet measured on a GPU.
@@ -38,105 +54,157 @@ namespace cuda {
 
 namespace {
 
-constexpr int kK3Threads = 512;
+constexpr int kK3Threads = 512;           // per block
+constexpr int kK3ThreadsCoResident = 256;  // per block, two clusters per SM
 static_assert(kK3Threads == kThreads, "the block reductions' scratch (StatsScratch2) is sized for kThreads");
-constexpr int kMaxCluster = 8;  // the portable cluster size
+constexpr int kMaxCluster = 8;  // the portable cluster size; the lead warp's merge tree has this many leaves
 
-// What a block publishes for the cluster (at the end of its dynamic shared memory).
-struct K3Shared {
-  StatsScratch2 scratch;    // the block's own reductions
-  OnlineSoftmax2 part[2];   // this block's slice statistics, per path (base 2, row_base2.cuh)
-  GradCoef2 coef[2];        // block 0's: the gradient coefficients of the row pair
-  int32_t status;           // block 0's: the row's verdict
-  uint64_t mbar[2];         // per buffer: completes when this block's slices have landed
+// One row's per-token inputs, read ahead by block 0's last warp: lane l reads the l-th into f, d or x (the
+// inputs' own types, where token_view() finds them), then lane 0 reads them as finish_row() would from the
+// call's arrays (in, maskedLp; ReadAhead serves them to finish_row()).
+struct TokenRow {
+  float f[6];   // advantages, mask, oldLogProbs, refLogProbs, rolloutLogProbs, maskedLogProbs
+  double d[4];  // wAgg, wEnt, wKp, wSft
+  float x[2];   // the sampled token's logit on each path, as fp32, unscaled
+  int64_t target;
+  TokenInput in;  // token_input() without the statistics (lp, a, H, Hm)
+  double maskedLp;
 };
+constexpr int kTokenLanes = 12;
+
+struct ReadAhead {
+  const TokenRow& p;
+  __device__ double maskedLogProb() const { return p.maskedLp; }
+  __device__ double mask() const { return p.in.mask; }
+  __device__ TokenInput input(double lp, double a, double H, double Hm) const {
+    TokenInput r = p.in;
+    r.lp = lp, r.a = a, r.H = H, r.Hm = Hm;
+    return r;
+  }
+};
+
+// What block 0 hands every block for the gradient pass.
+struct K3Lead {
+  GradCoef2 coef[2];
+  int32_t status;  // the row's verdict: cluster-uniform
+};
+
+// A block's shared state (at the end of its dynamic shared memory).
+struct K3Shared {
+  StatsScratch2 scratch;                // the block's own reductions
+  OnlineSoftmax2 part[kMaxCluster][2];  // block 0's: every block's slice statistics per path, pushed by each
+  K3Lead lead;                          // every block's own copy, pushed by block 0
+  TokenRow pre;                         // block 0's: the row's per-token inputs
+  RowOut out;                           // block 0's: the row's results, until they go to global memory
+  uint64_t mbar[2];                     // per buffer: completes when this block's slices have landed
+};
+static_assert(sizeof(RowOut) % 8 == 0 && alignof(RowOut) >= 8, "RowOut is copied as 8-byte words");
+static_assert(sizeof(K3Lead) % 4 == 0, "K3Lead is copied as 4-byte words");
 
 __device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// The 16-byte vectors of one path's row that a block holds: row = head scalars, nvec vectors, tail scalars.
+// A block's groups of one path's row: [g0, g0 + n) of the row's G whole groups. Its held copy starts at the
+// 16-byte boundary at or before group g0, so group i of the slice sits at byte mis + 16 i of it.
 struct Slice {
-  int64_t head, nvec, v0, v1;  // this block's vectors [v0, v1)
+  int64_t g0, n, G;
+  unsigned mis;  // the row's address mod 16, in bytes (a multiple of the element size)
 };
 
 template <class S>
 __device__ __forceinline__ Slice slice_of(const typename S::T* row, int64_t V, int64_t per, unsigned rank) {
   Slice s;
-  s.head = head_elems(row, V);
-  s.nvec = (V - s.head) / S::kVec;
-  s.v0 = lmin(s.nvec, (int64_t)rank * per);
-  s.v1 = lmin(s.nvec, s.v0 + per);
+  s.G = V / S::kVec;
+  s.g0 = lmin(s.G, (int64_t)rank * per);
+  s.n = lmin(s.G, s.g0 + per) - s.g0;
+  s.mis = (unsigned)(reinterpret_cast<uintptr_t>(row) & 15);
   return s;
 }
 
-// Statistics of this block's part of one path: its vectors from shared memory, and (block 0 / the last block)
-// the unaligned head / tail elements from global memory.
+// The copy engine's part of a slice (whole 16-byte blocks of the row inside the slice): [lo, hi) bytes of the
+// held copy, at the same bytes of the row from the held copy's start. A shifted slice's first and last groups
+// straddle blocks that are not the slice's alone; group_at() reads those from global memory.
+struct BulkPart {
+  unsigned lo, hi;
+};
+__device__ __forceinline__ BulkPart bulk_part(const Slice& s) {
+  const unsigned end = (unsigned)(s.n * 16), lo = s.mis ? 16u : 0u;
+  return BulkPart{lo, end > lo ? end : lo};
+}
+
+// Group i of the slice in storage form. Aligned: one 16-byte vector of the held copy. Shifted: element by
+// element, from the held copy, or from global memory at the slice's two ends.
+template <class S, bool kAligned>
+__device__ __forceinline__ uint4 group_at(const typename S::T* row, const typename S::T* held, const Slice& sl,
+                                          int64_t i) {
+  constexpr int U = S::kVec;
+  if (kAligned) return load16(held + i * U);
+  if (i == 0 || i == sl.n - 1) return load_group<S>(row + (sl.g0 + i) * U, false);
+  return load_group<S>(held + sl.mis / sizeof(typename S::T) + i * U, false);
+}
+
+// f(i, group) for this thread's groups of the slice: i = threadIdx.x, + blockDim.x, ... The aligned and the
+// shifted loop are separate, so that the aligned one is vector loads only.
+template <class S, class F>
+__device__ __forceinline__ void for_my_groups(const typename S::T* row, const typename S::T* held, const Slice& sl,
+                                              F&& f) {
+  if (sl.mis == 0) {
+    for (int64_t i = threadIdx.x; i < sl.n; i += blockDim.x) f(i, group_at<S, true>(row, held, sl, i));
+  } else {
+    for (int64_t i = threadIdx.x; i < sl.n; i += blockDim.x) f(i, group_at<S, false>(row, held, sl, i));
+  }
+}
+
+// Statistics of this block's part of one path: its groups, then (the last block) the tail columns.
 template <class S>
 __device__ OnlineSoftmax2 slice_stats(const typename S::T* row, const typename S::T* held, const Slice& sl, int64_t V,
-                                      float scale2, unsigned rank, unsigned C) {
+                                      float scale2, bool last) {
   constexpr int U = S::kVec;
   OnlineSoftmax2 st = OnlineSoftmax2::empty();
-  const int64_t tid = threadIdx.x, nt = blockDim.x;
-  if (rank == 0)
-    for (int64_t j = tid; j < sl.head; j += nt) {
-      const float x[1] = {S::to_float(row[j]) * scale2};
-      st.add(x);
-    }
-  if (rank == C - 1)
-    for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt) {
-      const float x[1] = {S::to_float(row[j]) * scale2};
-      st.add(x);
-    }
-  for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
+  for_my_groups<S>(row, held, sl, [&](int64_t, const uint4& raw) {
     float x[U];
-    load_vec<S>(held + v * U, scale2, x);
+    to_floats<S>(raw, scale2, x);
     st.add(x);
-  }
+  });
+  if (last)
+    for (int64_t j = sl.G * U + threadIdx.x; j < V; j += blockDim.x) {
+      const float x[1] = {S::to_float(row[j]) * scale2};
+      st.add(x);
+    }
   return st;
 }
 
-// This block's part of one gradient row, from the held copy (so in place is safe), then the one-hot term by
-// the block that holds the sampled token. Every thread of the block calls it.
+// This block's part of one gradient row, from the held copy, then the one-hot term by the block that holds the
+// sampled token. Every thread of the block calls it.
 template <class SI, class SO>
 __device__ void slice_grad(const typename SI::T* row, const typename SI::T* held, typename SO::T* out, const Slice& sl,
                            int64_t V, const GradCoef2& g2, unsigned rank, unsigned C, int64_t per) {
   constexpr int U = SI::kVec;
+  const bool last = rank == C - 1;
   const int64_t tid = threadIdx.x, nt = blockDim.x;
   if (g2.a == 0.f && g2.b == 0.f) {  // no loss on this token, or a detached path: exact zeros
-    const int64_t lo = rank == 0 ? 0 : sl.head + sl.v0 * U;
-    const int64_t hi = rank == C - 1 ? V : sl.head + sl.v1 * U;
+    const int64_t lo = sl.g0 * U, hi = last ? V : (sl.g0 + sl.n) * U;
     for (int64_t j = lo + tid; j < hi; j += nt) out[j] = SO::from_float(0.f);
     return;
   }
-  if (rank == 0)
-    for (int64_t j = tid; j < sl.head; j += nt) out[j] = SO::from_float(grad_of2(g2, SI::to_float(row[j]) * g2.scale2));
-  if (rank == C - 1)
-    for (int64_t j = sl.head + sl.nvec * U + tid; j < V; j += nt)
-      out[j] = SO::from_float(grad_of2(g2, SI::to_float(row[j]) * g2.scale2));
-  typename SO::T* obody = out + sl.head + sl.v0 * U;
-  const bool outVec = (reinterpret_cast<uintptr_t>(out + sl.head) & 15) == 0;  // block-uniform
-  for (int64_t v = tid; v < sl.v1 - sl.v0; v += nt) {
-    float x[U], gr[U];
-    load_vec<SI>(held + v * U, g2.scale2, x);
+  const bool outVec = aligned16(out);  // block-uniform; then every group's columns start a 16-byte block
+  for_my_groups<SI>(row, held, sl, [&](int64_t i, const uint4& raw) {
+    float gr[U];
+    to_floats<SI>(raw, g2.scale2, gr);
 #pragma unroll
-    for (int k = 0; k < U; ++k) gr[k] = grad_of2(g2, x[k]);
+    for (int k = 0; k < U; ++k) gr[k] = grad_of2(g2, gr[k]);
+    typename SO::T* o = out + (sl.g0 + i) * U;
     if (outVec) {
-      constexpr int per16 = 16 / sizeof(typename SO::T);
-#pragma unroll
-      for (int w = 0; w < U / per16; ++w) {
-        Vec16<SO> o;
-#pragma unroll
-        for (int k = 0; k < per16; ++k) o.e[k] = SO::from_float(gr[w * per16 + k]);
-        store16_streaming(obody + v * U + w * per16, o.raw);
-      }
+      store_vec<SO, U>(o, gr);
     } else {
 #pragma unroll
-      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(gr[k]);
+      for (int k = 0; k < U; ++k) o[k] = SO::from_float(gr[k]);
     }
-  }
+  });
+  if (last)
+    for (int64_t j = sl.G * U + tid; j < V; j += nt) out[j] = SO::from_float(grad_of2(g2, SI::to_float(row[j]) * g2.scale2));
   __syncthreads();  // the slice is written; the owner of the sampled token replaces it with the one-hot value
   const int64_t t = g2.target;
-  const bool inBody = t >= sl.head && t < sl.head + sl.nvec * U;
-  const unsigned owner = t < sl.head ? 0 : inBody ? (unsigned)lmin(C - 1, (t - sl.head) / U / per) : C - 1;
+  const unsigned owner = t < sl.G * U ? (unsigned)((t / U) / per) : C - 1;
   if (rank == owner && threadIdx.x == 0) out[t] = SO::from_float(g2.a + grad_of2(g2, g2.target2));
 }
 
@@ -145,16 +213,114 @@ template <class SI>
 __device__ void issue_slices(const DeviceCall& c, const Chunk& ch, int64_t r, int64_t per, unsigned rank,
                              typename SI::T* held0, typename SI::T* held1, uint64_t* bar) {
   using TI = typename SI::T;
-  constexpr int U = SI::kVec;
   const int64_t V = c.V;
   const TI* x = static_cast<const TI*>(ch.logits) + r * V;
   const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
   const Slice s0 = slice_of<SI>(x, V, per, rank);
-  const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank) : Slice{};
-  const unsigned b0 = (unsigned)((s0.v1 - s0.v0) * 16), b1 = (unsigned)((s1.v1 - s1.v0) * 16);
+  const BulkPart p0 = bulk_part(s0);
+  BulkPart p1{0, 0};
+  const unsigned char* from0 = reinterpret_cast<const unsigned char*>(x + s0.g0 * SI::kVec) - s0.mis;
+  const unsigned char* from1 = nullptr;
+  if (xm) {
+    const Slice s1 = slice_of<SI>(xm, V, per, rank);
+    p1 = bulk_part(s1);
+    from1 = reinterpret_cast<const unsigned char*>(xm + s1.g0 * SI::kVec) - s1.mis;
+  }
+  const unsigned b0 = p0.hi - p0.lo, b1 = p1.hi - p1.lo;
   mbar_arrive_expect_tx(bar, b0 + b1);
-  if (b0) bulk_copy_g2s(held0, x + s0.head + s0.v0 * U, b0, bar);
-  if (b1) bulk_copy_g2s(held1, xm + s1.head + s1.v0 * U, b1, bar);
+  if (b0) bulk_copy_g2s(reinterpret_cast<unsigned char*>(held0) + p0.lo, from0 + p0.lo, b0, bar);
+  if (b1) bulk_copy_g2s(reinterpret_cast<unsigned char*>(held1) + p1.lo, from1 + p1.lo, b1, bar);
+}
+
+// Lane `lane` of block 0's last warp: its per-token input of the row (TokenRow's order), issued before the
+// statistics and stored (store_token) after them, so that the loads' latency hides behind the statistics.
+template <class SI>
+__device__ __forceinline__ double read_token(const DeviceCall& c, int64_t row, int lane, const typename SI::T* x,
+                                             const typename SI::T* xm, int64_t target) {
+  const TokenInputs& t = c.tok;
+  const float* f = lane == 0 ? t.advantages : lane == 1 ? t.mask : lane == 2 ? t.oldLogProbs
+                 : lane == 3 ? t.refLogProbs : lane == 4 ? t.rolloutLogProbs : lane == 5 ? t.maskedLogProbs : nullptr;
+  const double* d = lane == 6 ? t.wAgg : lane == 7 ? t.wEnt : lane == 8 ? t.wKp : lane == 9 ? t.wSft : nullptr;
+  if (f) return f[row];
+  if (d) return d[row];
+  if (lane == 10) return SI::to_float(x[target]);
+  if (lane == 11 && xm) return SI::to_float(xm[target]);
+  return 0.0;
+}
+
+__device__ __forceinline__ void store_token(TokenRow& p, int lane, double v, int64_t target) {
+  if (lane == 0) p.target = target;
+  if (lane < 6) p.f[lane] = (float)v;  // exact: v came from a float
+  else if (lane < 10) p.d[lane - 6] = v;
+  else if (lane < kTokenLanes) p.x[lane - 10] = (float)v;
+}
+
+// The call's per-token arrays as seen at index 0 of the read-ahead row (null stays null: an absent input).
+__device__ __forceinline__ TokenInputs token_view(const TokenInputs& t, const TokenRow& p) {
+  TokenInputs v;
+  v.advantages = t.advantages ? &p.f[0] : nullptr;
+  v.mask = t.mask ? &p.f[1] : nullptr;
+  v.oldLogProbs = t.oldLogProbs ? &p.f[2] : nullptr;
+  v.refLogProbs = t.refLogProbs ? &p.f[3] : nullptr;
+  v.rolloutLogProbs = t.rolloutLogProbs ? &p.f[4] : nullptr;
+  v.maskedLogProbs = t.maskedLogProbs ? &p.f[5] : nullptr;
+  v.wAgg = t.wAgg ? &p.d[0] : nullptr;
+  v.wEnt = t.wEnt ? &p.d[1] : nullptr;
+  v.wKp = t.wKp ? &p.d[2] : nullptr;
+  v.wSft = t.wSft ? &p.d[3] : nullptr;
+  return v;
+}
+
+// Block 0's first warp, between the two cluster barriers: the row pair's totals, verdict, token terms and
+// gradient coefficients, pushed into every block's K3Lead. Reads only this block's shared memory.
+template <class SI>
+__device__ void lead_row(const DeviceCall& c, K3Shared& sh, const typename SI::T* x, const typename SI::T* xm,
+                         unsigned C) {
+  const int64_t target = sh.pre.target;
+  const int lane = threadIdx.x & 31;
+  const unsigned q = lane & (kMaxCluster - 1);
+  const int path = lane / kMaxCluster;  // lanes 0-7 path 0, 8-15 path 1; the rest stay empty
+  OnlineSoftmax2 acc = OnlineSoftmax2::empty();
+  if (q < C && (path == 0 || (path == 1 && xm))) acc = sh.part[q][path];
+  // A fixed tree over the ranks ((0,1), (2,3), ... then their pairs), whatever block finished first: merge()
+  // is symmetric, so both lanes of each step end with the same bits.
+#pragma unroll
+  for (int o = 1; o < kMaxCluster; o <<= 1) acc = OnlineSoftmax2::merge(acc, acc.shfl_xor(o));
+  // Lanes 0 and 8 finish their path, lane 0 the row; the results go through shared memory (sh.out), not
+  // registers, which keeps the token terms' doubles within the register budget.
+  const bool leader = q == 0 && (path == 0 || (path == 1 && xm));
+  if (lane == 0) sh.out = RowOut{};
+  __syncwarp();
+  float K = 0.f;
+  if (leader) {
+    const Stats2 st = finish_stats2<SI>(acc, path ? xm : x, c.V, c.invTau, sh.pre.x[path]);
+    (path ? sh.out.ms : sh.out.s) = st.s;
+    K = st.K;
+  }
+  __syncwarp();
+  if (lane == 0) {
+    RowOut& o = sh.out;
+    o.lp = (double)o.s.targetScaled - o.s.lse;
+    o.a = (double)o.ms.targetScaled - o.ms.lse;
+    finish_row(c, ReadAhead{sh.pre}, o);
+    sh.lead.status = o.status;
+  }
+  __syncwarp();
+  const RowOut& o = sh.out;
+  const float scale2 = c.invTau * kLog2e;
+  if (leader)
+    sh.lead.coef[path] = path ? grad_coef2(c.invTau, o.ms.entropy, K, o.t.gA, o.t.gHm, target, sh.pre.x[1] * scale2)
+                              : grad_coef2(c.invTau, o.s.entropy, K, o.t.gLp, o.t.gH, target, sh.pre.x[0] * scale2);
+  else if (lane == kMaxCluster && !xm)
+    sh.lead.coef[1] = GradCoef2{};
+  __syncwarp();
+  // Lane q pushes it into block q (remote stores, ordered before the second cluster barrier's release).
+  if (lane > 0 && (unsigned)lane < C) {
+    const uint32_t* from = reinterpret_cast<const uint32_t*>(&sh.lead);
+    uint32_t* to = reinterpret_cast<uint32_t*>(&map_shared_rank(&sh, (unsigned)lane)->lead);
+#pragma unroll
+    for (int w = 0; w < (int)(sizeof(K3Lead) / 4); ++w) to[w] = from[w];
+  }
 }
 
 // nbuf 2: the next row pair's slices are on their way while this one is reduced and written (double buffering,
@@ -167,20 +333,25 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
   const int64_t V = c.V;
   const unsigned rank = cluster_rank(), C = cluster_size();
   const int paths = c.hasMaskedLogits ? 2 : 1;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, spare = (int)(blockDim.x >> 5) - 1;
+  const bool lead = rank == 0 && warp == 0, reader = rank == 0 && warp == spare && lane < kTokenLanes;
   unsigned char* smem = dynamic_smem();
   // Buffer b's slice of path q (arithmetic, not an array: an indexed array would live in local memory).
   auto held = [&](int b, int q) { return reinterpret_cast<TI*>(smem + ((b % nbuf) * paths + q % paths) * per * 16); };
   K3Shared& sh = *reinterpret_cast<K3Shared*>(smem + nbuf * paths * per * 16);
+  K3Shared* const sh0 = map_shared_rank(&sh, 0);  // block 0's, where the partials go
   if (threadIdx.x == 0)
     for (int b = 0; b < nbuf; ++b) mbar_init(&sh.mbar[b], 1);
   __syncthreads();
   unsigned parities = 0;  // bit b: the phase parity buffer b waits for next
   const int64_t clusters = gridDim.x / C, first = blockIdx.x / C;
   if (threadIdx.x == 0 && first < ch.rows) issue_slices<SI>(c, ch, first, per, rank, held(0, 0), held(0, 1), &sh.mbar[0]);
+  // The sampled token of each row pair is read one row pair ahead: the read-ahead of its logit depends on it.
+  int64_t target = reader && first < ch.rows ? c.tok.tokens[ch.rowBegin + first] : 0;
   for (int64_t k = 0, r = first; r < ch.rows; ++k, r += clusters) {
     const int b = nbuf == 2 ? (int)(k & 1) : 0;
     const int64_t row = ch.rowBegin + r;
-    const int64_t target = c.tok.tokens[row];
+    const int64_t next = reader && r + clusters < ch.rows ? c.tok.tokens[row + clusters] : 0;
     const TI* x = static_cast<const TI*>(ch.logits) + r * V;
     const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
     const Slice s0 = slice_of<SI>(x, V, per, rank);
@@ -190,6 +361,7 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
 
     // 1. this row pair's slices (issued before the loop, or during the previous row pair), and the next one's
     if (threadIdx.x == 0 && nbuf == 1 && k > 0) issue_slices<SI>(c, ch, r, per, rank, held0, held1, &sh.mbar[0]);
+    const double token = reader ? read_token<SI>(c, row, lane, x, xm, target) : 0.0;
     mbar_wait(&sh.mbar[b], (parities >> b) & 1u);
     parities ^= 1u << b;
     // The other buffer was last read by the row pair before this one, which every thread has finished (the
@@ -197,61 +369,73 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
     if (threadIdx.x == 0 && nbuf == 2 && r + clusters < ch.rows)
       issue_slices<SI>(c, ch, r + clusters, per, rank, held(b ^ 1, 0), held(b ^ 1, 1), &sh.mbar[b ^ 1]);
 
-    // 2. this block's statistics, per path
+    // 2. this block's statistics, per path, pushed into block 0
     const float scale2 = c.invTau * kLog2e;
-    const OnlineSoftmax2 p0 = block_merge(slice_stats<SI>(x, held0, s0, V, scale2, rank, C), sh.scratch);
-    OnlineSoftmax2 p1 = OnlineSoftmax2::empty();
-    if (xm) p1 = block_merge(slice_stats<SI>(xm, held1, s1, V, scale2, rank, C), sh.scratch);
-    if (threadIdx.x == 0) sh.part[0] = p0, sh.part[1] = p1;
-    cluster_sync();
-
-    // 3. block 0: the row pair's statistics, verdict and token terms
-    if (rank == 0 && threadIdx.x == 0) {
-      OnlineSoftmax2 t0 = OnlineSoftmax2::empty(), t1 = OnlineSoftmax2::empty();
-      for (unsigned q = 0; q < C; ++q) {  // rank order: the same bits whatever ran first
-        const K3Shared* o = map_shared_rank(&sh, q);
-        t0 = OnlineSoftmax2::merge(t0, o->part[0]);
-        t1 = OnlineSoftmax2::merge(t1, o->part[1]);
+    const bool last = rank == C - 1;
+    const OnlineSoftmax2 mine0 = slice_stats<SI>(x, held0, s0, V, scale2, last);
+    const OnlineSoftmax2 mine1 = xm ? slice_stats<SI>(xm, held1, s1, V, scale2, last) : OnlineSoftmax2::empty();
+    if (rank == 0 && warp == spare) {
+      if (lane < kTokenLanes) store_token(sh.pre, lane, token, target);
+      __syncwarp();
+      if (lane == 0) {
+        const TokenInputs v = token_view(c.tok, sh.pre);
+        sh.pre.in = token_input(v, 0, 0.0, 0.0, 0.0, 0.0);
+        sh.pre.maskedLp = RowInputsAt{v, 0}.maskedLogProb();
       }
-      RowOut o{};
-      o.s = finish_stats2<SI>(t0, x, V, target, c.invTau);
-      if (xm) o.ms = finish_stats2<SI>(t1, xm, V, target, c.invTau);
-      o.lp = (double)o.s.targetScaled - o.s.lse;
-      o.a = (double)o.ms.targetScaled - o.ms.lse;
-      finish_row(c, row, o);
-      c.out[row] = o;
-      sh.status = o.status;
-      sh.coef[0] = grad_coef2(c.invTau, o.s, t0, o.t.gLp, o.t.gH, target, SI::to_float(x[target]) * scale2);
-      sh.coef[1] = GradCoef2{};
-      if (xm) sh.coef[1] = grad_coef2(c.invTau, o.ms, t1, o.t.gA, o.t.gHm, target, SI::to_float(xm[target]) * scale2);
     }
+    const OnlineSoftmax2 p0 = block_merge(mine0, sh.scratch);
+    OnlineSoftmax2 p1 = OnlineSoftmax2::empty();
+    if (xm) p1 = block_merge(mine1, sh.scratch);
+    if (threadIdx.x == 0) sh0->part[rank][0] = p0, sh0->part[rank][1] = p1;
     cluster_sync();
 
-    // 4. both gradient rows, each block its slice
-    const K3Shared* lead = map_shared_rank(&sh, 0);
-    const int32_t status = lead->status;  // cluster-uniform
-    const GradCoef2 c0 = lead->coef[0], c1 = lead->coef[1];  // into registers: read once from block 0
-    if (status == ROW_OK) {
-      if (ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, c0, rank, C, per);
-      if (ch.maskedGrad) slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, c1, rank, C, per);
+    // 3. block 0's first warp: the row pair's statistics, verdict, token terms and coefficients, to every block
+    if (lead) lead_row<SI>(c, sh, x, xm, C);
+    cluster_sync();
+
+    // 4. both gradient rows, each block its slice; block 0's first warp writes the row's results
+    const K3Lead L = sh.lead;  // into registers: the next row pair's push lands only after the next first barrier
+    if (lead)
+      for (int w = lane; w < (int)(sizeof(RowOut) / 8); w += 32)
+        reinterpret_cast<uint64_t*>(c.out + row)[w] = reinterpret_cast<const uint64_t*>(&sh.out)[w];
+    if (L.status == ROW_OK) {
+      if (ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, L.coef[0], rank, C, per);
+      if (ch.maskedGrad) slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, L.coef[1], rank, C, per);
     }
-    // 5. this block's reads of its held slices are done before the copy engine refills them. (Block 0's
-    // partials and coefficients are safe without a cluster barrier: nobody writes them for the next row pair
-    // before every block has passed that row pair's first cluster barrier.)
+    // 5. this block's reads of its held slices are done before the copy engine refills them. (What block 0
+    // pushed and was pushed for this row pair is safe without another cluster barrier: nothing is pushed for the
+    // next row pair before every block has passed that row pair's first cluster barrier, and every block read
+    // its K3Lead before it.)
     fence_proxy_async();
     __syncthreads();
+    target = next;
   }
-  cluster_sync();  // no block may exit while another could still read its shared memory
+  cluster_sync();  // no block may exit while another could still write into or read its shared memory
 }
 
-// The cluster size and the vectors per block for this call, or 0 when k3 does not apply.
+// The cluster size, threads and vectors per block for this call, or cluster 0 when k3 does not apply.
 struct K3Plan {
   int cluster = 0;
   int64_t per = 0;
   int buffers = 1;
+  int threads = kK3Threads;
   size_t smem = 0;
   int maxClusters = 0;  // that the device runs at once
 };
+
+// Blocks of this kernel per SM at this block size and dynamic shared memory (asked once per configuration).
+template <class SI, class SO>
+int k3_blocks_per_sm(int threads, size_t smem) {
+  const int dev = current_device();
+  return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(papo_rows_k3<SI, SO>), dev, threads,
+                     (int64_t)smem, [&]() {
+                       allow_max_dynamic_smem(papo_rows_k3<SI, SO>);
+                       int n = 0;
+                       cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, papo_rows_k3<SI, SO>, threads, smem),
+                                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+                       return n;
+                     });
+}
 
 template <class SI, class SO>
 K3Plan plan(const DeviceCall& c) {
@@ -261,20 +445,24 @@ K3Plan plan(const DeviceCall& c) {
   // The device must do clusters, and the kernel must be sm_90 machine code (not older PTX JIT-compiled for it).
   if (major < 9 || !clusterOk || kernel_binary_version(papo_rows_k3<SI, SO>) < 90) return p;
   const int64_t esz = (int64_t)dtype_bytes(c.dtype), perVec = 16 / esz;
-  const int64_t nvec = (c.V + perVec - 1) / perVec;  // at most this many whole vectors per path
+  const int64_t groups = c.V / perVec;  // whole 16-byte groups per path
   const int paths = c.hasMaskedLogits ? 2 : 1;
   // Double buffering where two row pairs fit in the cluster, else one; the fewest blocks that hold them.
-  // PAPO_CUDA_CLUSTER and PAPO_CUDA_K3_BUFFERS force either (for experiments and tests).
+  // PAPO_CUDA_CLUSTER and PAPO_CUDA_K3_BUFFERS force either (for experiments and tests); PAPO_CUDA_K3_CO_RESIDENT=2
+  // asks for one buffer in blocks of 256 threads, two of them on each SM.
   const int64_t forced = env_int64("PAPO_CUDA_CLUSTER", 0), forcedBuffers = env_int64("PAPO_CUDA_K3_BUFFERS", 0);
-  for (int nbuf = 2; nbuf >= 1; --nbuf) {
+  const bool coResident = env_int64("PAPO_CUDA_K3_CO_RESIDENT", 1) == 2;
+  const int threads = coResident ? kK3ThreadsCoResident : kK3Threads;
+  for (int nbuf = coResident ? 1 : 2; nbuf >= 1; --nbuf) {
     if (forcedBuffers && forcedBuffers != nbuf) continue;
     for (int C = 1; C <= kMaxCluster; C *= 2) {
       if (forced && forced != C) continue;
-      const int64_t per = (nvec + C - 1) / C;
+      const int64_t per = (groups + C - 1) / C;
       const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(K3Shared);
       if (smem > (size_t)optin) continue;
-      const int n = max_active_clusters(papo_rows_k3<SI, SO>, dim3(kK3Threads), smem, (unsigned)C);
-      if (n > 0) return K3Plan{C, per, nbuf, smem, n};
+      if (coResident && k3_blocks_per_sm<SI, SO>(threads, smem) < 2) continue;
+      const int n = max_active_clusters(papo_rows_k3<SI, SO>, dim3(threads), smem, (unsigned)C);
+      if (n > 0) return K3Plan{C, per, nbuf, threads, smem, n};
     }
   }
   return p;
@@ -291,7 +479,7 @@ bool launch_k3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
   int64_t clusters = std::min<int64_t>(ch.rows, p.maxClusters);
   if (cap > 0) clusters = std::min<int64_t>(clusters, cap / p.cluster);
   clusters = std::max<int64_t>(1, clusters);
-  launch_kernel_cluster("papo_rows_k3", papo_rows_k3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(kK3Threads),
+  launch_kernel_cluster("papo_rows_k3", papo_rows_k3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(p.threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
   return true;
 }

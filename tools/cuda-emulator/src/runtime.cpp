@@ -18,6 +18,8 @@ namespace {
 std::atomic<int64_t> nDeviceSyncs{0}, nHostAllocs{0}, nLaunches{0}, nMallocs{0}, nFrees{0}, nDrains{0};
 std::atomic<int64_t> nDeviceQueries{0};
 std::atomic<uint64_t> launchCounter{0};
+std::mutex kernelsMu;
+std::map<std::string, int64_t> kernelsRun;  // by name
 std::mutex& faultMu = *new std::mutex;  // never destroyed, like the rest of the emulator's state
 int faultCountdown[(int)FaultKind::Count] = {};
 int faultRepeat[(int)FaultKind::Count] = {};  // further calls that fail right after the nth
@@ -154,6 +156,10 @@ Stats stats() {
   s.deviceDrains = nDrains;
   pool_stats(s);
   s.launches = nLaunches;
+  {
+    std::lock_guard<std::mutex> lock(kernelsMu);
+    s.kernels = kernelsRun;
+  }
   s.deviceQueries = nDeviceQueries;
   s.liveHostBytes = live_pinned_bytes();
   s.liveDeviceBytes = live_device_bytes(-1);
@@ -170,6 +176,10 @@ void reset_stats() {
   nDrains = 0;
   reset_pool_stats();
   nLaunches = 0;
+  {
+    std::lock_guard<std::mutex> lock(kernelsMu);
+    kernelsRun.clear();
+  }
   nDeviceQueries = 0;
   contextsMade = 0;
   // The threads' "context made" flags stay; a thread that made one before keeps it, as on a device.
@@ -254,6 +264,10 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
   enqueue(stream, "kernel", [L](std::string& detail) {
     cudaError_t err = run_grid(*L, detail);
     ++nLaunches;
+    {
+      std::lock_guard<std::mutex> lock(kernelsMu);
+      ++kernelsRun[L->name];
+    }
     if (err == cudaSuccess) {
       const std::string c = check_canaries();
       if (!c.empty()) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct Stats {
   int64_t poolGrowths = 0;    // pool allocations that needed new memory (none idle of that size was reusable)
   int64_t poolReleases = 0;   // idle pool blocks given back (beyond a pool's release threshold, or trimmed)
   std::vector<int> contexts;  // devices whose context some thread created
+  std::map<std::string, int64_t> kernels;  // launches run, by kernel name (which kernel a plan chose)
 };
 Stats stats();
 // Zeroes the counters and forgets which contexts exist (allocations stay).
