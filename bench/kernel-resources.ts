@@ -102,21 +102,31 @@ export function compileKernels(nvcc: string, file: string, arch: number): Kernel
   }
 }
 
-/** The ptxas -v lines of every entry function (device functions have no 'Used' line of their own here). */
+/** The ptxas -v lines of every entry function (device functions have no 'Used' line of their own here). A
+ * non-inlined device function's frame line follows some entry's: its spills and stack are counted with that
+ * entry's (conservatively: the function may serve others too), never instead of them. */
 export function parsePtxasLog(log: string, arch: number): (KernelResources & { mangled: string })[] {
   const out: (KernelResources & { mangled: string })[] = [];
   let cur: (KernelResources & { mangled: string }) | null = null;
+  let ofEntry = false;  // the next frame line is the current entry's own
   for (const line of log.split('\n')) {
     const entry = /Compiling entry function '([^']+)'/.exec(line);
     if (entry) {
       cur = { mangled: entry[1], kernel: shortName(entry[1]), arch, registers: 0, spillStores: 0, spillLoads: 0, stack: 0,
         smem: 0, loops: [] };
       out.push(cur);
+      ofEntry = true;
       continue;
     }
     if (!cur) continue;
+    const props = /Function properties for (\S+)/.exec(line);
+    if (props) ofEntry = props[1] === cur.mangled;
     const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(line);
-    if (frame) [cur.stack, cur.spillStores, cur.spillLoads] = frame.slice(1).map(Number);
+    if (frame) {
+      const [stack, st, ld] = frame.slice(1).map(Number);
+      if (ofEntry) [cur.stack, cur.spillStores, cur.spillLoads] = [stack, st, ld];
+      else [cur.stack, cur.spillStores, cur.spillLoads] = [Math.max(cur.stack, stack), cur.spillStores + st, cur.spillLoads + ld];
+    }
     const used = /Used (\d+) registers/.exec(line);
     if (used) cur.registers = Number(used[1]);
     const smem = /(\d+) bytes smem/.exec(line);

@@ -15,13 +15,16 @@ describe('static report: parsers', () => {
       '    64 bytes stack frame, 172 bytes spill stores, 160 bytes spill loads',
       'ptxas info    : Used 64 registers, used 1 barriers, 64 bytes cumulative stack size, 488 bytes smem',
       "ptxas info    : Compiling entry function '_Z1jv' for 'sm_90'",
-      '    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads',
+      'ptxas info    : Function properties for _Z1jv',
+      '    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads',
       'ptxas info    : Used 85 registers, used 1 barriers',
+      'ptxas info    : Function properties for _Z6calleev',  // a device function the entry calls, out of line
+      '    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads',
     ].join('\n');
     const r = parsePtxasLog(log, 90);
     expect(r.map(({ kernel, registers, spillStores, spillLoads, stack, smem }) => ({ kernel, registers, spillStores, spillLoads, stack, smem })))
       .toEqual([{ kernel: 'k', registers: 64, spillStores: 172, spillLoads: 160, stack: 64, smem: 488 },
-        { kernel: 'j', registers: 85, spillStores: 0, spillLoads: 0, stack: 0, smem: 0 }]);
+        { kernel: 'j', registers: 85, spillStores: 12, spillLoads: 8, stack: 16, smem: 0 }]);
   });
 
   it('occupancy from registers, shared memory and threads (sm_80 / sm_90 limits)', () => {

@@ -58,6 +58,7 @@ constexpr int kK3Threads = 512;           // per block
 constexpr int kK3ThreadsCoResident = 256;  // per block, two clusters per SM
 static_assert(kK3Threads == kThreads, "the block reductions' scratch (StatsScratch2) is sized for kThreads");
 constexpr int kMaxCluster = 8;  // the portable cluster size; the lead warp's merge tree has this many leaves
+constexpr int kChunks = 4;      // one buffer: each path's slice streams in as this many chunks, each on a barrier
 
 // One row's per-token inputs, read ahead by block 0's last warp: lane l reads the l-th into f, d or x (the
 // inputs' own types, where token_view() finds them), then lane 0 reads them as finish_row() would from the
@@ -96,71 +97,93 @@ struct K3Shared {
   K3Lead lead;                          // every block's own copy, pushed by block 0
   TokenRow pre;                         // block 0's: the row's per-token inputs
   RowOut out;                           // block 0's: the row's results, until they go to global memory
-  uint64_t mbar[2];                     // per buffer: completes when this block's slices have landed
+  // Double-buffered: mbar[b] completes when buffer b's slices have landed. Streamed: mbar[q kChunks + j] when
+  // chunk j of path q has, and drained[q kChunks + j] counts the threads done reading it.
+  uint64_t mbar[2 * kChunks];
+  uint32_t drained[2 * kChunks];
 };
 static_assert(sizeof(RowOut) % 8 == 0 && alignof(RowOut) >= 8, "RowOut is copied as 8-byte words");
 static_assert(sizeof(K3Lead) % 4 == 0, "K3Lead is copied as 4-byte words");
 
 __device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// A block's groups of one path's row: [g0, g0 + n) of the row's G whole groups. Its held copy starts at the
+// A block's groups of one path's row: [g0, g0 + n) of the row's G whole groups, in chunks of q groups (the
+// copy engine's unit: all of them double-buffered, kChunks of them streamed). Its held copy starts at the
 // 16-byte boundary at or before group g0, so group i of the slice sits at byte mis + 16 i of it.
 struct Slice {
-  int64_t g0, n, G;
+  int64_t g0, n, G, q;
   unsigned mis;  // the row's address mod 16, in bytes (a multiple of the element size)
+  int chunks;
 };
 
 template <class S>
-__device__ __forceinline__ Slice slice_of(const typename S::T* row, int64_t V, int64_t per, unsigned rank) {
+__device__ __forceinline__ Slice slice_of(const typename S::T* row, int64_t V, int64_t per, unsigned rank, bool streamed) {
   Slice s;
   s.G = V / S::kVec;
   s.g0 = lmin(s.G, (int64_t)rank * per);
   s.n = lmin(s.G, s.g0 + per) - s.g0;
+  s.chunks = streamed ? kChunks : 1;
+  s.q = streamed ? (per + kChunks - 1) / kChunks : per;
+  if (s.q < 1) s.q = 1;
   s.mis = (unsigned)(reinterpret_cast<uintptr_t>(row) & 15);
   return s;
 }
 
-// The copy engine's part of a slice (whole 16-byte blocks of the row inside the slice): [lo, hi) bytes of the
-// held copy, at the same bytes of the row from the held copy's start. A shifted slice's first and last groups
-// straddle blocks that are not the slice's alone; group_at() reads those from global memory.
+// The copy engine's part of chunk j (whole 16-byte blocks of the row inside the slice's part [j q, (j + 1) q)):
+// bytes [lo, hi) of the held copy, at the same bytes of the row from the held copy's start. A shifted slice's
+// groups each straddle two blocks: the first group, the last, and the last of each chunk reach blocks the
+// chunk's copy does not bring, and group_at() reads those from global memory.
 struct BulkPart {
   unsigned lo, hi;
 };
-__device__ __forceinline__ BulkPart bulk_part(const Slice& s) {
-  const unsigned end = (unsigned)(s.n * 16), lo = s.mis ? 16u : 0u;
-  return BulkPart{lo, end > lo ? end : lo};
+__device__ __forceinline__ BulkPart bulk_part(const Slice& s, int j) {
+  const int64_t a = j * s.q * 16, b = lmin(s.n, (j + 1) * s.q) * 16;
+  const int64_t lo = a > 0 || !s.mis ? a : 16;
+  return BulkPart{(unsigned)lo, (unsigned)(b > lo ? b : lo)};
 }
 
 // Group i of the slice in storage form. Aligned: one 16-byte vector of the held copy. Shifted: element by
-// element, from the held copy, or from global memory at the slice's two ends.
+// element, from the held copy, or from global memory for the groups that straddle a chunk's copy.
 template <class S, bool kAligned>
 __device__ __forceinline__ uint4 group_at(const typename S::T* row, const typename S::T* held, const Slice& sl,
                                           int64_t i) {
   constexpr int U = S::kVec;
   if (kAligned) return load16(held + i * U);
-  if (i == 0 || i == sl.n - 1) return load_group<S>(row + (sl.g0 + i) * U, false);
+  if (i == 0 || i == sl.n - 1 || (i + 1) % sl.q == 0) return load_group<S>(row + (sl.g0 + i) * U, false);
   return load_group<S>(held + sl.mis / sizeof(typename S::T) + i * U, false);
 }
 
-// f(i, group) for this thread's groups of the slice: i = threadIdx.x, + blockDim.x, ... The aligned and the
-// shifted loop are separate, so that the aligned one is vector loads only.
-template <class S, class F>
+// f(i, group) for this thread's groups of the slice, i = threadIdx.x, + blockDim.x, ... (the same groups in
+// the same order however the slice is chunked), with before(j) ahead of a chunk this thread reads and after(j)
+// once it is done with chunk j (every thread, every chunk). The aligned and the shifted loop are separate, so
+// that the aligned one is vector loads only.
+template <class S, class Before, class After, class F>
 __device__ __forceinline__ void for_my_groups(const typename S::T* row, const typename S::T* held, const Slice& sl,
-                                              F&& f) {
-  if (sl.mis == 0) {
-    for (int64_t i = threadIdx.x; i < sl.n; i += blockDim.x) f(i, group_at<S, true>(row, held, sl, i));
-  } else {
-    for (int64_t i = threadIdx.x; i < sl.n; i += blockDim.x) f(i, group_at<S, false>(row, held, sl, i));
+                                              Before&& before, After&& after, F&& f) {
+  const int64_t t = threadIdx.x, nt = blockDim.x;
+  for (int j = 0; j < sl.chunks; ++j) {
+    const int64_t lo = j * sl.q, hi = lmin(sl.n, lo + sl.q);
+    const int64_t i0 = lo + ((t - lo) % nt + nt) % nt;  // this thread's first group at or after lo
+    if (i0 < hi) {
+      before(j);
+      if (sl.mis == 0) {
+        for (int64_t i = i0; i < hi; i += nt) f(i, group_at<S, true>(row, held, sl, i));
+      } else {
+        for (int64_t i = i0; i < hi; i += nt) f(i, group_at<S, false>(row, held, sl, i));
+      }
+    }
+    after(j);
   }
 }
 
-// Statistics of this block's part of one path: its groups, then (the last block) the tail columns.
-template <class S>
+// Statistics of this block's part of one path: its groups, then (the last block) the tail columns. wait(j):
+// chunk j has landed.
+template <class S, class Wait>
 __device__ OnlineSoftmax2 slice_stats(const typename S::T* row, const typename S::T* held, const Slice& sl, int64_t V,
-                                      float scale2, bool last) {
+                                      float scale2, bool last, Wait&& wait) {
   constexpr int U = S::kVec;
   OnlineSoftmax2 st = OnlineSoftmax2::empty();
-  for_my_groups<S>(row, held, sl, [&](int64_t, const uint4& raw) {
+  for_my_groups<S>(row, held, sl, wait, [](int) {}, [&](int64_t, const uint4& raw) {
     float x[U];
     to_floats<S>(raw, scale2, x);
     st.add(x);
@@ -174,20 +197,21 @@ __device__ OnlineSoftmax2 slice_stats(const typename S::T* row, const typename S
 }
 
 // This block's part of one gradient row, from the held copy, then the one-hot term by the block that holds the
-// sampled token. Every thread of the block calls it.
-template <class SI, class SO>
+// sampled token. Every thread of the block calls it. done(j): this thread has read chunk j of the held copy.
+template <class SI, class SO, class Done>
 __device__ void slice_grad(const typename SI::T* row, const typename SI::T* held, typename SO::T* out, const Slice& sl,
-                           int64_t V, const GradCoef2& g2, unsigned rank, unsigned C, int64_t per) {
+                           int64_t V, const GradCoef2& g2, unsigned rank, unsigned C, int64_t per, Done&& done) {
   constexpr int U = SI::kVec;
   const bool last = rank == C - 1;
   const int64_t tid = threadIdx.x, nt = blockDim.x;
   if (g2.a == 0.f && g2.b == 0.f) {  // no loss on this token, or a detached path: exact zeros
+    for (int j = 0; j < sl.chunks; ++j) done(j);
     const int64_t lo = sl.g0 * U, hi = last ? V : (sl.g0 + sl.n) * U;
     for (int64_t j = lo + tid; j < hi; j += nt) out[j] = SO::from_float(0.f);
     return;
   }
   const bool outVec = aligned16(out);  // block-uniform; then every group's columns start a 16-byte block
-  for_my_groups<SI>(row, held, sl, [&](int64_t i, const uint4& raw) {
+  for_my_groups<SI>(row, held, sl, [](int) {}, done, [&](int64_t i, const uint4& raw) {
     float gr[U];
     to_floats<SI>(raw, g2.scale2, gr);
 #pragma unroll
@@ -208,28 +232,48 @@ __device__ void slice_grad(const typename SI::T* row, const typename SI::T* held
   if (rank == owner && threadIdx.x == 0) out[t] = SO::from_float(g2.a + grad_of2(g2, g2.target2));
 }
 
-// Thread 0 has the copy engine bring this block's slices of row pair r (chunk-local) into buffer b.
+// Chunk j of this block's slice of `row`, as the copy engine moves it.
+struct ChunkCopy {
+  const unsigned char* from;  // the held copy's first byte, in the row
+  unsigned lo, bytes;         // of the held copy
+};
+
+template <class SI>
+__device__ ChunkCopy chunk_copy(const typename SI::T* row, int64_t V, int64_t per, unsigned rank, bool streamed, int j) {
+  const Slice s = slice_of<SI>(row, V, per, rank, streamed);
+  const BulkPart p = bulk_part(s, j);
+  return ChunkCopy{reinterpret_cast<const unsigned char*>(row + s.g0 * SI::kVec) - s.mis, p.lo, p.hi - p.lo};
+}
+
+template <class TI>
+__device__ __forceinline__ void start_copy(const ChunkCopy& cc, TI* held, uint64_t* bar) {
+  if (cc.bytes) bulk_copy_g2s(reinterpret_cast<unsigned char*>(held) + cc.lo, cc.from + cc.lo, cc.bytes, bar);
+}
+
+// Double-buffered: one thread has the copy engine bring this block's slices of row pair r (chunk-local, both
+// paths) into a buffer, completing on the buffer's barrier.
 template <class SI>
 __device__ void issue_slices(const DeviceCall& c, const Chunk& ch, int64_t r, int64_t per, unsigned rank,
                              typename SI::T* held0, typename SI::T* held1, uint64_t* bar) {
   using TI = typename SI::T;
-  const int64_t V = c.V;
-  const TI* x = static_cast<const TI*>(ch.logits) + r * V;
-  const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
-  const Slice s0 = slice_of<SI>(x, V, per, rank);
-  const BulkPart p0 = bulk_part(s0);
-  BulkPart p1{0, 0};
-  const unsigned char* from0 = reinterpret_cast<const unsigned char*>(x + s0.g0 * SI::kVec) - s0.mis;
-  const unsigned char* from1 = nullptr;
-  if (xm) {
-    const Slice s1 = slice_of<SI>(xm, V, per, rank);
-    p1 = bulk_part(s1);
-    from1 = reinterpret_cast<const unsigned char*>(xm + s1.g0 * SI::kVec) - s1.mis;
-  }
-  const unsigned b0 = p0.hi - p0.lo, b1 = p1.hi - p1.lo;
-  mbar_arrive_expect_tx(bar, b0 + b1);
-  if (b0) bulk_copy_g2s(reinterpret_cast<unsigned char*>(held0) + p0.lo, from0 + p0.lo, b0, bar);
-  if (b1) bulk_copy_g2s(reinterpret_cast<unsigned char*>(held1) + p1.lo, from1 + p1.lo, b1, bar);
+  const TI* x = static_cast<const TI*>(ch.logits) + r * c.V;
+  const ChunkCopy c0 = chunk_copy<SI>(x, c.V, per, rank, false, 0);
+  const ChunkCopy c1 = c.hasMaskedLogits
+                           ? chunk_copy<SI>(static_cast<const TI*>(ch.maskedLogits) + r * c.V, c.V, per, rank, false, 0)
+                           : ChunkCopy{nullptr, 0, 0};
+  mbar_arrive_expect_tx(bar, c0.bytes + c1.bytes);
+  start_copy(c0, held0, bar);
+  start_copy(c1, held1, bar);
+}
+
+// Streamed: chunk j of a path's row, on the chunk's own barrier. Out of line: the gradient loops that call it
+// (the last thread done with a chunk) stay within the register budget.
+template <class SI>
+__device__ PAPO_OUT_OF_LINE void issue_chunk(const typename SI::T* row, int64_t V, int64_t per, unsigned rank, int j,
+                                         typename SI::T* held, uint64_t* bar) {
+  const ChunkCopy cc = chunk_copy<SI>(row, V, per, rank, true, j);
+  mbar_arrive_expect_tx(bar, cc.bytes);
+  start_copy(cc, held, bar);
 }
 
 // Lane `lane` of block 0's last warp: its per-token input of the row (TokenRow's order), issued before the
@@ -324,7 +368,10 @@ __device__ void lead_row(const DeviceCall& c, K3Shared& sh, const typename SI::T
 }
 
 // nbuf 2: the next row pair's slices are on their way while this one is reduced and written (double buffering,
-// where two row pairs' slices fit); nbuf 1: one row pair at a time.
+// where two row pairs' slices fit). nbuf 1: one buffer, streamed: each path's slice comes in kChunks chunks, and
+// the thread that finishes a chunk's gradient last has the copy engine bring that chunk of the next row pair, so
+// that the next row pair streams in while this one's gradient is written and its statistics start on the first
+// chunk that has landed.
 template <class SI, class SO>
 __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c, const Chunk ch, const int64_t per,
                                                               const int nbuf) {
@@ -333,6 +380,7 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
   const int64_t V = c.V;
   const unsigned rank = cluster_rank(), C = cluster_size();
   const int paths = c.hasMaskedLogits ? 2 : 1;
+  const bool streamed = nbuf == 1;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, spare = (int)(blockDim.x >> 5) - 1;
   const bool lead = rank == 0 && warp == 0, reader = rank == 0 && warp == spare && lane < kTokenLanes;
   unsigned char* smem = dynamic_smem();
@@ -340,40 +388,67 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
   auto held = [&](int b, int q) { return reinterpret_cast<TI*>(smem + ((b % nbuf) * paths + q % paths) * per * 16); };
   K3Shared& sh = *reinterpret_cast<K3Shared*>(smem + nbuf * paths * per * 16);
   K3Shared* const sh0 = map_shared_rank(&sh, 0);  // block 0's, where the partials go
+  auto row_of = [&](int q, int64_t r) { return static_cast<const TI*>(q ? ch.maskedLogits : ch.logits) + r * V; };
   if (threadIdx.x == 0)
-    for (int b = 0; b < nbuf; ++b) mbar_init(&sh.mbar[b], 1);
+    for (int u = 0; u < 2 * kChunks; ++u) mbar_init(&sh.mbar[u], 1), sh.drained[u] = 0;
   __syncthreads();
-  unsigned parities = 0;  // bit b: the phase parity buffer b waits for next
+  unsigned parities = 0;  // double-buffered: bit b, the phase parity buffer b waits for next
   const int64_t clusters = gridDim.x / C, first = blockIdx.x / C;
-  if (threadIdx.x == 0 && first < ch.rows) issue_slices<SI>(c, ch, first, per, rank, held(0, 0), held(0, 1), &sh.mbar[0]);
+  if (threadIdx.x == 0 && first < ch.rows) {
+    if (!streamed) issue_slices<SI>(c, ch, first, per, rank, held(0, 0), held(0, 1), &sh.mbar[0]);
+    else
+      for (int q = 0; q < paths; ++q)
+        for (int j = 0; j < kChunks; ++j)
+          issue_chunk<SI>(row_of(q, first), V, per, rank, j, held(0, q), &sh.mbar[q * kChunks + j]);
+  }
   // The sampled token of each row pair is read one row pair ahead: the read-ahead of its logit depends on it.
   int64_t target = reader && first < ch.rows ? c.tok.tokens[ch.rowBegin + first] : 0;
   for (int64_t k = 0, r = first; r < ch.rows; ++k, r += clusters) {
-    const int b = nbuf == 2 ? (int)(k & 1) : 0;
+    const int b = streamed ? 0 : (int)(k & 1);
     const int64_t row = ch.rowBegin + r;
-    const int64_t next = reader && r + clusters < ch.rows ? c.tok.tokens[row + clusters] : 0;
+    const bool more = r + clusters < ch.rows;
+    const int64_t next = reader && more ? c.tok.tokens[row + clusters] : 0;
     const TI* x = static_cast<const TI*>(ch.logits) + r * V;
     const TI* xm = c.hasMaskedLogits ? static_cast<const TI*>(ch.maskedLogits) + r * V : nullptr;
-    const Slice s0 = slice_of<SI>(x, V, per, rank);
-    const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank) : Slice{};
+    const Slice s0 = slice_of<SI>(x, V, per, rank, streamed);
+    const Slice s1 = xm ? slice_of<SI>(xm, V, per, rank, streamed) : Slice{};
     TI* held0 = held(b, 0);
     TI* held1 = held(b, 1);
 
     // 1. this row pair's slices (issued before the loop, or during the previous row pair), and the next one's
-    if (threadIdx.x == 0 && nbuf == 1 && k > 0) issue_slices<SI>(c, ch, r, per, rank, held0, held1, &sh.mbar[0]);
     const double token = reader ? read_token<SI>(c, row, lane, x, xm, target) : 0.0;
-    mbar_wait(&sh.mbar[b], (parities >> b) & 1u);
-    parities ^= 1u << b;
-    // The other buffer was last read by the row pair before this one, which every thread has finished (the
-    // fence and barrier that end each row pair): the copy engine may refill it now.
-    if (threadIdx.x == 0 && nbuf == 2 && r + clusters < ch.rows)
-      issue_slices<SI>(c, ch, r + clusters, per, rank, held(b ^ 1, 0), held(b ^ 1, 1), &sh.mbar[b ^ 1]);
+    if (!streamed) {
+      mbar_wait(&sh.mbar[b], (parities >> b) & 1u);
+      parities ^= 1u << b;
+      // The other buffer was last read by the row pair before this one, which every thread has finished (the
+      // fence and barrier that end each row pair): the copy engine may refill it now.
+      if (threadIdx.x == 0 && more)
+        issue_slices<SI>(c, ch, r + clusters, per, rank, held(b ^ 1, 0), held(b ^ 1, 1), &sh.mbar[b ^ 1]);
+    }
+    // Streamed: every chunk's barrier completes once per row pair.
+    const unsigned phase = (unsigned)(k & 1);
+    auto landed = [&](int q, int j) {
+      if (streamed) mbar_wait(&sh.mbar[q * kChunks + j], phase);
+    };
+    // Streamed: this thread is done reading chunk j of path q; the last one to be has the copy engine refill it.
+    auto drained = [&](int q, int j) {
+      if (!streamed) return;
+      const int u = q * kChunks + j;
+      fence_proxy_async();  // this thread's reads of the chunk, before the copy engine's writes
+      __threadfence_block();
+      if (atomicAdd(&sh.drained[u], 1u) == blockDim.x - 1) {
+        sh.drained[u] = 0;
+        __threadfence_block();
+        if (more) issue_chunk<SI>(row_of(q, r + clusters), V, per, rank, j, held(0, q), &sh.mbar[u]);
+      }
+    };
 
     // 2. this block's statistics, per path, pushed into block 0
     const float scale2 = c.invTau * kLog2e;
     const bool last = rank == C - 1;
-    const OnlineSoftmax2 mine0 = slice_stats<SI>(x, held0, s0, V, scale2, last);
-    const OnlineSoftmax2 mine1 = xm ? slice_stats<SI>(xm, held1, s1, V, scale2, last) : OnlineSoftmax2::empty();
+    const OnlineSoftmax2 mine0 = slice_stats<SI>(x, held0, s0, V, scale2, last, [&](int j) { landed(0, j); });
+    const OnlineSoftmax2 mine1 =
+        xm ? slice_stats<SI>(xm, held1, s1, V, scale2, last, [&](int j) { landed(1, j); }) : OnlineSoftmax2::empty();
     if (rank == 0 && warp == spare) {
       if (lane < kTokenLanes) store_token(sh.pre, lane, token, target);
       __syncwarp();
@@ -398,14 +473,20 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
     if (lead)
       for (int w = lane; w < (int)(sizeof(RowOut) / 8); w += 32)
         reinterpret_cast<uint64_t*>(c.out + row)[w] = reinterpret_cast<const uint64_t*>(&sh.out)[w];
-    if (L.status == ROW_OK) {
-      if (ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, L.coef[0], rank, C, per);
-      if (ch.maskedGrad) slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, L.coef[1], rank, C, per);
+    const bool ok = L.status == ROW_OK;  // cluster-uniform
+    auto done0 = [&](int j) { drained(0, j); };
+    auto done1 = [&](int j) { drained(1, j); };
+    if (ok && ch.grad) slice_grad<SI, SO>(x, held0, static_cast<TO*>(ch.grad) + r * V, s0, V, L.coef[0], rank, C, per, done0);
+    else for (int j = 0; j < s0.chunks; ++j) done0(j);
+    if (xm) {
+      if (ok && ch.maskedGrad)
+        slice_grad<SI, SO>(xm, held1, static_cast<TO*>(ch.maskedGrad) + r * V, s1, V, L.coef[1], rank, C, per, done1);
+      else for (int j = 0; j < s1.chunks; ++j) done1(j);
     }
-    // 5. this block's reads of its held slices are done before the copy engine refills them. (What block 0
-    // pushed and was pushed for this row pair is safe without another cluster barrier: nothing is pushed for the
-    // next row pair before every block has passed that row pair's first cluster barrier, and every block read
-    // its K3Lead before it.)
+    // 5. double-buffered: this block's reads of its held slices are done before the copy engine refills them.
+    // (What block 0 pushed and was pushed for this row pair is safe without another cluster barrier: nothing is
+    // pushed for the next row pair before every block has passed that row pair's first cluster barrier, and
+    // every block read its K3Lead before it.)
     fence_proxy_async();
     __syncthreads();
     target = next;
