@@ -1,15 +1,21 @@
 // npm run bench -- --static: what can be said of the CUDA kernels without a GPU. Per kernel instance and
-// architecture (sm_90, sm_80): registers, spills, shared memory and the occupancy they allow; then a napkin
-// prediction for N = 8192, V = 151936, both paths, forward + backward, on an H100 (3.35 TB/s) and an H200
-// (4.8 TB/s), against a device copy of the same minimal bytes (4 N V elements: both rows read, both gradients
-// written). A prediction, never a measurement: the three bounds are
+// architecture (sm_90, sm_80): registers, spills, shared memory and the occupancy they allow; k3's serial section
+// as its PTX has it (serial-section.ts); then a napkin prediction for N = 8192, V = 151936, both paths, forward +
+// backward, on an H100 (3.35 TB/s) and an H200 (4.8 TB/s), against a device copy of the same minimal bytes
+// (4 N V elements: both rows read, both gradients written). A prediction, never a measurement: the bounds are
 //   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
 //            fraction 1 - L2 / live of the second read misses, live = k2_blocks' grid x the row pair's bytes;
 //            k3: the minimum);
 //   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
-//            the elements, over 4 warp instructions per clock per SM at the boost clock;
-//   MUFU:    exponentials per element over 16 per clock per SM.
-// The largest is the prediction. Not modelled: k3's serial section per row pair, latency, the launch.
+//            the elements, over 4 warp instructions per clock per SM at the boost clock (k3: on the SMs its
+//            clusters fill, 8 x 16 = 128 of 132 for clusters of 8);
+//   MUFU:    exponentials per element over 16 per clock per SM;
+//   k3's serial section: each cluster's SMs wait for it once per row pair, after the statistics and before the
+//            gradient, so it adds to the issue time: N / clusters row pairs x K3_SERIAL (a napkin critical path,
+//            below). Two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT=2) hide it behind the other cluster's rows. The
+//            next row pair's copy overlaps the work (two buffers, or one streamed by chunks): not added.
+// The largest is the prediction. Not modelled: latency beyond k3's serial section, the cluster barriers' release
+// waiting for the gradient stores before it, the launch.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -34,8 +40,25 @@ const N = 8192, V = 151936;
 const THREADS = 512;  // every row kernel (kThreads in row_block.cuh)
 // k3 (clusters) is sm_90+: below, its kernel is a trap and not reported.
 const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['native/cuda/kernels/k3_cluster.cu', 90]];
-// sizeof(K3Shared) in k3_cluster.cu is a few hundred bytes; 512 bounds it.
-const K3_SHARED = 512;
+// sizeof(K3Shared) in k3_cluster.cu (1000 bytes); a static_assert there keeps it within this bound.
+const K3_SHARED = 1024;
+
+// k3's serial section per row pair, in cycles at the boost clock: the critical path of block 0's first warp
+// between the two cluster barriers (k3_cluster.cu's lead_row), counted by hand from the PTX of
+// papo_rows_k3<BF16, BF16> (the report prints that PTX's counts; the fp32 instance is the same code), with
+// latencies from published Hopper microbenchmarks: shared load 30, shuffle 25, distributed shared memory 200,
+// fp64 fma 8. Its premise, that the section loads nothing from global memory or other blocks (the counts'
+// ld.global and generic loads outside loops), is checked by test/static-report.test.ts.
+export const K3_SERIAL: [string, number][] = [
+  ['the C partials: one shared load per lane', 30],
+  ['a fixed merge tree over 8 ranks: 3 x (shuffle 25 + merge 45)', 210],
+  ['both paths finished at once (lanes 0 and 8): fp64 log2 and division', 360],
+  ['the token terms in fp64 (exp, expm1, clamps), per-token inputs read ahead', 480],
+  ['both paths\' coefficients at once', 80],
+  ['pushed into every block: remote stores, drained by the second barrier\'s release', 260],
+  ['after the second barrier: one shared load', 30],
+  ['the two cluster barriers themselves (assumed)', 400],
+];
 
 /** Blocks per SM that the registers, shared memory (static + dynamic) and threads allow. */
 export function blocksPerSm(arch: number, registers: number, smem: number, threads = THREADS): number {
@@ -49,20 +72,25 @@ export function blocksPerSm(arch: number, registers: number, smem: number, threa
 }
 
 /** k3's plan for this V and dtype (k3_cluster.cu's plan()): the smallest cluster of 1..8 whose slices fit,
- * double-buffered where two row pairs fit. */
-function k3Plan(esz: number, arch: number) {
-  const nvec = Math.ceil(V / (16 / esz));
-  for (const nbuf of [2, 1])
+ * double-buffered where two row pairs fit; with coResident, one buffer in blocks of 256 threads, two per SM. */
+function k3Plan(esz: number, arch: number, coResident = false, registers = 128) {
+  const groups = Math.floor(V / (16 / esz));
+  for (const nbuf of coResident ? [1] : [2, 1])
     for (const C of [1, 2, 4, 8]) {
-      const per = Math.ceil(nvec / C);
+      const per = Math.ceil(groups / C);
       const smem = nbuf * 2 * per * 16 + K3_SHARED;
-      if (smem <= SM[arch].smemPerBlock) return { C, nbuf, smem };
+      if (smem > SM[arch].smemPerBlock) continue;
+      const threads = coResident ? 256 : THREADS;
+      if (coResident && blocksPerSm(arch, registers, smem, threads) < 2) continue;
+      return { C, nbuf, smem, threads };
     }
   return null;
 }
 
 interface Prediction { version: string; dtype: string; gpu: string; copyMs: number; bytesMs: number; issueMs: number;
-  mufuMs: number; ratio: number; bound: string }
+  mufuMs: number; serialMs: number; ratio: number; bound: string }
+
+export const k3SerialCycles = () => K3_SERIAL.reduce((a, [, c]) => a + c, 0);
 
 function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   const all = k.loops.filter((l) => l.kind === kind);
@@ -74,13 +102,14 @@ function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   return { ipe: l.perElement, exps: l.exps / l.elements, ftz: l.expsFtz === l.exps };
 }
 
+// version: k1, k2, k3 (its own plan) or 'k3 x2' (two clusters per SM).
 function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number): Prediction | null {
   const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
   if (!st || !gr) return null;
   const esz = inputBytes(k.kernel);
   const E = N * V;  // per path
   const copyBytes = 4 * E * esz;
-  let bytes = copyBytes;
+  let bytes = copyBytes, sms = gpu.sms, serialMs = 0;
   if (version === 'k1') bytes = 6 * E * esz;
   if (version === 'k2') {
     const pair = 2 * V * esz, perSm = Math.max(1, blocksPerSm(90, k.registers, k.smem + smemDyn));
@@ -89,12 +118,20 @@ function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number)
     bytes = (4 + 2 * miss) * E * esz;
   }
   const clock = gpu.clockGHz * 1e9;
-  const issueMs = (2 * E * (st.ipe + gr.ipe)) / (gpu.sms * 4 * 32 * clock) * 1e3;
-  const mufuMs = (2 * E * (st.exps + gr.exps)) / (gpu.sms * 16 * clock) * 1e3;
+  if (version.startsWith('k3')) {
+    const coResident = version === 'k3 x2';
+    const plan = k3Plan(esz, 90, coResident, k.registers);
+    if (!plan) return null;
+    const perSm = coResident ? 2 : 1, clusters = Math.floor(gpu.sms / plan.C) * perSm;
+    sms = Math.floor(gpu.sms / plan.C) * plan.C;
+    if (!coResident) serialMs = (N / clusters) * k3SerialCycles() / clock * 1e3;
+  }
+  const issueMs = (2 * E * (st.ipe + gr.ipe)) / (sms * 4 * 32 * clock) * 1e3;
+  const mufuMs = (2 * E * (st.exps + gr.exps)) / (sms * 16 * clock) * 1e3;
   const copyMs = (copyBytes / gpu.bandwidth) * 1e3, bytesMs = (bytes / gpu.bandwidth) * 1e3;
-  const worst = Math.max(bytesMs, issueMs, mufuMs);
-  const bound = worst === bytesMs ? 'bytes' : worst === issueMs ? 'issue' : 'MUFU';
-  return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs,
+  const worst = Math.max(bytesMs, issueMs + serialMs, mufuMs);
+  const bound = worst === bytesMs ? 'bytes' : worst === issueMs + serialMs ? (serialMs ? 'issue+serial' : 'issue') : 'MUFU';
+  return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs, serialMs,
     ratio: worst / copyMs, bound };
 }
 
@@ -148,25 +185,48 @@ export function staticReport(archs = [90, 80]): string {
       lpad(f(st), 15), lpad(f(gr), 14), lpad(exp, 8)].join(''));
   }
   say('');
+  say("k3's serial section in its PTX (serial-section.ts: from the first cluster barrier's wait to the second's arrive;");
+  say('loops: the scan of a bad row; generic: through a generic pointer, here the other blocks\' shared memory):');
+  say('');
+  say([pad('kernel', 26), pad('arch', 6), lpad('instr', 6), lpad('f64', 5), lpad('ld.global', 10), lpad('ld generic', 11),
+    lpad('ld.shared', 10), lpad('st.global', 10), lpad('st generic', 11), lpad('div f64', 8), lpad('in loops', 9)].join(''));
+  for (const k of all) {
+    const x = k.serial;
+    if (!x) continue;
+    say([pad(k.kernel, 26), pad(`sm_${k.arch}`, 6), lpad(x.instructions, 6), lpad(x.f64, 5), lpad(x.globalLoads, 10),
+      lpad(x.genericLoads, 11), lpad(x.sharedLoads, 10), lpad(x.globalStores, 10), lpad(x.genericStores, 11),
+      lpad(x.f64Divisions, 8), lpad(x.inLoops.instructions, 9)].join(''));
+  }
+  say('');
   say(`Napkin prediction, N = ${N}, V = ${V}, both paths, forward + backward, gradients in the input's type`);
   say('(times in ms; ratio = the largest bound over a same-bytes device copy at the full rate; k1 and k2 are');
   say('papo_rows, k3 papo_rows_k3; a prediction, not a measurement):');
   say('');
   say([pad('version', 8), pad('dtype', 6), pad('GPU', 10), lpad('copy', 7), lpad('bytes', 7), lpad('issue', 7),
-    lpad('MUFU', 7), lpad('ratio', 7), '  bound'].join(''));
+    lpad('MUFU', 7), lpad('serial', 7), lpad('ratio', 7), '  bound'].join(''));
   const sm90 = all.filter((k) => k.arch === 90);
   const instance = (name: string, t: string) => sm90.find((k) => k.kernel === `${name}<${t}, ${t}>`);
-  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3']])
+  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3'], ['k3 x2', 'papo_rows_k3']])
     for (const t of ['BF16', 'F32'])
       for (const gpu of GPUS) {
         const k = instance(name, t);
         if (!k) continue;
-        const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90)?.smem ?? 0) : 0;
-        const p = predict(k, version, gpu, dyn);
-        if (!p) continue;
+        const p = predict(k, version, gpu, 0);
+        if (!p) {
+          if (version === 'k3 x2') say(`${pad(version, 8)}${pad(t === 'F32' ? 'fp32' : 'bf16', 6)}${pad(gpu.name, 10)}` +
+            '  - (two blocks of one buffer do not fit an SM at this V)');
+          continue;
+        }
         say([pad(version, 8), pad(p.dtype, 6), pad(gpu.name, 10), lpad(p.copyMs.toFixed(2), 7), lpad(p.bytesMs.toFixed(2), 7),
-          lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
+          lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(p.serialMs ? p.serialMs.toFixed(2) : '-', 7),
+          lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
       }
+  const us = k3SerialCycles() / (GPUS[0].clockGHz * 1e3);
+  say('');
+  say(`k3's serial section per row pair (K3_SERIAL, a napkin critical path): ${k3SerialCycles()} cycles = ${us.toFixed(2)} us`);
+  say(`at ${GPUS[0].clockGHz} GHz; serial = N / clusters row pairs of it (clusters of 8 on 128 SMs: 16):`);
+  for (const [what, c] of K3_SERIAL) say(`  ${lpad(c, 5)}  ${what}`);
+  say("k3 x2: two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT=2), each cluster's serial part behind the other's rows.");
   return lines.join('\n') + '\n';
 }
 

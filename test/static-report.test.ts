@@ -3,6 +3,7 @@
 // compiling those two files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
+import { serialSection } from '../bench/serial-section';
 import { blocksPerSm } from '../bench/static-report';
 
 const nvcc = findNvcc();
@@ -63,10 +64,43 @@ $L__BB0_4:
 `;
     expect(rowLoops(ptx).get('_Z1kv')).toEqual([{ kind: 'stats', instructions: 9, vectors: 1, exps: 2, expsFtz: 1 }]);
   });
+
+  it('finds k3\'s serial section between two cluster barriers, not the stretch with block barriers, and its loops apart', () => {
+    const body = `_Z1kv(
+)
+{
+$L__BB0_1:
+	barrier.cluster.arrive.release.aligned;
+	barrier.cluster.wait.acquire.aligned;
+	ld.shared.f32 	%f1, [%r1];
+	@%p1 bra 	$L__BB0_3;
+	ld.global.f32 	%f2, [%rd1];
+	ld.f32 	%f3, [%rd2];
+$L__BB0_2:
+	ld.global.u16 	%rs1, [%rd3];
+	add.s64 	%rd3, %rd3, 2;
+	@%p2 bra 	$L__BB0_2;
+	div.rn.f64 	%fd1, %fd2, %fd3;
+$L__BB0_3:
+	st.u32 	[%rd4], %r2;
+	barrier.cluster.arrive.release.aligned;
+	barrier.cluster.wait.acquire.aligned;
+	ld.shared.v4.u32 	{%r3, %r4, %r5, %r6}, [%r7];
+	bar.sync 	0;
+	@%p3 bra 	$L__BB0_1;
+	ret;
+}
+`;
+    const s = serialSection(body)!;
+    expect({ ...s, inLoops: undefined }).toEqual({ instructions: 6, f64: 1, globalLoads: 1, genericLoads: 1, sharedLoads: 1,
+      globalStores: 0, genericStores: 1, f64Divisions: 1, inLoops: undefined });
+    expect(s.inLoops).toMatchObject({ instructions: 3, globalLoads: 1 });
+    expect(serialSection(body.replace(/barrier\.cluster\.\w+\.\w+\.aligned;/g, 'nop;'))).toBeNull();
+  });
 });
 
 describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
-  it('no hot kernel spills, and the report finds their row loops', () => {
+  it('no hot kernel spills, the report finds their row loops, and k3\'s serial section reads nothing from global memory or other blocks', () => {
     const ks = [...compileKernels(nvcc!, 'native/cuda/kernels/k1_k2_rows.cu', 90),
       ...compileKernels(nvcc!, 'native/cuda/kernels/k3_cluster.cu', 90)];
     const hot = ks.filter((k) => /^papo_rows(_k3)?</.test(k.kernel));
@@ -74,6 +108,13 @@ describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
     for (const k of hot) {
       expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });
       expect(k.loops.some((l) => l.kind === 'stats') && k.loops.some((l) => l.kind === 'grad')).toBe(true);
+      if (!k.kernel.startsWith('papo_rows_k3')) continue;
+      // What bench/static-report.ts's K3_SERIAL assumes: outside the bad-row scan, no global load, no load
+      // through a generic pointer (another block's shared memory), and the row's results stored after it.
+      const x = k.serial;
+      expect(x, `${k.kernel}: a serial section`).not.toBeNull();
+      expect({ kernel: k.kernel, globalLoads: x!.globalLoads, genericLoads: x!.genericLoads, globalStores: x!.globalStores })
+        .toEqual({ kernel: k.kernel, globalLoads: 0, genericLoads: 0, globalStores: 0 });
     }
   }, 300_000);
 });

@@ -102,6 +102,7 @@ struct K3Shared {
   uint64_t mbar[2 * kChunks];
   uint32_t drained[2 * kChunks];
 };
+static_assert(sizeof(K3Shared) <= 1024, "bench/static-report.ts's K3_SHARED bounds it");
 static_assert(sizeof(RowOut) % 8 == 0 && alignof(RowOut) >= 8, "RowOut is copied as 8-byte words");
 static_assert(sizeof(K3Lead) % 4 == 0, "K3Lead is copied as 4-byte words");
 
