@@ -171,8 +171,11 @@ export function staticReport(archs = [90, 80]): string {
   say('of the statistics and gradient loops (an upper bound by about 1: the rare rescale is on it); exp: ftz when');
   say('every exponential of the loop is ex2.approx.ftz.');
   say('');
-  say([pad('kernel', 26), pad('arch', 6), lpad('regs', 5), lpad('spill st/ld', 12), lpad('stack', 6), lpad('smem', 8),
-    lpad('blocks/SM', 10), lpad('occup.', 7), lpad('stats PTX/elem', 15), lpad('grad PTX/elem', 14), lpad('exp', 8)].join(''));
+  // A kernel's line of a table: its name and architecture, then right-aligned columns of these widths.
+  const kernelRow = (k: KernelResources | null, widths: number[], cells: (string | number)[]) =>
+    say([pad(k ? k.kernel : 'kernel', 26), pad(k ? `sm_${k.arch}` : 'arch', 6), ...cells.map((c, i) => lpad(c, widths[i]))].join(''));
+  const resWidths = [5, 12, 6, 8, 10, 7, 15, 14, 8];
+  kernelRow(null, resWidths, ['regs', 'spill st/ld', 'stack', 'smem', 'blocks/SM', 'occup.', 'stats PTX/elem', 'grad PTX/elem', 'exp']);
   for (const k of all) {
     const esz = inputBytes(k.kernel);
     const dyn = k.kernel.startsWith('papo_rows_k3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
@@ -180,22 +183,20 @@ export function staticReport(archs = [90, 80]): string {
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
     const exp = st && gr ? (st.ftz && gr.ftz ? 'ftz' : st.ftz || gr.ftz ? 'mixed' : 'no-ftz') : '-';
-    say([pad(k.kernel, 26), pad(`sm_${k.arch}`, 6), lpad(k.registers, 5), lpad(`${k.spillStores}/${k.spillLoads}`, 12),
-      lpad(k.stack, 6), lpad(k.smem + dyn, 8), lpad(b, 10), lpad(`${((b * THREADS) / 32 / 64 * 100).toFixed(0)}%`, 7),
-      lpad(f(st), 15), lpad(f(gr), 14), lpad(exp, 8)].join(''));
+    kernelRow(k, resWidths, [k.registers, `${k.spillStores}/${k.spillLoads}`, k.stack, k.smem + dyn, b,
+      `${((b * THREADS) / 32 / 64 * 100).toFixed(0)}%`, f(st), f(gr), exp]);
   }
   say('');
   say("k3's serial section in its PTX (serial-section.ts: from the first cluster barrier's wait to the second's arrive;");
   say('loops: the scan of a bad row; generic: through a generic pointer, here the other blocks\' shared memory):');
   say('');
-  say([pad('kernel', 26), pad('arch', 6), lpad('instr', 6), lpad('f64', 5), lpad('ld.global', 10), lpad('ld generic', 11),
-    lpad('ld.shared', 10), lpad('st.global', 10), lpad('st generic', 11), lpad('div f64', 8), lpad('in loops', 9)].join(''));
+  const serialWidths = [6, 5, 10, 11, 10, 10, 11, 8, 9];
+  kernelRow(null, serialWidths, ['instr', 'f64', 'ld.global', 'ld generic', 'ld.shared', 'st.global', 'st generic', 'div f64',
+    'in loops']);
   for (const k of all) {
     const x = k.serial;
-    if (!x) continue;
-    say([pad(k.kernel, 26), pad(`sm_${k.arch}`, 6), lpad(x.instructions, 6), lpad(x.f64, 5), lpad(x.globalLoads, 10),
-      lpad(x.genericLoads, 11), lpad(x.sharedLoads, 10), lpad(x.globalStores, 10), lpad(x.genericStores, 11),
-      lpad(x.f64Divisions, 8), lpad(x.inLoops.instructions, 9)].join(''));
+    if (x) kernelRow(k, serialWidths, [x.instructions, x.f64, x.globalLoads, x.genericLoads, x.sharedLoads, x.globalStores,
+      x.genericStores, x.f64Divisions, x.inLoops.instructions]);
   }
   say('');
   say(`Napkin prediction, N = ${N}, V = ${V}, both paths, forward + backward, gradients in the input's type`);

@@ -439,7 +439,8 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
       __threadfence_block();
       if (atomicAdd(&sh.drained[u], 1u) == blockDim.x - 1) {
         sh.drained[u] = 0;
-        __threadfence_block();
+        __threadfence_block();  // every other thread's reads of the chunk, before this thread's copy
+        fence_proxy_async();
         if (more) issue_chunk<SI>(row_of(q, r + clusters), V, per, rank, j, held(0, q), &sh.mbar[u]);
       }
     };
