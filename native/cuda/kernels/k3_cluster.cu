@@ -24,8 +24,8 @@
 // thread t of a block takes its groups t, t + blockDim, ..., and the last block the V mod U tail columns one
 // each. Where the row sits in memory changes only how a group arrives: a row that starts 16-byte aligned lands
 // as whole vectors; one that does not lands shifted (the copy engine moves whole 16-byte blocks), and its
-// groups are read element by element, the two at the slice's ends (which straddle blocks the copy engine does
-// not bring) from global memory.
+// groups are read element by element, those that straddle the edge of a copy (the slice's ends, a chunk's last
+// group) from global memory.
 // Per element, the math is in base 2 with the scale folded in and no NaN / +Infinity test (row_base2.cuh).
 // While a row pair is reduced and written, the next one's slices are already coming (two buffers, where they fit).
 // The cluster size is the smallest of 1, 2, 4, 8 whose slices fit in a block's shared memory (227 KB), or
@@ -271,7 +271,7 @@ __device__ void issue_slices(const DeviceCall& c, const Chunk& ch, int64_t r, in
 // (the last thread done with a chunk) stay within the register budget.
 template <class SI>
 __device__ PAPO_OUT_OF_LINE void issue_chunk(const typename SI::T* row, int64_t V, int64_t per, unsigned rank, int j,
-                                         typename SI::T* held, uint64_t* bar) {
+                                              typename SI::T* held, uint64_t* bar) {
   const ChunkCopy cc = chunk_copy<SI>(row, V, per, rank, true, j);
   mbar_arrive_expect_tx(bar, cc.bytes);
   start_copy(cc, held, bar);
