@@ -13,6 +13,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { serialSections, type SerialSection } from './serial-section';
 
 export interface KernelResources {
   kernel: string;      // demangled and shortened: papo_rows<BF16, F32>
@@ -23,6 +24,7 @@ export interface KernelResources {
   stack: number;       // bytes of stack frame
   smem: number;        // bytes of static shared memory
   loops: RowLoop[];
+  serial: SerialSection | null;  // k3's, between its cluster barriers (serial-section.ts)
 }
 
 export interface RawLoop {
@@ -87,8 +89,10 @@ export function compileKernels(nvcc: string, file: string, arch: number): Kernel
     if (as.status !== 0) throw Object.assign(new Error(`ptxas exited with ${as.status}`), { stderr: as.stderr });
     const log = `${as.stdout}\n${as.stderr}`;
     const res = parsePtxasLog(log, arch);
-    const loops = rowLoops(fs.readFileSync(ptx, 'utf8'));
+    const text = fs.readFileSync(ptx, 'utf8');
+    const loops = rowLoops(text), serial = serialSections(text);
     for (const r of res) {
+      r.serial = serial.get(r.mangled) ?? null;
       const per = 16 / inputBytes(r.kernel);
       r.loops = (loops.get(r.mangled) ?? []).map((l) => ({ ...l, elements: l.vectors * per,
         perElement: l.instructions / (l.vectors * per) }));
@@ -102,21 +106,31 @@ export function compileKernels(nvcc: string, file: string, arch: number): Kernel
   }
 }
 
-/** The ptxas -v lines of every entry function (device functions have no 'Used' line of their own here). */
+/** The ptxas -v lines of every entry function (device functions have no 'Used' line of their own here). A
+ * non-inlined device function's frame line follows some entry's: its spills and stack are counted with that
+ * entry's (conservatively: the function may serve others too), never instead of them. */
 export function parsePtxasLog(log: string, arch: number): (KernelResources & { mangled: string })[] {
   const out: (KernelResources & { mangled: string })[] = [];
   let cur: (KernelResources & { mangled: string }) | null = null;
+  let ofEntry = false;  // the next frame line is the current entry's own
   for (const line of log.split('\n')) {
     const entry = /Compiling entry function '([^']+)'/.exec(line);
     if (entry) {
       cur = { mangled: entry[1], kernel: shortName(entry[1]), arch, registers: 0, spillStores: 0, spillLoads: 0, stack: 0,
-        smem: 0, loops: [] };
+        smem: 0, loops: [], serial: null };
       out.push(cur);
+      ofEntry = true;
       continue;
     }
     if (!cur) continue;
+    const props = /Function properties for (\S+)/.exec(line);
+    if (props) ofEntry = props[1] === cur.mangled;
     const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(line);
-    if (frame) [cur.stack, cur.spillStores, cur.spillLoads] = frame.slice(1).map(Number);
+    if (frame) {
+      const [stack, st, ld] = frame.slice(1).map(Number);
+      if (ofEntry) [cur.stack, cur.spillStores, cur.spillLoads] = [stack, st, ld];
+      else [cur.stack, cur.spillStores, cur.spillLoads] = [Math.max(cur.stack, stack), cur.spillStores + st, cur.spillLoads + ld];
+    }
     const used = /Used (\d+) registers/.exec(line);
     if (used) cur.registers = Number(used[1]);
     const smem = /(\d+) bytes smem/.exec(line);

@@ -1,15 +1,21 @@
 // npm run bench -- --static: what can be said of the CUDA kernels without a GPU. Per kernel instance and
-// architecture (sm_90, sm_80): registers, spills, shared memory and the occupancy they allow; then a napkin
-// prediction for N = 8192, V = 151936, both paths, forward + backward, on an H100 (3.35 TB/s) and an H200
-// (4.8 TB/s), against a device copy of the same minimal bytes (4 N V elements: both rows read, both gradients
-// written). A prediction, never a measurement: the three bounds are
+// architecture (sm_90, sm_80): registers, spills, shared memory and the occupancy they allow; k3's serial section
+// as its PTX has it (serial-section.ts); then a napkin prediction for N = 8192, V = 151936, both paths, forward +
+// backward, on an H100 (3.35 TB/s) and an H200 (4.8 TB/s), against a device copy of the same minimal bytes
+// (4 N V elements: both rows read, both gradients written). A prediction, never a measurement: the bounds are
 //   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
 //            fraction 1 - L2 / live of the second read misses, live = shape_k2's grid x the row pair's bytes;
 //            k3: the minimum);
 //   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
-//            the elements, over 4 warp instructions per clock per SM at the boost clock;
-//   MUFU:    exponentials per element over 16 per clock per SM.
-// The largest is the prediction. Not modelled: k3's serial section per row pair, latency, the launch.
+//            the elements, over 4 warp instructions per clock per SM at the boost clock (k3: on the SMs its
+//            clusters fill, 8 x 16 = 128 of 132 for clusters of 8);
+//   MUFU:    exponentials per element over 16 per clock per SM;
+//   k3's serial section: each cluster's SMs wait for it once per row pair, after the statistics and before the
+//            gradient, so it adds to the issue time: N / clusters row pairs x K3_SERIAL (a napkin critical path,
+//            below). Two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT=2) hide it behind the other cluster's rows. The
+//            next row pair's copy overlaps the work (two buffers, or one streamed by chunks): not added.
+// The largest is the prediction. Not modelled: latency beyond k3's serial section, the cluster barriers' release
+// waiting for the gradient stores before it, the launch.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -37,8 +43,25 @@ const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['
   ['native/cuda/kernels/vocab_shard.cu', 80]];
 /** Kernels launched with other blocks than THREADS: a vocabulary shard's forward, one thread per row. */
 const BLOCK_THREADS: Record<string, number> = { vocab_shard_rows: 128 };
-// sizeof(K3Shared) in k3_cluster.cu is a few hundred bytes; 512 bounds it.
-const K3_SHARED = 512;
+// sizeof(K3Shared) in k3_cluster.cu (1000 bytes); a static_assert there keeps it within this bound.
+const K3_SHARED = 1024;
+
+// k3's serial section per row pair, in cycles at the boost clock: the critical path of block 0's first warp
+// between the two cluster barriers (k3_cluster.cu's lead_row), counted by hand from the PTX of
+// papo_rows_k3<BF16, BF16> (the report prints that PTX's counts; the fp32 instance is the same code), with
+// latencies from published Hopper microbenchmarks: shared load 30, shuffle 25, distributed shared memory 200,
+// fp64 fma 8. Its premise, that the section loads nothing from global memory or other blocks (the counts'
+// ld.global and generic loads outside loops), is checked by test/static-report.test.ts.
+export const K3_SERIAL: [string, number][] = [
+  ['the C partials: one shared load per lane', 30],
+  ['a fixed merge tree over 8 ranks: 3 x (shuffle 25 + merge 45)', 210],
+  ['both paths finished at once (lanes 0 and 8): fp64 log2 and division', 360],
+  ['the token terms in fp64 (exp, expm1, clamps), per-token inputs read ahead', 480],
+  ['both paths\' coefficients at once', 80],
+  ['pushed into every block: remote stores, drained by the second barrier\'s release', 260],
+  ['after the second barrier: one shared load', 30],
+  ['the two cluster barriers themselves (assumed)', 400],
+];
 
 /** Blocks per SM that the registers, shared memory (static + dynamic) and threads allow. */
 export function blocksPerSm(arch: number, registers: number, smem: number, threads = THREADS): number {
@@ -52,20 +75,25 @@ export function blocksPerSm(arch: number, registers: number, smem: number, threa
 }
 
 /** k3's plan for this V and dtype (k3_cluster.cu's shape_k3): the smallest cluster of 1..8 whose slices fit,
- * double-buffered where two row pairs fit. */
-function k3Plan(esz: number, arch: number, v = V) {
-  const nvec = Math.ceil(v / (16 / esz));
-  for (const nbuf of [2, 1])
+ * double-buffered where two row pairs fit; with coResident, one buffer in blocks of 256 threads, two per SM. */
+function k3Plan(esz: number, arch: number, coResident = false, registers = 128, v = V) {
+  const groups = Math.floor(v / (16 / esz));
+  for (const nbuf of coResident ? [1] : [2, 1])
     for (const C of [1, 2, 4, 8]) {
-      const per = Math.ceil(nvec / C);
+      const per = Math.ceil(groups / C);
       const smem = nbuf * 2 * per * 16 + K3_SHARED;
-      if (smem <= SM[arch].smemPerBlock) return { C, nbuf, smem };
+      if (smem > SM[arch].smemPerBlock) continue;
+      const threads = coResident ? 256 : THREADS;
+      if (coResident && blocksPerSm(arch, registers, smem, threads) < 2) continue;
+      return { C, nbuf, smem, threads };
     }
   return null;
 }
 
 interface Prediction { version: string; dtype: string; gpu: string; copyMs: number; bytesMs: number; issueMs: number;
-  mufuMs: number; ratio: number; bound: string }
+  mufuMs: number; serialMs: number; ratio: number; bound: string }
+
+export const k3SerialCycles = () => K3_SERIAL.reduce((a, [, c]) => a + c, 0);
 
 /** What the model needs of a case: its rows (N x V elements per path), the paths it reads and the gradient paths it
  * writes. Both paths, forward + backward: reads 2, writes 2. */
@@ -82,13 +110,14 @@ function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   return { ipe: l.perElement, exps: l.exps / l.elements, ftz: l.expsFtz === l.exps };
 }
 
+// version: k1, k2, k3 (its own plan) or 'k3 x2' (two clusters per SM).
 function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number, c: CaseShape = BOTH_PATHS): Prediction | null {
   const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
   if (!st || !gr) return null;
   const esz = inputBytes(k.kernel);
   const E = c.N * c.V;  // per path
   const copyBytes = (c.reads + c.writes) * E * esz;  // the case's minimal bytes
-  let bytes = copyBytes;
+  let bytes = copyBytes, sms = gpu.sms, serialMs = 0;
   if (version === 'k1') bytes = (c.reads + 2 * c.writes) * E * esz;  // each gradient path's row read again
   if (version === 'k2') {
     const pair = c.reads * c.V * esz, perSm = Math.max(1, blocksPerSm(90, k.registers, k.smem + smemDyn));
@@ -97,12 +126,20 @@ function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number,
     bytes = (c.reads + c.writes * (1 + miss)) * E * esz;
   }
   const clock = gpu.clockGHz * 1e9;
-  const issueMs = (E * (c.reads * st.ipe + c.writes * gr.ipe)) / (gpu.sms * 4 * 32 * clock) * 1e3;
-  const mufuMs = (E * (c.reads * st.exps + c.writes * gr.exps)) / (gpu.sms * 16 * clock) * 1e3;
+  if (version.startsWith('k3')) {
+    const coResident = version === 'k3 x2';
+    const plan = k3Plan(esz, 90, coResident, k.registers, c.V);
+    if (!plan) return null;
+    const perSm = coResident ? 2 : 1, clusters = Math.floor(gpu.sms / plan.C) * perSm;
+    sms = Math.floor(gpu.sms / plan.C) * plan.C;
+    if (!coResident) serialMs = (c.N / clusters) * k3SerialCycles() / clock * 1e3;
+  }
+  const issueMs = (E * (c.reads * st.ipe + c.writes * gr.ipe)) / (sms * 4 * 32 * clock) * 1e3;
+  const mufuMs = (E * (c.reads * st.exps + c.writes * gr.exps)) / (sms * 16 * clock) * 1e3;
   const copyMs = (copyBytes / gpu.bandwidth) * 1e3, bytesMs = (bytes / gpu.bandwidth) * 1e3;
-  const worst = Math.max(bytesMs, issueMs, mufuMs);
-  const bound = worst === bytesMs ? 'bytes' : worst === issueMs ? 'issue' : 'MUFU';
-  return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs,
+  const worst = Math.max(bytesMs, issueMs + serialMs, mufuMs);
+  const bound = worst === bytesMs ? 'bytes' : worst === issueMs + serialMs ? (serialMs ? 'issue+serial' : 'issue') : 'MUFU';
+  return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs, serialMs,
     ratio: worst / copyMs, bound };
 }
 
@@ -128,7 +165,7 @@ export function predictionTable(all: KernelResources[], commit: string): string 
         for (const t of ['BF16', 'F32']) {
           const k = all.find((x) => x.arch === 90 && x.kernel === `${version === 'k3' ? 'papo_rows_k3' : 'papo_rows'}<${t}, ${t}>`);
           if (!k) continue;
-          const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90, v)?.smem ?? 0) : 0;
+          const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90, false, k.registers, v)?.smem ?? 0) : 0;
           for (const gpu of GPUS) {
             const p = predict(k, version, gpu, dyn, { N: n, V: v, reads: kase.reads, writes: kase.writes });
             if (!p) continue;
@@ -175,9 +212,12 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
   say('of the statistics and gradient loops (an upper bound by about 1: the rare rescale is on it); exp: ftz when');
   say('every exponential of the loop is ex2.approx.ftz.');
   say('');
+  // A kernel's line of a table: its name and architecture, then right-aligned columns of these widths.
   const nameWidth = Math.max(26, ...all.map((k) => k.kernel.length + 2));
-  say([pad('kernel', nameWidth), pad('arch', 6), lpad('regs', 5), lpad('spill st/ld', 12), lpad('stack', 6), lpad('smem', 8),
-    lpad('blocks/SM', 10), lpad('occup.', 7), lpad('stats PTX/elem', 15), lpad('grad PTX/elem', 14), lpad('exp', 8)].join(''));
+  const kernelRow = (k: KernelResources | null, widths: number[], cells: (string | number)[]) =>
+    say([pad(k ? k.kernel : 'kernel', nameWidth), pad(k ? `sm_${k.arch}` : 'arch', 6), ...cells.map((c, i) => lpad(c, widths[i]))].join(''));
+  const resWidths = [5, 12, 6, 8, 10, 7, 15, 14, 8];
+  kernelRow(null, resWidths, ['regs', 'spill st/ld', 'stack', 'smem', 'blocks/SM', 'occup.', 'stats PTX/elem', 'grad PTX/elem', 'exp']);
   for (const k of all) {
     const esz = inputBytes(k.kernel);
     const dyn = k.kernel.startsWith('papo_rows_k3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
@@ -186,9 +226,20 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
     const exp = st && gr ? (st.ftz && gr.ftz ? 'ftz' : st.ftz || gr.ftz ? 'mixed' : 'no-ftz') : '-';
-    say([pad(k.kernel, nameWidth), pad(`sm_${k.arch}`, 6), lpad(k.registers, 5), lpad(`${k.spillStores}/${k.spillLoads}`, 12),
-      lpad(k.stack, 6), lpad(k.smem + dyn, 8), lpad(b, 10), lpad(`${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, 7),
-      lpad(f(st), 15), lpad(f(gr), 14), lpad(exp, 8)].join(''));
+    kernelRow(k, resWidths, [k.registers, `${k.spillStores}/${k.spillLoads}`, k.stack, k.smem + dyn, b,
+      `${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, f(st), f(gr), exp]);
+  }
+  say('');
+  say("k3's serial section in its PTX (serial-section.ts: from the first cluster barrier's wait to the second's arrive;");
+  say('loops: the scan of a bad row; generic: through a generic pointer, here the other blocks\' shared memory):');
+  say('');
+  const serialWidths = [6, 5, 10, 11, 10, 10, 11, 8, 9];
+  kernelRow(null, serialWidths, ['instr', 'f64', 'ld.global', 'ld generic', 'ld.shared', 'st.global', 'st generic', 'div f64',
+    'in loops']);
+  for (const k of all) {
+    const x = k.serial;
+    if (x) kernelRow(k, serialWidths, [x.instructions, x.f64, x.globalLoads, x.genericLoads, x.sharedLoads, x.globalStores,
+      x.genericStores, x.f64Divisions, x.inLoops.instructions]);
   }
   say('');
   say(`Napkin prediction, N = ${N}, V = ${V}, both paths, forward + backward, gradients in the input's type`);
@@ -196,20 +247,30 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
   say('papo_rows, k3 papo_rows_k3; a prediction, not a measurement):');
   say('');
   say([pad('version', 8), pad('dtype', 6), pad('GPU', 10), lpad('copy', 7), lpad('bytes', 7), lpad('issue', 7),
-    lpad('MUFU', 7), lpad('ratio', 7), '  bound'].join(''));
+    lpad('MUFU', 7), lpad('serial', 7), lpad('ratio', 7), '  bound'].join(''));
   const sm90 = all.filter((k) => k.arch === 90);
   const instance = (name: string, t: string) => sm90.find((k) => k.kernel === `${name}<${t}, ${t}>`);
-  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3']])
+  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3'], ['k3 x2', 'papo_rows_k3']])
     for (const t of ['BF16', 'F32'])
       for (const gpu of GPUS) {
         const k = instance(name, t);
         if (!k) continue;
-        const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90)?.smem ?? 0) : 0;
-        const p = predict(k, version, gpu, dyn);
-        if (!p) continue;
+        const p = predict(k, version, gpu, 0);
+        if (!p) {
+          if (version === 'k3 x2') say(`${pad(version, 8)}${pad(t === 'F32' ? 'fp32' : 'bf16', 6)}${pad(gpu.name, 10)}` +
+            '  - (two blocks of one buffer do not fit an SM at this V)');
+          continue;
+        }
         say([pad(version, 8), pad(p.dtype, 6), pad(gpu.name, 10), lpad(p.copyMs.toFixed(2), 7), lpad(p.bytesMs.toFixed(2), 7),
-          lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
+          lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(p.serialMs ? p.serialMs.toFixed(2) : '-', 7),
+          lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
       }
+  const us = k3SerialCycles() / (GPUS[0].clockGHz * 1e3);
+  say('');
+  say(`k3's serial section per row pair (K3_SERIAL, a napkin critical path): ${k3SerialCycles()} cycles = ${us.toFixed(2)} us`);
+  say(`at ${GPUS[0].clockGHz} GHz; serial = N / clusters row pairs of it (clusters of 8 on 128 SMs: 16):`);
+  for (const [what, c] of K3_SERIAL) say(`  ${lpad(c, 5)}  ${what}`);
+  say("k3 x2: two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT=2), each cluster's serial part behind the other's rows.");
   return { text: lines.join('\n') + '\n', predictions: predictionTable(all, commitOf()) };
 }
 

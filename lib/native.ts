@@ -134,6 +134,8 @@ export interface NativeEmulatorStats {
   bytesToDevice: number;
   pageableCopies: number;
   contexts: number[];
+  /** Launches run, by kernel name (papo_rows, papo_rows_k3, ...). */
+  kernels: Record<string, number>;
 }
 
 /** The test hooks of the emulated build (build/Emulated, PAPO_CUDA_EMULATE=1); release builds lack them. */

@@ -1,4 +1,4 @@
-// The same row gives the same bits wherever it sits (docs/determinism.md): a CUDA kernel family (k0-k2; each
+// The same row gives the same bits wherever it sits (docs/determinism.md): a CUDA kernel family (k0-k3; each
 // in its test file, cuda-family.ts), at every position 0-7 of a batch (so at every byte offset mod 16 of an odd
 // V), against the row alone in a batch of 1, with the family's staging: in one chunk, or in chunks of 1 MiB
 // (then a batch of 8 rows of V >= 32000 takes several, the row alone one). Statistics (log-prob, entropy) of

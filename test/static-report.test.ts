@@ -3,6 +3,7 @@
 // sm_90, by compiling those files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
+import { serialSection } from '../bench/serial-section';
 import { blocksPerSm, predictionTable } from '../bench/static-report';
 import type { KernelResources } from '../bench/kernel-resources';
 
@@ -16,13 +17,16 @@ describe('static report: parsers', () => {
       '    64 bytes stack frame, 172 bytes spill stores, 160 bytes spill loads',
       'ptxas info    : Used 64 registers, used 1 barriers, 64 bytes cumulative stack size, 488 bytes smem',
       "ptxas info    : Compiling entry function '_Z1jv' for 'sm_90'",
-      '    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads',
+      'ptxas info    : Function properties for _Z1jv',
+      '    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads',
       'ptxas info    : Used 85 registers, used 1 barriers',
+      'ptxas info    : Function properties for _Z6calleev',  // a device function the entry calls, out of line
+      '    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads',
     ].join('\n');
     const r = parsePtxasLog(log, 90);
     expect(r.map(({ kernel, registers, spillStores, spillLoads, stack, smem }) => ({ kernel, registers, spillStores, spillLoads, stack, smem })))
       .toEqual([{ kernel: 'k', registers: 64, spillStores: 172, spillLoads: 160, stack: 64, smem: 488 },
-        { kernel: 'j', registers: 85, spillStores: 0, spillLoads: 0, stack: 0, smem: 0 }]);
+        { kernel: 'j', registers: 85, spillStores: 12, spillLoads: 8, stack: 16, smem: 0 }]);
   });
 
   it('occupancy from registers, shared memory and threads (sm_80 / sm_90 limits)', () => {
@@ -60,6 +64,39 @@ $L__BB0_4:
 }
 `;
     expect(rowLoops(ptx).get('_Z1kv')).toEqual([{ kind: 'stats', instructions: 9, vectors: 1, exps: 2, expsFtz: 1 }]);
+  });
+
+  it('finds k3\'s serial section between two cluster barriers, not the stretch with block barriers, and its loops apart', () => {
+    const body = `_Z1kv(
+)
+{
+$L__BB0_1:
+	barrier.cluster.arrive.release.aligned;
+	barrier.cluster.wait.acquire.aligned;
+	ld.shared.f32 	%f1, [%r1];
+	@%p1 bra 	$L__BB0_3;
+	ld.global.f32 	%f2, [%rd1];
+	ld.f32 	%f3, [%rd2];
+$L__BB0_2:
+	ld.global.u16 	%rs1, [%rd3];
+	add.s64 	%rd3, %rd3, 2;
+	@%p2 bra 	$L__BB0_2;
+	div.rn.f64 	%fd1, %fd2, %fd3;
+$L__BB0_3:
+	st.u32 	[%rd4], %r2;
+	barrier.cluster.arrive.release.aligned;
+	barrier.cluster.wait.acquire.aligned;
+	ld.shared.v4.u32 	{%r3, %r4, %r5, %r6}, [%r7];
+	bar.sync 	0;
+	@%p3 bra 	$L__BB0_1;
+	ret;
+}
+`;
+    const s = serialSection(body)!;
+    expect({ ...s, inLoops: undefined }).toEqual({ instructions: 6, f64: 1, globalLoads: 1, genericLoads: 1, sharedLoads: 1,
+      globalStores: 0, genericStores: 1, f64Divisions: 1, inLoops: undefined });
+    expect(s.inLoops).toMatchObject({ instructions: 3, globalLoads: 1 });
+    expect(serialSection(body.replace(/barrier\.cluster\.\w+\.\w+\.aligned;/g, 'nop;'))).toBeNull();
   });
 });
 
@@ -102,7 +139,7 @@ describe('static report: the predictions papo_cuda_test --bench prints', () => {
 });
 
 describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
-  it('no hot kernel spills, and the report finds their row loops', () => {
+  it('no hot kernel spills, the report finds their row loops, and k3\'s serial section reads nothing from global memory or other blocks', () => {
     const ks = [...compileKernels(nvcc!, 'native/cuda/kernels/k1_k2_rows.cu', 90),
       ...compileKernels(nvcc!, 'native/cuda/kernels/k3_cluster.cu', 90)];
     const hot = ks.filter((k) => /^papo_rows(_k3)?</.test(k.kernel));
@@ -110,6 +147,13 @@ describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
     for (const k of hot) {
       expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });
       expect(k.loops.some((l) => l.kind === 'stats') && k.loops.some((l) => l.kind === 'grad')).toBe(true);
+      if (!k.kernel.startsWith('papo_rows_k3')) continue;
+      // What bench/static-report.ts's K3_SERIAL assumes: outside the bad-row scan, no global load, no load
+      // through a generic pointer (another block's shared memory), and the row's results stored after it.
+      const x = k.serial;
+      expect(x, `${k.kernel}: a serial section`).not.toBeNull();
+      expect({ kernel: k.kernel, globalLoads: x!.globalLoads, genericLoads: x!.genericLoads, globalStores: x!.globalStores })
+        .toEqual({ kernel: k.kernel, globalLoads: 0, genericLoads: 0, globalStores: 0 });
     }
   }, 300_000);
 

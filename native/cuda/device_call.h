@@ -53,6 +53,7 @@ struct LaunchShape {
   int64_t per = 0;     // k3: 16-byte vectors per block and path
   int buffers = 1;     // k3: row pairs in flight per cluster
   size_t smem = 0;     // dynamic shared memory per block
+  int threads = 0;     // k3: threads per block
 };
 
 struct DeviceCall {

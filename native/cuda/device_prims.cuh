@@ -11,6 +11,10 @@
 #include <papo_emulator/device_prims.h>
 #else
 
+// A device function kept out of line (its caller's register budget); the emulated build has no use for it, and a
+// macro named __noinline__ there would break the standard library's own __attribute__((__noinline__)).
+#define PAPO_OUT_OF_LINE __noinline__
+
 namespace papo {
 namespace cuda {
 

@@ -33,6 +33,7 @@ struct CudaTuning {
   int blocks = 0;       // the row kernels' grid; k3: at most this many blocks
   int cluster = 0;      // k3's blocks per cluster
   int k3Buffers = 0;    // k3's row pairs in flight per cluster
+  int k3CoResident = 1; // k3's clusters per SM: 2 asks for blocks of 256 threads, one buffer each
   int64_t stagingBytes = (int64_t)256 << 20;  // device memory per staging slot of host data
 };
 

@@ -43,7 +43,7 @@ const KernelVersion* version(int32_t id) {
 }
 
 // What the cache tells plans apart by.
-using Key = std::tuple<int, int32_t, int32_t, int32_t, int64_t, bool, int32_t, int32_t, int, int, int>;
+using Key = std::tuple<int, int32_t, int32_t, int32_t, int64_t, bool, int32_t, int32_t, int, int, int, int>;
 
 Plan make_plan(const ShapeKey& key, int32_t requested, Flow flow, const CudaTuning& tuning) {
   int32_t id = requested;
@@ -82,7 +82,7 @@ const Plan& plan(const ShapeKey& key, int32_t requested, Flow flow, const CudaTu
   static std::mutex mu;
   static std::map<Key, Plan> cache;  // node-based: references stay valid as plans are added
   const Key k{key.device, key.dtype, key.gradType, requested, key.V, key.masked, (int32_t)flow, tuning.kernel,
-              tuning.blocks, tuning.cluster, tuning.k3Buffers};
+              tuning.blocks, tuning.cluster, tuning.k3Buffers, tuning.k3CoResident};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(k);
   if (it != cache.end()) return it->second;

@@ -55,6 +55,9 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Array contexts = Napi::Array::New(env, s.contexts.size());
   for (size_t i = 0; i < s.contexts.size(); ++i) contexts.Set((uint32_t)i, s.contexts[i]);
   o.Set("contexts", contexts);
+  Napi::Object kernels = Napi::Object::New(env);
+  for (const auto& k : s.kernels) kernels.Set(k.first, (double)k.second);
+  o.Set("kernels", kernels);
   return o;
 }
 

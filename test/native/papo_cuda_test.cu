@@ -211,22 +211,26 @@ struct OnDevice {
 };
 
 void run_case(const Case& c) {
-  // k3 (cluster) twice: clusters of 2 and of 4 blocks, so that slices meet in the middle, and few of them, so
-  // that each takes several row pairs in turn (both of k3's buffers are used).
+  // k3 (cluster) three times: clusters of 2 and of 4 blocks, so that slices meet in the middle, and few of them,
+  // so that each takes several row pairs in turn (both of k3's buffers are used); and two clusters per SM
+  // (blocks of 256 threads, one buffer).
   struct Family {
     int kernel;
     const char* name;
     int cluster;
+    bool coResident;
   };
-  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", 0},
-                             {KERNEL_K1_TWO_PASS, " k1 two-pass", 0},
-                             {KERNEL_K2_FUSED, " k2 fused", 0},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x2", 2},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4", 4}};
+  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", 0, false},
+                             {KERNEL_K1_TWO_PASS, " k1 two-pass", 0, false},
+                             {KERNEL_K2_FUSED, " k2 fused", 0, false},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x2", 2, false},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4", 4, false},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4, two per SM", 4, true}};
   for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
       CudaTuning tuning;
       if (fam.cluster) tuning.cluster = fam.cluster, tuning.blocks = 8;
+      if (fam.coResident) tuning.k3CoResident = 2;
       if (where == 0) tuning.stagingBytes = 1 << 20;  // several chunks through both slots
       const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);

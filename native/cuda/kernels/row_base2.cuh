@@ -35,28 +35,36 @@ using OnlineSoftmax2 = OnlineSoftmaxIn<Base2Units>;
 // Kernel k3's reductions: block_merge() of row_block.cuh over this accumulator.
 using StatsScratch2 = BlockScratch<OnlineSoftmax2>;
 
-// RowStats in natural units from the base-2 totals (the same definitions as the CPU's RowStats).
+// A path's RowStats in natural units from its base-2 totals (the same definitions as the CPU's RowStats), and
+// K = m + log2(s), the gradient's offset: log2(s) is taken once for both. targetX is the sampled token's logit
+// (fp32, unscaled), read ahead of the totals.
+struct Stats2 {
+  RowStats s;
+  float K;
+};
+
 template <class S>
-__device__ RowStats finish_stats2(const OnlineSoftmax2& tot, const typename S::T* row, int64_t V, int64_t target,
-                                  float invTau) {
-  RowStats r{};
+__device__ Stats2 finish_stats2(const OnlineSoftmax2& tot, const typename S::T* row, int64_t V, float invTau,
+                                float targetX) {
+  Stats2 r{};
   if (tot.bad()) {
-    r.status = classify_row<S>(row, V, invTau * kLog2e);
-    if (r.status == ROW_OK) r.status = ROW_NAN;  // the sums went NaN without a NaN logit: never expected
+    r.s.status = classify_row<S>(row, V, invTau * kLog2e);
+    if (r.s.status == ROW_OK) r.s.status = ROW_NAN;  // the sums went NaN without a NaN logit: never expected
     return r;
   }
   if (tot.m == -INFINITY) {
-    r.status = ROW_NO_FINITE;
+    r.s.status = ROW_NO_FINITE;
     return r;
   }
-  const double logSum = log2((double)tot.s) * kLn2;
-  r.maxScaled = (float)((double)tot.m * kLn2);
-  r.logSum = (float)logSum;
-  r.lse = (double)tot.m * kLn2 + logSum;
-  r.entropy = logSum - (double)tot.t / (double)tot.s * kLn2;
-  if (r.entropy < 0.0) r.entropy = 0.0;  // rounding on a one-hot row
-  r.targetScaled = S::to_float(row[target]) * invTau;
-  r.status = ROW_OK;
+  const double log2s = log2((double)tot.s), logSum = log2s * kLn2;
+  r.s.maxScaled = (float)((double)tot.m * kLn2);
+  r.s.logSum = (float)logSum;
+  r.s.lse = (double)tot.m * kLn2 + logSum;
+  r.s.entropy = logSum - (double)tot.t / (double)tot.s * kLn2;
+  if (r.s.entropy < 0.0) r.s.entropy = 0.0;  // rounding on a one-hot row
+  r.s.targetScaled = targetX * invTau;
+  r.s.status = ROW_OK;
+  r.K = (float)((double)tot.m + log2s);
   return r;
 }
 
@@ -71,14 +79,15 @@ struct GradCoef2 {
   int64_t target;
 };
 
-__device__ __forceinline__ GradCoef2 grad_coef2(float invTau, const RowStats& s, const OnlineSoftmax2& tot, double gLp,
-                                                double gH, int64_t target, float target2) {
+// H: the path's entropy (RowStats::entropy), K from Stats2.
+__device__ __forceinline__ GradCoef2 grad_coef2(float invTau, double H, float K, double gLp, double gH, int64_t target,
+                                                float target2) {
   GradCoef2 g;
   g.a = (float)(invTau * gLp);
   g.b = (float)(invTau * gH);
   g.scale2 = invTau * kLog2e;
-  g.K = (float)((double)tot.m + log2((double)tot.s));
-  g.c0 = (float)(invTau * gLp + invTau * gH * s.entropy);
+  g.K = K;
+  g.c0 = (float)(invTau * gLp + invTau * gH * H);
   g.c1 = (float)(invTau * gH * kLn2);
   g.target2 = target2;
   g.target = target;

@@ -10,7 +10,20 @@
 namespace papo {
 namespace cuda {
 
-__device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
+// Where finish_row() reads the row's per-token inputs: the call's arrays at the row (RowInputsAt, read as they
+// are needed), or anything else with the same three members (k3 reads them ahead into shared memory).
+struct RowInputsAt {
+  const TokenInputs& tok;
+  int64_t row;
+  __device__ double maskedLogProb() const { return tok.maskedLogProbs ? tok.maskedLogProbs[row] : 0.0; }
+  __device__ double mask() const { return tok.mask ? tok.mask[row] : 1.0; }
+  __device__ TokenInput input(double lp, double a, double H, double Hm) const {
+    return token_input(tok, row, lp, a, H, Hm);
+  }
+};
+
+template <class Inputs>
+__device__ inline void finish_row(const DeviceCall& c, const Inputs& in, RowOut& o) {
   if (o.s.status != ROW_OK) {
     o.status = o.s.status;
     return;
@@ -20,9 +33,9 @@ __device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
     o.onMasked = 1;
     return;
   }
-  if (!c.hasMaskedLogits) o.a = c.tok.maskedLogProbs ? c.tok.maskedLogProbs[row] : 0.0;
+  if (!c.hasMaskedLogits) o.a = in.maskedLogProb();
   if (c.terms == TERMS_NONE) return;
-  const double m = c.tok.mask ? c.tok.mask[row] : 1.0;
+  const double m = in.mask();
   if (m == 0.0) return;  // o.t stays zero: no loss, zero gradient
   if (isinf(o.lp) || isinf(o.a)) {
     o.status = kTargetExcluded;
@@ -30,7 +43,11 @@ __device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
     return;
   }
   if (c.terms == TERMS_HOST) return;
-  o.t = token_terms(c.params, token_input(c.tok, row, o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0));
+  o.t = token_terms(c.params, in.input(o.lp, o.a, o.s.entropy, c.hasMaskedLogits ? o.ms.entropy : 0.0));
+}
+
+__device__ inline void finish_row(const DeviceCall& c, int64_t row, RowOut& o) {
+  finish_row(c, RowInputsAt{c.tok, row}, o);
 }
 
 }  // namespace cuda

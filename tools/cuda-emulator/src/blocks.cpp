@@ -668,6 +668,9 @@ void mbar_init(uint64_t* bar, unsigned count) {
 
 void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
   Mbar& m = mbar_of(bar, "mbarrier.arrive.expect_tx");
+  // A phase whose arrivals are in completes once its copies land, whether or not anybody waits for it (here the
+  // copies land only when something asks): an arrival for the next phase is legal then, not before.
+  if (m.pending == 0) try_complete(m);
   if (m.pending == 0) device_fault(cudaErrorIllegalInstruction, "mbarrier.arrive: more arrivals than its count");
   m.tx += bytes;
   --m.pending;
@@ -686,6 +689,9 @@ void bulk_copy_g2s(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
   probe = *(static_cast<const volatile unsigned char*>(src) + bytes - 1);
   (void)probe;
   mbar_of(bar, "cp.async.bulk").copies.push_back(Mbar::Copy{dst, src, bytes});
+  // Until the barrier says it landed, the destination holds nothing a thread may use: a read of it after the
+  // copy was issued (a refill racing its buffer's last readers) sees poison, as it may see either on a GPU.
+  memset(dst, 0xFF, bytes);
 }
 
 void mbar_wait(uint64_t* bar, unsigned parity) {

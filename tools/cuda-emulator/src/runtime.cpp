@@ -26,6 +26,8 @@ std::mutex& apiMu = *new std::mutex;
 std::map<std::string, int64_t>& apiByName = *new std::map<std::string, int64_t>;
 thread_local int apiDepth = 0;
 std::atomic<uint64_t> launchCounter{0};
+std::mutex kernelsMu;
+std::map<std::string, int64_t> kernelsRun;  // by name
 std::mutex& faultMu = *new std::mutex;  // never destroyed, like the rest of the emulator's state
 int faultCountdown[(int)FaultKind::Count] = {};
 int faultRepeat[(int)FaultKind::Count] = {};  // further calls that fail right after the nth
@@ -201,6 +203,10 @@ Stats stats() {
   s.deviceDrains = nDrains;
   pool_stats(s);
   s.launches = nLaunches;
+  {
+    std::lock_guard<std::mutex> lock(kernelsMu);
+    s.kernels = kernelsRun;
+  }
   s.deviceQueries = nDeviceQueries;
   s.liveHostBytes = live_pinned_bytes();
   s.liveDeviceBytes = live_device_bytes(-1);
@@ -227,6 +233,10 @@ void reset_stats() {
   nDrains = 0;
   reset_pool_stats();
   nLaunches = 0;
+  {
+    std::lock_guard<std::mutex> lock(kernelsMu);
+    kernelsRun.clear();
+  }
   nDeviceQueries = 0;
   nApiCalls = 0;
   {
@@ -333,6 +343,10 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t 
     cudaError_t err = run_grid(*L, detail);
     record_run(KernelRun{L->name, device, start, now_ms()});
     ++nLaunches;
+    {
+      std::lock_guard<std::mutex> lock(kernelsMu);
+      ++kernelsRun[L->name];
+    }
     if (err == cudaSuccess) {
       const std::string c = check_canaries();
       if (!c.empty()) {

@@ -109,6 +109,39 @@ __global__ void bulk_then_read(const float* src, float* out, int wait) {
   if (!wait) papo::cuda::mbar_wait(bar, 0);  // the phase must complete before the block exits
 }
 
+// Shared memory that held data before a bulk copy into it was issued: read after the issue without waiting.
+__global__ void bulk_refill_then_read(const float* src, float* out) {
+  float* smem = reinterpret_cast<float*>(papo::cuda::dynamic_smem());
+  uint64_t* bar = reinterpret_cast<uint64_t*>(papo::cuda::dynamic_smem() + 256);
+  smem[threadIdx.x] = 1.f;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    papo::cuda::mbar_init(bar, 1);
+    papo::cuda::mbar_arrive_expect_tx(bar, 256);
+    papo::cuda::bulk_copy_g2s(smem, src, 256, bar);
+  }
+  __syncthreads();
+  out[threadIdx.x] = smem[threadIdx.x];
+  papo::cuda::mbar_wait(bar, 0);
+}
+
+// Phases of one mbarrier: the first (no bytes) completes without anybody waiting, so the second's arrival is
+// legal (twice = 1: its copy is then waited for and read); a second arrival while the phase still expects
+// bytes is not (twice = 2).
+__global__ void mbar_phases(const float* src, float* out, int twice) {
+  float* smem = reinterpret_cast<float*>(papo::cuda::dynamic_smem());
+  uint64_t* bar = reinterpret_cast<uint64_t*>(papo::cuda::dynamic_smem() + 256);
+  if (threadIdx.x == 0) {
+    papo::cuda::mbar_init(bar, 1);
+    papo::cuda::mbar_arrive_expect_tx(bar, twice == 2 ? 256 : 0);
+    papo::cuda::mbar_arrive_expect_tx(bar, 256);
+    papo::cuda::bulk_copy_g2s(smem, src, 256, bar);
+  }
+  __syncthreads();
+  papo::cuda::mbar_wait(bar, 1);
+  out[threadIdx.x] = smem[threadIdx.x];
+}
+
 __global__ void bulk_misaligned(const float* src) {
   unsigned char* smem = papo::cuda::dynamic_smem();
   uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 256);
@@ -398,6 +431,16 @@ void clusters(int* d) {
   e = run_cluster(bulk_then_read, dim3(1), dim3(64), 272, 1u, (const float*)src, out, 0);
   cudaMemcpy(back.data(), out, 256, cudaMemcpyDeviceToHost);
   check(e == cudaSuccess && isnan(back[0]), "shared memory read before the mbarrier wait holds poison", msg);
+  e = run_cluster(bulk_refill_then_read, dim3(1), dim3(64), 272, 1u, (const float*)src, out);
+  cudaMemcpy(back.data(), out, 256, cudaMemcpyDeviceToHost);
+  check(e == cudaSuccess && isnan(back[0]) && isnan(back[63]),
+        "shared memory read after a bulk copy into it was issued, before its wait, holds poison", msg);
+  e = run_cluster(mbar_phases, dim3(1), dim3(64), 272, 1u, (const float*)src, out, 1);
+  cudaMemcpy(back.data(), out, 256, cudaMemcpyDeviceToHost);
+  check(e == cudaSuccess && back == host, "an mbarrier phase that nobody waited for completes; the next one works", msg);
+  e = run_cluster(mbar_phases, dim3(1), dim3(64), 272, 1u, (const float*)src, out, 2);
+  check(e == cudaErrorIllegalInstruction && contains(msg, "more arrivals"),
+        "an arrival on an mbarrier whose phase still expects bytes is reported", msg);
   e = run_cluster(bulk_misaligned, dim3(1), dim3(32), 272, 1u, (const float*)src);
   check(e == cudaErrorMisalignedAddress && contains(msg, "multiples of 16"), "a misaligned bulk copy fails the launch", msg);
   e = run_cluster(cluster_barrier_after_exit, dim3(2), dim3(32), 16, 2u, d);

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#define PAPO_OUT_OF_LINE
+
 namespace papo {
 namespace cuda {
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,7 @@ struct Stats {
   int64_t copiesToDevice = 0, bytesToDevice = 0;  // host-to-device
   int64_t pageableCopies = 0;  // of those, with pageable host memory (the driver stages them through its own)
   std::vector<int> contexts;  // devices whose context some thread created
+  std::map<std::string, int64_t> kernels;  // launches run, by kernel name (which kernel a plan chose)
 };
 Stats stats();
 // Zeroes the counters, forgets which contexts exist and the kernels run, and ends every kernel delay (allocations
