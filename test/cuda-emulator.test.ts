@@ -49,7 +49,8 @@ describe.runIf(emulated)('the emulated device', () => {
         expect(row.extraDeviceMiB, `${dtype} ${c}: the call's own device memory, O(N)`).toBeLessThan(64);
       }
     expect(rows.filter((r) => r.case === 'fwd+bwd both paths').map((r) => r.kernel).sort()).toEqual(
-      ['k0 naive', 'k0 naive', 'k1 two-pass', 'k1 two-pass', 'k2 fused', 'k2 fused', 'k3 cluster', 'k3 cluster']);
+      ['k0 naive', 'k0 naive', 'k1 two-pass', 'k1 two-pass', 'k2 fused', 'k2 fused', 'k3 cluster', 'k3 cluster', 'k4 split rows',
+        'k4 split rows']);
   });
 
   it('an allocation that fails again after the pool gave its idle memory back is PAPO_OUT_OF_MEMORY with the bytes; the next call works', () => {
@@ -111,12 +112,12 @@ describe.runIf(emulated)('the emulated device', () => {
     expect(emu.emuStats!().deviceSyncs).toBe(0);
   });
 
-  it('a call after the first asks the device nothing: attributes and occupancies are kept (k2, k1, k3)', () => {
+  it('a call after the first asks the device nothing: attributes and occupancies are kept (k2, k1, k3, k4)', () => {
     const emu = native();
     const inputs = makeInputs({ N: 6, V: 1000, type: 'bfloat16' });
     const saved = process.env.PAPO_CUDA_KERNEL;
     try {
-      for (const kernel of ['2', '1', '3']) {
+      for (const kernel of ['2', '1', '3', '4']) {
         process.env.PAPO_CUDA_KERNEL = kernel;  // read by native code at each call
         papoLossSync(inputs, { backend: 'cuda' });
         const before = emu.emuStats!().deviceQueries;

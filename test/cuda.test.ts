@@ -1,5 +1,5 @@
 // The CUDA backends against the CPU backend (itself checked against the float64 reference): every kernel family
-// (k3 cluster, k2 fused, k1 two-pass, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
+// (k3 cluster, k4 split rows, k2 fused, k1 two-pass, forward only, cuda-naive), dtype, layout and option, host-staged and device-resident,
 // in place and not. On a machine without a GPU this runs on the emulated device (tools/cuda-emulator), which
 // executes the same CUDA sources and fails where a GPU would; on a GPU machine it runs on the GPU. Same
 // assertions either way. Tolerances: fp32 within 1e-5 relative, fp16/bf16 within 1e-2.
@@ -38,6 +38,12 @@ const families: Family[] = [
   { name: 'k3 cluster of 2 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '8' } },
   { name: 'k3 cluster of 4 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '4', PAPO_CUDA_BLOCKS: '8' } },
   { name: 'k3 cluster, one buffer', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '3', PAPO_CUDA_CLUSTER: '2', PAPO_CUDA_BLOCKS: '4', PAPO_CUDA_K3_BUFFERS: '1' } },
+  // k4 splits a row pair over blocks by column slices: the default slices (16 KB of each path, so the tests'
+  // rows have one to eight), and slices of 32 vectors on a grid of 5 blocks, so that every row has many slices
+  // (more than a warp's worth, at V = 4099 fp32), each block takes many items in turn, holds gradients back
+  // while their rows complete, and waits.
+  { name: 'k4 split rows', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '4', PAPO_CUDA_BLOCKS: undefined, PAPO_CUDA_K4_SLICE: undefined } },
+  { name: 'k4 split rows, short slices, 5 blocks', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '4', PAPO_CUDA_BLOCKS: '5', PAPO_CUDA_K4_SLICE: '32' } },
   { name: 'k2 fused', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '2', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'k1 two-pass', backend: 'cuda', env: { PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: undefined } },
   { name: 'cuda-naive', backend: 'cuda-naive', env: { PAPO_CUDA_KERNEL: undefined } },
@@ -198,9 +204,9 @@ for (const f of families) {
       expectParity(inPlace, want, 'bfloat16');
     });
 
-    // In place, every row is checked before any is written, so k3 (one pass per row pair) hands in-place calls
-    // to k2's two phases: the same values within rounding there, the same bits for the other families.
-    const k3 = f.env.PAPO_CUDA_KERNEL === '3';
+    // In place, every row is checked before any is written, so k3 and k4 (one pass per row pair) hand in-place
+    // calls to k2's two phases: the same values within rounding there, the same bits for the other families.
+    const k3 = f.env.PAPO_CUDA_KERNEL === '3' || f.env.PAPO_CUDA_KERNEL === '4';
     it(`in place into host logits equals out of place${k3 ? ' (k2 in place, within rounding)' : ', bit for bit'}`, async () => {
       const a = makeInputs({ N: 6, V: 3001, type: 'bfloat16' }), b = makeInputs({ N: 6, V: 3001, type: 'bfloat16' });
       const out = await withEnv(f.env, () => papoLossSync(a, { backend: f.backend }));

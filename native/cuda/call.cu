@@ -42,7 +42,10 @@ using cuda::upload_tokens;
 class Phases {
  public:
   Phases(const DeviceCall& dc, const Tensors& t, const CudaExec& exec, cudaStream_t stream)
-      : dc_(dc), t_(t), stream_(stream), run_(dc.kernel == KERNEL_K0_NAIVE ? cuda::run_rows_k0 : cuda::run_rows_k1_k2) {
+      : dc_(dc), t_(t), stream_(stream),
+        run_(dc.kernel == KERNEL_K0_NAIVE   ? cuda::run_rows_k0
+             : dc.kernel == KERNEL_K4_SPLIT ? cuda::run_rows_k4
+                                            : cuda::run_rows_k1_k2) {
     if (!exec.onDevice) staging_.reset(new Staging(dc, t, exec.device));
   }
   void run(int32_t phase) {
@@ -82,10 +85,10 @@ void host_terms(const PapoCall& call, const TokenWeights& w, std::vector<RowOut>
 }
 
 int32_t kernel_choice(int32_t requested) {
-  // PAPO_CUDA_KERNEL=1|2|3 picks the fast family for experiments; the naive backend is always the naive chain.
+  // PAPO_CUDA_KERNEL=1|2|3|4 picks the fast family for experiments; the naive backend is always the naive chain.
   if (requested == KERNEL_K0_NAIVE) return KERNEL_K0_NAIVE;
   const int64_t forced = env_int64("PAPO_CUDA_KERNEL", 0);
-  return forced == KERNEL_K1_TWO_PASS || forced == KERNEL_K2_FUSED || forced == KERNEL_K3_CLUSTER ? (int32_t)forced : requested;
+  return forced >= KERNEL_K1_TWO_PASS && forced <= KERNEL_K4_SPLIT ? (int32_t)forced : requested;
 }
 
 DeviceCall device_call(int64_t N, int64_t V, double temperature, int32_t dtype, const CallBuffers& up) {
@@ -171,7 +174,7 @@ PapoMetrics papo_loss_cuda(const PapoCall& call, const CudaExec& exec) {
     // Two streaming phases: k1's full grid (k2 sizes its grid to re-read rows from L2, which no phase does here).
     if (dc.kernel != KERNEL_K0_NAIVE) dc.kernel = KERNEL_K1_TWO_PASS;
   }
-  dc.blocks = cuda::k2_blocks(dc);
+  dc.blocks = dc.kernel == KERNEL_K4_SPLIT ? cuda::k4_blocks(dc) : cuda::k2_blocks(dc);
 
   const Tensors t{call.logits, call.maskedLogits, call.gradLogits, call.gradMaskedLogits};
   const bool wantGrad = t.grad || t.maskedGrad;

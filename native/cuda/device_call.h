@@ -61,13 +61,17 @@ struct Chunk {
   void* maskedGrad = nullptr;
 };
 
-// Each kernel family runs `phase` of `call` on one chunk, on `stream` (kernels/k1_k2_rows.cu, kernels/k0_naive.cu).
+// Each kernel family runs `phase` of `call` on one chunk, on `stream` (kernels/k1_k2_rows.cu, kernels/k0_naive.cu,
+// kernels/k4_split.cu).
 void run_rows_k1_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // k3 (kernels/k3_cluster.cu): false when it does not apply here (phase, architecture, V), and nothing was launched.
 bool run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
-// Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels).
+// k4 (kernels/k4_split.cu) for forward + backward; other phases run k2's kernel.
+void run_rows_k4(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+// Grid size for the fused row kernels on the current device (the L2-aware choice lives with the kernels), and k4's.
 int k2_blocks(const DeviceCall& call);
+int k4_blocks(const DeviceCall& call);
 
 }  // namespace cuda
 }  // namespace papo

@@ -23,6 +23,7 @@ enum CudaKernel : int32_t {
   KERNEL_K1_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
   KERNEL_K2_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
   KERNEL_K3_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (k2 elsewhere)
+  KERNEL_K4_SPLIT = 4,     // a row pair split over blocks by column slices: few rows in flight, re-read from L2
 };
 
 // Where and on which stream a call runs.

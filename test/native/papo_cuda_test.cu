@@ -1,9 +1,10 @@
 // The CUDA kernels checked and timed without Node (ctest runs it; exit 77 = skipped, no device).
 //
-//   papo_cuda_test            parity: every kernel family (naive, two-pass, fused), host-staged (in several
-//                             chunks) and device-resident, in place and not, against the CPU backend
+//   papo_cuda_test            parity: every kernel family (naive, two-pass, fused, cluster, split rows),
+//                             host-staged (in several chunks) and device-resident, in place and not, against the
+//                             CPU backend
 //   papo_cuda_test --bench [N V]   N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
-//                             (k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
+//                             (k4, k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
 //                             alone, each against the roofline of its own minimal bytes, with the device memory
 //                             the call holds; a JSON line per row
 //
@@ -196,22 +197,28 @@ struct OnDevice {
 
 void run_case(const Case& c) {
   // k3 (cluster) twice: clusters of 2 and of 4 blocks (PAPO_CUDA_CLUSTER), so that slices meet in the middle.
+  // k4 (split rows) twice: its default slices, and slices of 32 vectors (PAPO_CUDA_K4_SLICE) on 5 blocks, so
+  // that every row has many slices and each block many items in turn.
   struct Family {
     int kernel;
     const char* name;
     const char* cluster;
+    const char* slice;
   };
-  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", nullptr},
-                             {KERNEL_K1_TWO_PASS, " k1 two-pass", nullptr},
-                             {KERNEL_K2_FUSED, " k2 fused", nullptr},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x2", "2"},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4", "4"}};
+  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", nullptr, nullptr},
+                             {KERNEL_K1_TWO_PASS, " k1 two-pass", nullptr, nullptr},
+                             {KERNEL_K2_FUSED, " k2 fused", nullptr, nullptr},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x2", "2", nullptr},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4", "4", nullptr},
+                             {KERNEL_K4_SPLIT, " k4 split rows", nullptr, nullptr},
+                             {KERNEL_K4_SPLIT, " k4 split rows, slices of 32", nullptr, "32"}};
   for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
       const int kernel = fam.kernel;
       // Clusters: few of them, so each takes several row pairs in turn (both of k3's buffers are used).
+      unsetenv("PAPO_CUDA_CLUSTER"), unsetenv("PAPO_CUDA_K4_SLICE"), unsetenv("PAPO_CUDA_BLOCKS");
       if (fam.cluster) setenv("PAPO_CUDA_CLUSTER", fam.cluster, 1), setenv("PAPO_CUDA_BLOCKS", "8", 1);
-      else unsetenv("PAPO_CUDA_CLUSTER"), unsetenv("PAPO_CUDA_BLOCKS");
+      if (fam.slice) setenv("PAPO_CUDA_K4_SLICE", fam.slice, 1), setenv("PAPO_CUDA_BLOCKS", "5", 1);
       const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);
       PapoCall want = call_of(c, dw), got = call_of(c, dg);
@@ -247,6 +254,7 @@ void run_case(const Case& c) {
       printf("%s %s\n", failures == before ? "ok  " : "FAIL", tag.c_str());
     }
   unsetenv("PAPO_CUDA_CLUSTER");
+  unsetenv("PAPO_CUDA_K4_SLICE");
   unsetenv("PAPO_CUDA_BLOCKS");
 }
 
@@ -428,7 +436,8 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
     int32_t id;
     const char* name;
   };
-  const Kernel kernels[] = {{KERNEL_K3_CLUSTER, "k3 cluster"}, {KERNEL_K2_FUSED, "k2 fused"}, {KERNEL_K1_TWO_PASS, "k1 two-pass"},
+  const Kernel k1{KERNEL_K1_TWO_PASS, "k1 two-pass"}, k2{KERNEL_K2_FUSED, "k2 fused"};
+  const Kernel kernels[] = {{KERNEL_K4_SPLIT, "k4 split rows"}, {KERNEL_K3_CLUSTER, "k3 cluster"}, k2, k1,
                             {KERNEL_K0_NAIVE, "k0 naive"}};
   // A case: the call's settings, then its roofline.
   auto time_call = [&](const char* kase, const Kernel& kern, const PapoCall& call, double moved, double roofMs,
@@ -459,11 +468,11 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
   PapoCall gspo = base;  // a sequence-level term: statistics, the host's sequence step, then the gradients
   gspo.params.lossType = LOSS_GSPO;
   gspo.seqLengths = seqs.data(), gspo.numSeqs = (int64_t)seqs.size();
-  time_call("fwd+bwd gspo (phases)", kernels[2], gspo, rw, copyMs, "d2d copy");  // always k1 (docs/objective.md)
+  time_call("fwd+bwd gspo (phases)", k1, gspo, rw, copyMs, "d2d copy");  // always k1 (docs/objective.md)
 
   PapoCall inPlace = base;  // every row checked by a forward phase before the first gradient overwrites a logit
   inPlace.gradLogits = z, inPlace.gradMaskedLogits = zm;
-  time_call("fwd+bwd in place", kernels[1], inPlace, rw, copyMs, "d2d copy");
+  time_call("fwd+bwd in place", k2, inPlace, rw, copyMs, "d2d copy");
 
   LogProbsCall lc;
   lc.N = N, lc.V = V, lc.logits = z, lc.dtype = dtype, lc.tokens = tokens.data(), lc.outLogProbs = lp.data(), lc.outEntropy = H.data();
