@@ -121,25 +121,36 @@ __device__ __forceinline__ SliceCols slice_cols(const K4Plan& p, int64_t s, int6
   return c;
 }
 
-// This thread's groups of one step of a slice, in storage form: groups ga + k * kK4Threads below g1.
-template <class S>
+// This thread's groups of one step of a slice, in storage form: groups ga + k * kK4Threads, all of them (whole)
+// or those below g1 (the slice's last step).
+template <class S, bool whole>
 __device__ __forceinline__ void load_step(uint4 (&raw)[kGroups], const typename S::T* row, int64_t ga, int64_t g1,
                                           bool vec) {
 #pragma unroll
   for (int k = 0; k < kGroups; ++k)
-    if (ga + k * kK4Threads < g1) raw[k] = load_group<S>(row + (ga + k * kK4Threads) * S::kVec, vec);
+    if (whole || ga + k * kK4Threads < g1) raw[k] = load_group<S>(row + (ga + k * kK4Threads) * S::kVec, vec);
 }
 
-template <class S>
+template <class S, bool whole>
 __device__ __forceinline__ void add_step(OnlineSoftmax& st, const uint4 (&raw)[kGroups], int64_t ga, int64_t g1,
                                          float invTau) {
 #pragma unroll
   for (int k = 0; k < kGroups; ++k)
-    if (ga + k * kK4Threads < g1) {
+    if (whole || ga + k * kK4Threads < g1) {
       float x[S::kVec];
       to_floats<S>(raw[k], invTau, x);
       st.add(x);
     }
+}
+
+template <class S, bool whole>
+__device__ __forceinline__ void stats_step(PathPair& st, const typename S::T* x, const typename S::T* xm, bool vx,
+                                           bool vm, int64_t ga, int64_t g1, float invTau) {
+  uint4 r0[kGroups], r1[kGroups];  // both paths' loads in flight together
+  load_step<S, whole>(r0, x, ga, g1, vx);
+  if (xm) load_step<S, whole>(r1, xm, ga, g1, vm);
+  add_step<S, whole>(st.p0, r0, ga, g1, invTau);
+  if (xm) add_step<S, whole>(st.p1, r1, ga, g1, invTau);
 }
 
 template <class S>
@@ -152,23 +163,28 @@ __device__ __forceinline__ void add_tail(OnlineSoftmax& st, const typename S::T*
     }
 }
 
-// This thread's part of the slice's statistics of both paths (xm null: one path), both paths' loads in flight
-// together.
+// This thread's part of the slice's statistics of both paths (xm null: one path).
 template <class S>
 __device__ PathPair slice_stats(const typename S::T* x, const typename S::T* xm, const SliceCols& sc, int64_t V,
                                 float invTau) {
   PathPair st = PathPair::empty();
   const bool vx = aligned16(x), vm = xm && aligned16(xm);  // block-uniform
-  for (int64_t ga = sc.g0 + threadIdx.x; ga < sc.g1; ga += kStep) {
-    uint4 r0[kGroups], r1[kGroups];
-    load_step<S>(r0, x, ga, sc.g1, vx);
-    if (xm) load_step<S>(r1, xm, ga, sc.g1, vm);
-    add_step<S>(st.p0, r0, ga, sc.g1, invTau);
-    if (xm) add_step<S>(st.p1, r1, ga, sc.g1, invTau);
-  }
+  int64_t ga = sc.g0 + threadIdx.x;
+  for (; ga + (kGroups - 1) * kK4Threads < sc.g1; ga += kStep) stats_step<S, true>(st, x, xm, vx, vm, ga, sc.g1, invTau);
+  if (ga < sc.g1) stats_step<S, false>(st, x, xm, vx, vm, ga, sc.g1, invTau);
   add_tail<S>(st.p0, x, sc, V, invTau);
   if (xm) add_tail<S>(st.p1, xm, sc, V, invTau);
   return st;
+}
+
+template <class SI, class SO, bool whole>
+__device__ __forceinline__ void grad_step(const typename SI::T* row, typename SO::T* out, bool vec, bool outVec,
+                                          int64_t ga, int64_t g1, const GradCoef& c) {
+  uint4 raw[kGroups];
+  load_step<SI, whole>(raw, row, ga, g1, vec);
+#pragma unroll
+  for (int k = 0; k < kGroups; ++k)
+    if (whole || ga + k * kK4Threads < g1) grad_group<SI, SO>(raw[k], out + (ga + k * kK4Threads) * SI::kVec, outVec, c);
 }
 
 // This block's slice of one gradient row; every thread calls it (the owner of the sampled token ends with a
@@ -180,13 +196,9 @@ __device__ void slice_grad(const typename SI::T* row, typename SO::T* out, const
   const int64_t lo = sc.g0 * U, hi = sc.last ? V : sc.g1 * U;
   if (c.a == 0.f && c.b == 0.f) return block_zero<SO>(out, lo, hi);
   const bool vec = aligned16(row), outVec = aligned16(out);  // block-uniform
-  for (int64_t ga = sc.g0 + threadIdx.x; ga < sc.g1; ga += kStep) {
-    uint4 raw[kGroups];
-    load_step<SI>(raw, row, ga, sc.g1, vec);
-#pragma unroll
-    for (int k = 0; k < kGroups; ++k)
-      if (ga + k * kK4Threads < sc.g1) grad_group<SI, SO>(raw[k], out + (ga + k * kK4Threads) * U, outVec, c);
-  }
+  int64_t ga = sc.g0 + threadIdx.x;
+  for (; ga + (kGroups - 1) * kK4Threads < sc.g1; ga += kStep) grad_step<SI, SO, true>(row, out, vec, outVec, ga, sc.g1, c);
+  if (ga < sc.g1) grad_step<SI, SO, false>(row, out, vec, outVec, ga, sc.g1, c);
   if (sc.last)
     for (int64_t j = sc.tail + threadIdx.x; j < V; j += kK4Threads)
       out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
