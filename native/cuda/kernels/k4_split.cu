@@ -260,10 +260,10 @@ struct K4Shared {
   int head, held;
   int last;  // the item just reduced was its row's last arrival: warp 0 publishes row `reduced`
   int64_t reduced;
-  int go;       // the oldest held-back row is published: its RowOut is in `row`
-  RowOut row;   // that row's results, for the gradients
-  int64_t target;
-  RowOut pub;   // the row warp 0 publishes
+  int go;          // the oldest held-back row is published; its verdict and gradient coefficients:
+  int32_t status;
+  GradCoef coef[2];
+  RowOut row, pub;  // thread 0's copy of that row's results; the row warp 0 publishes
 };
 
 template <class SI, class SO>
@@ -281,10 +281,11 @@ __global__ void __launch_bounds__(kK4Threads, kK4BlocksPerSm) papo_rows_k4(const
     sh.head = sh.held = 0;
   }
   __syncthreads();
+  // Each round: the gradients of the oldest held-back item, once every item of its row is handed out and the
+  // row is published (not published yet: no gradients this round, unless kLag are held back or no item is left
+  // to reduce: then wait), then the statistics of the next item.
   for (;;) {
     const int64_t t = sh.t;
-    // The oldest held-back gradient, once every item of its row is handed out and the row is published; while
-    // it is not, the next item's statistics instead, unless kLag are held back or no item is left: then wait.
     if (sh.held > 0) {
       const int64_t f = sh.queue[sh.head], r = f / S;
       if (t >= p.items || (r + 1) * S <= t) {
@@ -300,34 +301,36 @@ __global__ void __launch_bounds__(kK4Threads, kK4BlocksPerSm) papo_rows_k4(const
             const unsigned long long* src = reinterpret_cast<const unsigned long long*>(c.out + ch.rowBegin + r);
             unsigned long long* dst = reinterpret_cast<unsigned long long*>(&sh.row);
             for (int k = 0; k < (int)(sizeof(RowOut) / 8); ++k) dst[k] = load_cg(src + k);
-            sh.target = c.tok.tokens[ch.rowBegin + r];
+            const RowOut& o = sh.row;
+            const int64_t target = c.tok.tokens[ch.rowBegin + r];
+            sh.status = o.status;
+            sh.coef[0] = grad_coef(c.invTau, o.s, o.t.gLp, o.t.gH, target);
+            sh.coef[1] = grad_coef(c.invTau, o.ms, o.t.gA, o.t.gHm, target);
           }
         }
         __syncthreads();
-        const bool go = sh.go;
-        if (go && sh.row.status == ROW_OK) {  // block-uniform: shared
-          const SliceCols sc = slice_cols(p, f - r * S, V, U);
-          const RowOut& o = sh.row;
-          if (ch.grad)
-            slice_grad<SI, SO>(static_cast<const TI*>(ch.logits) + r * V, static_cast<TO*>(ch.grad) + r * V, sc, V,
-                               grad_coef(c.invTau, o.s, o.t.gLp, o.t.gH, sh.target));
-          if (ch.maskedGrad)
-            slice_grad<SI, SO>(static_cast<const TI*>(ch.maskedLogits) + r * V, static_cast<TO*>(ch.maskedGrad) + r * V,
-                               sc, V, grad_coef(c.invTau, o.ms, o.t.gA, o.t.gHm, sh.target));
-        }
-        if (tid0 && go) {
+        if (tid0 && sh.go) {  // after the barrier: every thread has read the queue's state for this round
           sh.head = (sh.head + 1) % kQueue;
           --sh.held;
         }
-        __syncthreads();  // the queue's state is written; sh.go and sh.row are rewritten by the next one
-        if (go) continue;
+        if (sh.go && sh.status == ROW_OK) {  // block-uniform: shared
+          const SliceCols sc = slice_cols(p, f - r * S, V, U);
+          const GradCoef c0 = sh.coef[0], c1 = sh.coef[1];  // into registers, out of the loops
+          if (ch.grad)
+            slice_grad<SI, SO>(static_cast<const TI*>(ch.logits) + r * V, static_cast<TO*>(ch.grad) + r * V, sc, V, c0);
+          if (ch.maskedGrad)
+            slice_grad<SI, SO>(static_cast<const TI*>(ch.maskedLogits) + r * V, static_cast<TO*>(ch.maskedGrad) + r * V,
+                               sc, V, c1);
+        }
       }
     }
-    if (t >= p.items) {
+    if (t >= p.items) {  // only held-back gradients are left
+      __syncthreads();   // the queue's state is read after thread 0 wrote it; sh.go and sh.coef are rewritten next
       if (sh.held == 0) break;
       continue;
     }
-    // The statistics of item t, the next ticket on its way meanwhile: the warps' totals, then warp 0's.
+    // The statistics of item t, the next ticket on its way meanwhile: the warps' totals, then warp 0's. (Its
+    // barriers also end this round's gradients before thread 0 rewrites their coefficients.)
     unsigned long long next = 0;
     if (tid0) next = atomicAdd(p.ticket, 1ull);
     const int64_t r = t / S, s = t - r * S;
@@ -355,7 +358,7 @@ __global__ void __launch_bounds__(kK4Threads, kK4BlocksPerSm) papo_rows_k4(const
     }
     __syncthreads();
     if (sh.last && warp == 0) publish_row<SI>(c, ch, p, sh.reduced, sh.pub);
-    // No barrier here: the state and sh.warp are next written after the barriers of the next step.
+    // No barrier here: the state and sh.warp are next written after the barriers of the next round.
   }
 }
 
