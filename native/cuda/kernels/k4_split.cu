@@ -219,6 +219,7 @@ __device__ void publish_row(const DeviceCall& c, const Chunk& ch, const K4Plan& 
   const int lane = threadIdx.x & 31;
   unsigned long long* words = reinterpret_cast<unsigned long long*>(&o);
   if (lane < kWords) words[lane] = 0;  // RowOut{}: what finish_row() leaves alone stays zero
+  __syncwarp();     // zeroed before lanes 0 and 1 write their paths over it
   __threadfence();  // after the counter said every partial is in: read them as they are now
   PathPair acc = PathPair::empty();
   const float4* part = p.part + r * p.slices * 2;
@@ -362,8 +363,9 @@ __global__ void __launch_bounds__(kK4Threads, kK4BlocksPerSm) papo_rows_k4(const
   }
 }
 
-// The slicing of a row of V columns of esz bytes: steps of 16 KB per path (PAPO_CUDA_K4_SLICE groups instead,
-// for tests, so that short rows get many slices), longer where the row would need more than kMaxSlices.
+// The slicing of a row of V columns of esz bytes: one step, 16 KB a path (PAPO_CUDA_K4_SLICE groups instead:
+// short slices for the tests' short rows, longer ones to time), longer where the row would need more than
+// kMaxSlices.
 void slicing(int64_t V, int64_t esz, int64_t& slices, int64_t& per) {
   const int64_t nvec = V / (16 / esz);
   const int64_t forced = env_int64("PAPO_CUDA_K4_SLICE", 0);
