@@ -1,6 +1,6 @@
 // The static report's checks (bench/kernel-resources.ts, bench/static-report.ts): its parsers on fixed text, and
 // the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3, k4's papo_rows_k4) spills
-// on sm_90, by compiling those three files for sm_90 (30-60 s on 2 cores). Skipped where there is no nvcc.
+// on sm_90, by compiling those three files for sm_90 (14-27 s on 2 cores, as measured). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
 import { compileKernels, findNvcc, parsePtxasLog, rowLoops, workLoops } from '../bench/kernel-resources';
 import { blocksPerSm } from '../bench/static-report';
