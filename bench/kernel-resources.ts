@@ -25,6 +25,19 @@ export interface KernelResources {
   smem: number;        // bytes of static shared memory
   loops: RowLoop[];
   serial: SerialSection | null;  // k3's, between its cluster barriers (serial-section.ts)
+  work: WorkLoop | null;
+}
+
+/** What a thread runs per iteration of the kernel's work loop (its loop over rows, row pairs or items) outside its
+ * row loops: PTX instructions on the shortest path from the loop's head through the main row loops (counted as
+ * nothing: they are the per-element figures) back to the head. Shortest, so branches taken by one thread (thread
+ * 0's bookkeeping) and the rare paths (a row's publication, a wait) are left out: a lower bound of the fixed cost.
+ * stats: through the main statistics loops; grad: through the main gradient loops; both: through all of them in
+ * one iteration (null where no iteration does both). */
+export interface WorkLoop {
+  stats: number;
+  grad: number;
+  both: number | null;
 }
 
 export interface RawLoop {
@@ -90,12 +103,13 @@ export function compileKernels(nvcc: string, file: string, arch: number): Kernel
     const log = `${as.stdout}\n${as.stderr}`;
     const res = parsePtxasLog(log, arch);
     const text = fs.readFileSync(ptx, 'utf8');
-    const loops = rowLoops(text), serial = serialSections(text);
+    const loops = rowLoops(text), serial = serialSections(text), work = workLoops(text);
     for (const r of res) {
       r.serial = serial.get(r.mangled) ?? null;
       const per = 16 / inputBytes(r.kernel);
       r.loops = (loops.get(r.mangled) ?? []).map((l) => ({ ...l, elements: l.vectors * per,
         perElement: l.instructions / (l.vectors * per) }));
+      r.work = work.get(r.mangled) ?? null;
     }
     return res.map(({ mangled: _m, ...r }) => r);
   } catch (e) {
@@ -117,7 +131,7 @@ export function parsePtxasLog(log: string, arch: number): (KernelResources & { m
     const entry = /Compiling entry function '([^']+)'/.exec(line);
     if (entry) {
       cur = { mangled: entry[1], kernel: shortName(entry[1]), arch, registers: 0, spillStores: 0, spillLoads: 0, stack: 0,
-        smem: 0, loops: [], serial: null };
+        smem: 0, loops: [], serial: null, work: null };
       out.push(cur);
       ofEntry = true;
       continue;
@@ -164,12 +178,22 @@ const SCALAR_STORE = /^st\.global(\.(cs|L1::\w+|L2::\w+))*\.(u16|b16|f32|u32|b32
 /** Per entry function (mangled name): its row loops' common paths. */
 export function rowLoops(ptx: string): Map<string, RawLoop[]> {
   const out = new Map<string, RawLoop[]>();
-  const entries = ptx.split(/\.entry\s+/).slice(1);
-  for (const e of entries) {
-    const name = /^(\w+)/.exec(e)![1];
-    out.set(name, loopsOf(blocksOf(e)));
+  for (const [name, body] of entries(ptx)) out.set(name, loopsOf(blocksOf(body)).map((f) => f.loop));
+  return out;
+}
+
+/** Per entry function (mangled name): its work loop's fixed cost, where it has one around its row loops. */
+export function workLoops(ptx: string): Map<string, WorkLoop | null> {
+  const out = new Map<string, WorkLoop | null>();
+  for (const [name, body] of entries(ptx)) {
+    const blocks = blocksOf(body);
+    out.set(name, workLoopOf(blocks, loopsOf(blocks)));
   }
   return out;
+}
+
+function entries(ptx: string): [string, string][] {
+  return ptx.split(/\.entry\s+/).slice(1).map((e) => [/^(\w+)/.exec(e)![1], e]);
 }
 
 function blocksOf(body: string): Block[] {
@@ -210,9 +234,19 @@ function target(insn: string): string | null {
 const op = (insn: string) => insn.replace(/^@!?%p\d+\s+/, '');
 const guarded = (insn: string) => /^@/.test(insn);
 
-function loopsOf(blocks: Block[]): RawLoop[] {
-  const index = new Map(blocks.filter((b) => b.label).map((b) => [b.label, blocks.indexOf(b)]));
-  const loops: RawLoop[] = [];
+interface FoundLoop {
+  loop: RawLoop;
+  head: number;   // block indices
+  latch: number;
+}
+
+function labelIndex(blocks: Block[]): Map<string, number> {
+  return new Map(blocks.filter((b) => b.label).map((b) => [b.label, blocks.indexOf(b)]));
+}
+
+function loopsOf(blocks: Block[]): FoundLoop[] {
+  const index = labelIndex(blocks);
+  const loops: FoundLoop[] = [];
   blocks.forEach((b, latch) => {
     const t = target(op(b.insns[b.insns.length - 1] ?? ''));
     const head = t === null ? undefined : index.get(t);
@@ -233,10 +267,117 @@ function loopsOf(blocks: Block[]): RawLoop[] {
     const exps = insns.filter((i) => i.startsWith('ex2.')).length;
     const expsFtz = insns.filter((i) => i.startsWith('ex2.approx.ftz')).length;
     if (!exps || !vectors) return;
-    loops.push({ kind: insns.some((i) => i.startsWith('st.global')) ? 'grad' : 'stats', instructions: insns.length,
-      vectors, exps, expsFtz });
+    loops.push({ loop: { kind: insns.some((i) => i.startsWith('st.global')) ? 'grad' : 'stats', instructions: insns.length,
+      vectors, exps, expsFtz }, head, latch });
   });
   return loops;
+}
+
+/** The successors of block k: its branch's target and, unless the branch is unconditional, the next block. */
+function successors(blocks: Block[], index: Map<string, number>, k: number): number[] {
+  const last = blocks[k].insns[blocks[k].insns.length - 1] ?? '';
+  const t = target(op(last));
+  const out: number[] = [];
+  const j = t === null ? undefined : index.get(t);
+  if (j !== undefined) out.push(j);
+  if (!/^(ret|exit)/.test(op(last)) && (t === null || guarded(last))) out.push(k + 1);
+  return out;
+}
+
+/** Natural loops of the control-flow graph (PTX lays blocks out in any order, so not by index): each header
+ * (the target of a back edge found by a depth-first walk from the entry) with its blocks and latches. */
+function naturalLoops(blocks: Block[], succ: number[][]): Map<number, { body: Set<number>; latches: number[] }> {
+  const pred: number[][] = blocks.map(() => []);
+  succ.forEach((ss, k) => ss.forEach((s) => pred[s].push(k)));
+  const state = new Array<number>(blocks.length).fill(0);  // 0 unseen, 1 on the stack, 2 done
+  const back: [number, number][] = [];
+  const stack: [number, number][] = [[0, 0]];
+  state[0] = 1;
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [k, i] = top;
+    if (i < succ[k].length) {
+      top[1]++;
+      const s = succ[k][i];
+      if (state[s] === 1) back.push([k, s]);
+      else if (state[s] === 0) {
+        state[s] = 1;
+        stack.push([s, 0]);
+      }
+    } else {
+      state[k] = 2;
+      stack.pop();
+    }
+  }
+  const loops = new Map<number, { body: Set<number>; latches: number[] }>();
+  for (const [latch, h] of back) {
+    const l = loops.get(h) ?? { body: new Set([h]), latches: [] };
+    l.latches.push(latch);
+    const todo = [latch];
+    while (todo.length) {
+      const k = todo.pop()!;
+      if (l.body.has(k)) continue;
+      l.body.add(k);
+      todo.push(...pred[k]);
+    }
+    loops.set(h, l);
+  }
+  return loops;
+}
+
+/** The innermost loop around the main row loops (those with the most vectors of their kind), and what one
+ * iteration of it costs outside them (WorkLoop). */
+function workLoopOf(blocks: Block[], rows: FoundLoop[]): WorkLoop | null {
+  const index = labelIndex(blocks);
+  const succ = blocks.map((_, k) => successors(blocks, index, k).filter((s) => s < blocks.length));
+  const loops = naturalLoops(blocks, succ);
+  const main = (kind: 'stats' | 'grad') => {
+    const all = rows.filter((r) => r.loop.kind === kind);
+    const most = Math.max(0, ...all.map((r) => r.loop.vectors));
+    return all.filter((r) => r.loop.vectors === most).map((r) => r.head).sort((a, b) => a - b);
+  };
+  const stats = main('stats'), grad = main('grad');
+  if (!stats.length || !grad.length) return null;
+  const rowBlocks = new Set<number>();
+  for (const r of rows) for (const k of loops.get(r.head)?.body ?? []) rowBlocks.add(k);
+  let work: { head: number; body: Set<number>; latches: number[] } | null = null;
+  for (const [head, l] of loops)
+    if (!rows.some((r) => r.head === head) && [...stats, ...grad].every((h) => l.body.has(h)) &&
+        (!work || l.body.size < work.body.size)) work = { head, ...l };
+  if (!work) return null;
+  const { head, body, latches } = work;
+  const weight = (k: number) => (rowBlocks.has(k) ? 0 : blocks[k].insns.length);
+  // Shortest paths inside the work loop from `from` (its own weight included), never back through its head.
+  const from = (a: number) => {
+    const d = new Map<number, number>([[a, weight(a)]]);
+    const done = new Set<number>();
+    for (;;) {
+      let k = -1;
+      for (const [b, v] of d) if (!done.has(b) && (k < 0 || v < d.get(k)!)) k = b;
+      if (k < 0) return d;
+      done.add(k);
+      for (const s of succ[k]) {
+        if (!body.has(s) || s === head) continue;
+        const v = d.get(k)! + weight(s);
+        if (v < (d.get(s) ?? Infinity)) d.set(s, v);
+      }
+    }
+  };
+  const chain = (stops: number[]) => {
+    let at = head, cost = weight(head);
+    for (const s of [...stops, -1]) {
+      const d = from(at);
+      const v = s < 0 ? Math.min(...latches.map((l) => d.get(l) ?? Infinity)) : d.get(s) ?? Infinity;
+      if (v === Infinity) return null;
+      cost += v - weight(at);
+      at = s;
+    }
+    return cost;
+  };
+  const st = chain(stats), gr = chain(grad);
+  if (st === null || gr === null) return null;
+  // One iteration through all of them: in the order the blocks are laid out, else statistics first.
+  return { stats: st, grad: gr, both: chain([...stats, ...grad].sort((a, b) => a - b)) ?? chain([...stats, ...grad]) };
 }
 
 /** The longest path from the loop's head to its latch through blocks with no instruction that `avoid` names. */

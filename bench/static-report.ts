@@ -5,17 +5,20 @@
 // (4 N V elements: both rows read, both gradients written). A prediction, never a measurement: the bounds are
 //   bytes:   the DRAM bytes the kernel moves by design over the copy rate (k1: each row read twice; k2: a
 //            fraction 1 - L2 / live of the second read misses, live = shape_k2's grid x the row pair's bytes;
-//            k3: the minimum);
-//   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted) times
-//            the elements, over 4 warp instructions per clock per SM at the boost clock (k3: on the SMs its
-//            clusters fill, 8 x 16 = 128 of 132 for clusters of 8);
+//            k3: the minimum; k4: the same miss rule with live = its grid x two items x a slice of both paths,
+//            and its partials written and read once);
+//   issue:   PTX instructions per element of the row loops (kernel-resources.ts says how they are counted), plus
+//            the work loop's fixed cost per iteration spread over the elements of an iteration (k1/k2: a row
+//            pair per block; k3: a row pair per cluster of C blocks; k4: a slice), times the elements, over 4
+//            warp instructions per clock per SM at the boost clock (k3: on the SMs its clusters fill, 8 x 16 =
+//            128 of 132 for clusters of 8);
 //   MUFU:    exponentials per element over 16 per clock per SM;
 //   k3's serial section: each cluster's SMs wait for it once per row pair, after the statistics and before the
 //            gradient, so it adds to the issue time: N / clusters row pairs x K3_SERIAL (a napkin critical path,
 //            below). Two clusters per SM (PAPO_CUDA_K3_CO_RESIDENT=2) hide it behind the other cluster's rows. The
 //            next row pair's copy overlaps the work (two buffers, or one streamed by chunks): not added.
-// The largest is the prediction. Not modelled: latency beyond k3's serial section, the cluster barriers' release
-// waiting for the gradient stores before it, the launch.
+// The largest is the prediction. Not modelled: latency beyond k3's serial section (k4 overlaps its row's merge
+// with the next item), the cluster barriers' release waiting for the gradient stores before it, the launch.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -37,10 +40,13 @@ const GPUS: Gpu[] = [
 ];
 
 const N = 8192, V = 151936;
-const THREADS = 512;  // every row kernel (kThreads in row_block.cuh)
+const THREADS = 512;  // every row kernel but k4 (kThreads in row_block.cuh)
+// k4: kK4Threads, kK4BlocksPerSm and a slice's 16-byte groups (kStep) in k4_split.cu.
+const K4 = { threads: 256, blocksPerSm: 2, step: 1024, maxSlices: 128 };
+const threadsOf = (kernel: string) => (kernel.startsWith('papo_rows_k4') ? K4.threads : THREADS);
 // k3 (clusters) is sm_90+: below, its kernel is a trap and not reported.
 const FILES: [string, number][] = [['native/cuda/kernels/k1_k2_rows.cu', 80], ['native/cuda/kernels/k3_cluster.cu', 90],
-  ['native/cuda/kernels/vocab_shard.cu', 80]];
+  ['native/cuda/kernels/vocab_shard.cu', 80], ['native/cuda/kernels/k4_split.cu', 80]];
 /** Kernels launched with other blocks than THREADS: a vocabulary shard's forward, one thread per row. */
 const BLOCK_THREADS: Record<string, number> = { vocab_shard_rows: 128 };
 // sizeof(K3Shared) in k3_cluster.cu (1000 bytes); a static_assert there keeps it within this bound.
@@ -90,8 +96,21 @@ function k3Plan(esz: number, arch: number, coResident = false, registers = 128, 
   return null;
 }
 
+/** k4's slicing at this V (k4_split.cu's slicing()): S slices of `per` groups, `per` a multiple of `step`. */
+function k4Slices(esz: number, step = K4.step, v = V) {
+  const nvec = Math.floor(v / (16 / esz));
+  const per = step * Math.max(1, Math.ceil(nvec / (step * K4.maxSlices)));
+  return { per, slices: Math.max(1, Math.ceil(nvec / per)) };
+}
+
+/** Blocks per SM a kernel runs with: what fits, and for k4 at most the two its grid has. */
+function residentBlocks(k: KernelResources, smemDyn: number): number {
+  const b = blocksPerSm(k.arch, k.registers, k.smem + smemDyn, threadsOf(k.kernel));
+  return k.kernel.startsWith('papo_rows_k4') ? Math.min(b, K4.blocksPerSm) : b;
+}
+
 interface Prediction { version: string; dtype: string; gpu: string; copyMs: number; bytesMs: number; issueMs: number;
-  mufuMs: number; serialMs: number; ratio: number; bound: string }
+  mufuMs: number; serialMs: number; ratio: number; bound: string; fixed: number }
 
 export const k3SerialCycles = () => K3_SERIAL.reduce((a, [, c]) => a + c, 0);
 
@@ -99,6 +118,18 @@ export const k3SerialCycles = () => K3_SERIAL.reduce((a, [, c]) => a + c, 0);
  * writes. Both paths, forward + backward: reads 2, writes 2. */
 export interface CaseShape { N: number; V: number; reads: number; writes: number }
 const BOTH_PATHS: CaseShape = { N, V, reads: 2, writes: 2 };
+
+/** The work loop's fixed PTX instructions per element (kernel-resources.ts' WorkLoop): per iteration and thread,
+ * times the threads and iterations a row pair of v columns takes, over its 2 v elements. */
+function fixedPerElement(k: KernelResources, version: string, esz: number, k4Step: number, v = V): number {
+  const w = k.work;
+  if (!w) return 0;
+  const once = w.both ?? w.stats + w.grad;
+  if (version === 'k1') return ((w.stats + w.grad) * THREADS) / (2 * v);
+  if (version.startsWith('k3')) return (once * THREADS * (k3Plan(esz, 90, false, k.registers, v)?.C ?? 1)) / (2 * v);
+  if (version.startsWith('k4')) return (once * K4.threads * k4Slices(esz, k4Step, v).slices) / (2 * v);
+  return (once * THREADS) / (2 * v);
+}
 
 function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   const all = k.loops.filter((l) => l.kind === kind);
@@ -110,8 +141,9 @@ function perElement(k: KernelResources, kind: 'stats' | 'grad') {
   return { ipe: l.perElement, exps: l.exps / l.elements, ftz: l.expsFtz === l.exps };
 }
 
-// version: k1, k2, k3 (its own plan) or 'k3 x2' (two clusters per SM).
-function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number, c: CaseShape = BOTH_PATHS): Prediction | null {
+// version: k1, k2, k3 (its own plan), 'k3 x2' (two clusters per SM), k4 (slices of k4Step groups).
+function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number, c: CaseShape = BOTH_PATHS,
+  k4Step = K4.step): Prediction | null {
   const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
   if (!st || !gr) return null;
   const esz = inputBytes(k.kernel);
@@ -120,11 +152,18 @@ function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number,
   let bytes = copyBytes, sms = gpu.sms, serialMs = 0;
   if (version === 'k1') bytes = (c.reads + 2 * c.writes) * E * esz;  // each gradient path's row read again
   if (version === 'k2') {
-    const pair = c.reads * c.V * esz, perSm = Math.max(1, blocksPerSm(90, k.registers, k.smem + smemDyn));
+    const pair = c.reads * c.V * esz, perSm = Math.max(1, residentBlocks(k, smemDyn));
     const fit = Math.floor(gpu.l2 / 2 / pair), blocks = Math.max(gpu.sms, Math.min(gpu.sms * perSm, fit));
     const live = blocks * pair, miss = Math.max(0, 1 - gpu.l2 / live);
     bytes = (c.reads + c.writes * (1 + miss)) * E * esz;
   }
+  if (version.startsWith('k4')) {
+    const { per, slices } = k4Slices(esz, k4Step, c.V);
+    const live = gpu.sms * Math.max(1, residentBlocks(k, smemDyn)) * 2 * per * 16 * c.reads;  // 2 items of the paths read
+    const miss = Math.max(0, 1 - gpu.l2 / live);
+    bytes = (c.reads + c.writes * (1 + miss)) * E * esz + c.N * slices * 2 * 16 * c.reads;  // + the partials
+  }
+  const fixed = fixedPerElement(k, version, esz, k4Step, c.V);
   const clock = gpu.clockGHz * 1e9;
   if (version.startsWith('k3')) {
     const coResident = version === 'k3 x2';
@@ -134,20 +173,21 @@ function predict(k: KernelResources, version: string, gpu: Gpu, smemDyn: number,
     sms = Math.floor(gpu.sms / plan.C) * plan.C;
     if (!coResident) serialMs = (c.N / clusters) * k3SerialCycles() / clock * 1e3;
   }
-  const issueMs = (E * (c.reads * st.ipe + c.writes * gr.ipe)) / (sms * 4 * 32 * clock) * 1e3;
+  // the fixed cost per element of the rows read
+  const issueMs = (E * (c.reads * (st.ipe + fixed) + c.writes * gr.ipe)) / (sms * 4 * 32 * clock) * 1e3;
   const mufuMs = (E * (c.reads * st.exps + c.writes * gr.exps)) / (sms * 16 * clock) * 1e3;
   const copyMs = (copyBytes / gpu.bandwidth) * 1e3, bytesMs = (bytes / gpu.bandwidth) * 1e3;
   const worst = Math.max(bytesMs, issueMs + serialMs, mufuMs);
   const bound = worst === bytesMs ? 'bytes' : worst === issueMs + serialMs ? (serialMs ? 'issue+serial' : 'issue') : 'MUFU';
   return { version, dtype: esz === 2 ? 'bf16' : 'fp32', gpu: gpu.name, copyMs, bytesMs, issueMs, mufuMs, serialMs,
-    ratio: worst / copyMs, bound };
+    ratio: worst / copyMs, bound, fixed };
 }
 
 // The cases papo_cuda_test --bench measures, by its names, with the versions the plan runs for each (in place, the
 // sequence phase and the forward alone run as k1: native/cuda/plan.cu), and the shapes scripts/gpu-check.sh runs.
 const BENCH_CASES: (Omit<CaseShape, 'N' | 'V'> & { name: string; versions: string[] })[] = [
-  { name: 'fwd+bwd both paths', reads: 2, writes: 2, versions: ['k1', 'k2', 'k3'] },
-  { name: 'fwd+bwd detachMasked', reads: 2, writes: 1, versions: ['k1', 'k2', 'k3'] },
+  { name: 'fwd+bwd both paths', reads: 2, writes: 2, versions: ['k1', 'k2', 'k3', 'k4'] },
+  { name: 'fwd+bwd detachMasked', reads: 2, writes: 1, versions: ['k1', 'k2', 'k3', 'k4'] },
   { name: 'fwd+bwd gspo (phases)', reads: 2, writes: 2, versions: ['k1'] },
   { name: 'fwd+bwd in place', reads: 2, writes: 2, versions: ['k1'] },
   { name: 'forward only (1 path)', reads: 1, writes: 0, versions: ['k1'] },
@@ -163,7 +203,7 @@ export function predictionTable(all: KernelResources[], commit: string): string 
     for (const [n, v] of BENCH_SHAPES)
       for (const version of kase.versions)
         for (const t of ['BF16', 'F32']) {
-          const k = all.find((x) => x.arch === 90 && x.kernel === `${version === 'k3' ? 'papo_rows_k3' : 'papo_rows'}<${t}, ${t}>`);
+          const k = all.find((x) => x.arch === 90 && x.kernel === `${version === 'k3' || version === 'k4' ? `papo_rows_${version}` : 'papo_rows'}<${t}, ${t}>`);
           if (!k) continue;
           const dyn = version === 'k3' ? (k3Plan(inputBytes(k.kernel), 90, false, k.registers, v)?.smem ?? 0) : 0;
           for (const gpu of GPUS) {
@@ -206,28 +246,32 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
       process.stderr.write(`  compiled ${f} for sm_${arch} in ${((Date.now() - t) / 1e3).toFixed(0)} s\n`);
     }
   say(`Static report of the CUDA kernels at commit ${commitOf()}, ${nvccVersion(nvcc)}: ptxas -v and PTX,`);
-  say(`${THREADS} threads per block (vocab_shard_rows: ${BLOCK_THREADS.vocab_shard_rows}); no GPU involved.`);
+  say(`${THREADS} threads per block (vocab_shard_rows: ${BLOCK_THREADS.vocab_shard_rows}; k4: ${K4.threads}, at most ` +
+    `${K4.blocksPerSm} blocks an SM: its grid); no GPU involved.`);
   say('occupancy: resident warps / 64 per SM from registers, static + dynamic shared memory and threads; k3\'s');
   say(`dynamic shared memory is its plan at V = ${V}. PTX/elem: PTX instructions per element on the common path`);
   say('of the statistics and gradient loops (an upper bound by about 1: the rare rescale is on it); exp: ftz when');
-  say('every exponential of the loop is ex2.approx.ftz.');
+  say('every exponential of the loop is ex2.approx.ftz; fixed/iter: PTX instructions a thread runs per iteration');
+  say('of the work loop outside the row loops (a lower bound: the shortest path, thread 0\'s own work left out).');
   say('');
   // A kernel's line of a table: its name and architecture, then right-aligned columns of these widths.
   const nameWidth = Math.max(26, ...all.map((k) => k.kernel.length + 2));
   const kernelRow = (k: KernelResources | null, widths: number[], cells: (string | number)[]) =>
     say([pad(k ? k.kernel : 'kernel', nameWidth), pad(k ? `sm_${k.arch}` : 'arch', 6), ...cells.map((c, i) => lpad(c, widths[i]))].join(''));
-  const resWidths = [5, 12, 6, 8, 10, 7, 15, 14, 8];
-  kernelRow(null, resWidths, ['regs', 'spill st/ld', 'stack', 'smem', 'blocks/SM', 'occup.', 'stats PTX/elem', 'grad PTX/elem', 'exp']);
+  const resWidths = [5, 12, 6, 8, 10, 7, 15, 14, 8, 11];
+  kernelRow(null, resWidths, ['regs', 'spill st/ld', 'stack', 'smem', 'blocks/SM', 'occup.', 'stats PTX/elem', 'grad PTX/elem', 'exp',
+    'fixed/iter']);
   for (const k of all) {
     const esz = inputBytes(k.kernel);
     const dyn = k.kernel.startsWith('papo_rows_k3') ? (k3Plan(esz, k.arch)?.smem ?? 0) : 0;
-    const threads = BLOCK_THREADS[k.kernel] ?? THREADS;
-    const b = blocksPerSm(k.arch, k.registers, k.smem + dyn, threads);
+    const threads = BLOCK_THREADS[k.kernel] ?? threadsOf(k.kernel);
+    const b = k.kernel.startsWith('papo_rows_k4') ? residentBlocks(k, dyn) : blocksPerSm(k.arch, k.registers, k.smem + dyn, threads);
     const st = perElement(k, 'stats'), gr = perElement(k, 'grad');
     const f = (x: { ipe: number } | null) => (x ? x.ipe.toFixed(2) : '-');
     const exp = st && gr ? (st.ftz && gr.ftz ? 'ftz' : st.ftz || gr.ftz ? 'mixed' : 'no-ftz') : '-';
+    const fixed = k.work ? String(k.work.both ?? k.work.stats + k.work.grad) : '-';
     kernelRow(k, resWidths, [k.registers, `${k.spillStores}/${k.spillLoads}`, k.stack, k.smem + dyn, b,
-      `${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, f(st), f(gr), exp]);
+      `${((b * threads) / 32 / 64 * 100).toFixed(0)}%`, f(st), f(gr), exp, fixed]);
   }
   say('');
   say("k3's serial section in its PTX (serial-section.ts: from the first cluster barrier's wait to the second's arrive;");
@@ -244,18 +288,23 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
   say('');
   say(`Napkin prediction, N = ${N}, V = ${V}, both paths, forward + backward, gradients in the input's type`);
   say('(times in ms; ratio = the largest bound over a same-bytes device copy at the full rate; k1 and k2 are');
-  say('papo_rows, k3 papo_rows_k3; a prediction, not a measurement):');
+  say('papo_rows, k3 papo_rows_k3, k4 papo_rows_k4 with its default slices of 16 KB a path, and k4 32K with');
+  say(`PAPO_CUDA_K4_SLICE=${2 * K4.step} (32 KB: half the fixed cost per element, twice the bytes in flight); fixed/el:`);
+  say('the work loop\'s fixed cost per element, included in issue; a prediction, not a measurement):');
   say('');
   say([pad('version', 8), pad('dtype', 6), pad('GPU', 10), lpad('copy', 7), lpad('bytes', 7), lpad('issue', 7),
-    lpad('MUFU', 7), lpad('serial', 7), lpad('ratio', 7), '  bound'].join(''));
+    lpad('MUFU', 7), lpad('serial', 7), lpad('fixed/el', 9), lpad('ratio', 7), '  bound'].join(''));
   const sm90 = all.filter((k) => k.arch === 90);
   const instance = (name: string, t: string) => sm90.find((k) => k.kernel === `${name}<${t}, ${t}>`);
-  for (const [version, name] of [['k1', 'papo_rows'], ['k2', 'papo_rows'], ['k3', 'papo_rows_k3'], ['k3 x2', 'papo_rows_k3']])
+  const versions: [string, string, number][] = [['k1', 'papo_rows', K4.step], ['k2', 'papo_rows', K4.step],
+    ['k3', 'papo_rows_k3', K4.step], ['k3 x2', 'papo_rows_k3', K4.step], ['k4', 'papo_rows_k4', K4.step],
+    ['k4 32K', 'papo_rows_k4', 2 * K4.step]];
+  for (const [version, name, k4Step] of versions)
     for (const t of ['BF16', 'F32'])
       for (const gpu of GPUS) {
         const k = instance(name, t);
         if (!k) continue;
-        const p = predict(k, version, gpu, 0);
+        const p = predict(k, version, gpu, 0, BOTH_PATHS, k4Step);
         if (!p) {
           if (version === 'k3 x2') say(`${pad(version, 8)}${pad(t === 'F32' ? 'fp32' : 'bf16', 6)}${pad(gpu.name, 10)}` +
             '  - (two blocks of one buffer do not fit an SM at this V)');
@@ -263,6 +312,7 @@ export function staticReport(archs = [90, 80]): { text: string; predictions: str
         }
         say([pad(version, 8), pad(p.dtype, 6), pad(gpu.name, 10), lpad(p.copyMs.toFixed(2), 7), lpad(p.bytesMs.toFixed(2), 7),
           lpad(p.issueMs.toFixed(2), 7), lpad(p.mufuMs.toFixed(2), 7), lpad(p.serialMs ? p.serialMs.toFixed(2) : '-', 7),
+          lpad(p.fixed.toFixed(2), 9),
           lpad(`${p.ratio.toFixed(2)}x`, 7), `  ${p.bound}`].join(''));
       }
   const us = k3SerialCycles() / (GPUS[0].clockGHz * 1e3);

@@ -157,16 +157,17 @@ for V in $VOCABS; do
 done
 figures "$OUT/bench.log"
 
-# ---- 4. ncu on the default, the best predicted and a same-bytes copy ---------------------------------------
+# ---- 4. ncu on the default, the best predicted, k3 and a same-bytes copy -----------------------------------
 # --clock-control none: the lease leaves the card's clocks alone. One call of each after a warm-up one
 # (papo_cuda_test --profile brackets it with cudaProfilerStart/Stop).
 if [ $EMULATE -eq 0 ] && command -v ncu > /dev/null; then
   NCU_METRICS=dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum,\
 sm__inst_issued.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,\
 dram__throughput.avg.pct_of_peak_sustained_elapsed
-  for what in k2 k3 copy; do
-    step ncu.txt 60 "ncu-$what" ncu --clock-control none --profile-from-start off --metrics "$NCU_METRICS" \
-      "$CUDA_TEST" --profile "$what" "$BENCH_N" 151936 bfloat16
+  # k2 the default, k4 with 32 KB slices the best predicted for bf16 on an H200, k3 the other one-pass version.
+  for what in k2 k4 k3 copy; do
+    step ncu.txt 45 "ncu-$what" env PAPO_CUDA_K4_SLICE=2048 ncu --clock-control none --profile-from-start off \
+      --metrics "$NCU_METRICS" "$CUDA_TEST" --profile "$what" "$BENCH_N" 151936 bfloat16
   done
 elif [ $EMULATE -eq 1 ]; then
   step ncu.txt 60 "profile-mode" "$CUDA_TEST" --profile k2 8 1000 bfloat16

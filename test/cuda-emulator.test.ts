@@ -63,7 +63,8 @@ describe.runIf(emulated)('the emulated device', () => {
         expect(row.extraDeviceMiB, `${dtype} ${c}: the call's own device memory, O(N)`).toBeLessThan(64);
       }
     expect(rows.filter((r) => r.case === 'fwd+bwd both paths').map((r) => r.kernel).sort()).toEqual(
-      ['k0 naive', 'k0 naive', 'k1 two-pass', 'k1 two-pass', 'k2 fused', 'k2 fused', 'k3 cluster', 'k3 cluster']);
+      ['k0 naive', 'k0 naive', 'k1 two-pass', 'k1 two-pass', 'k2 fused', 'k2 fused', 'k3 cluster', 'k3 cluster',
+      'k4 split rows', 'k4 split rows']);
     // the emulated device is an H100: its model's rows, matched by case, version, dtype and shape
     const predicted = rows.filter((r) => r.predictedMs !== undefined)
       .map((r) => `${r.case} ${r.kernel} ${r.dtype}: ${r.predictedMs} ${r.predictedBound} ${r.predictedGpu}`);

@@ -18,7 +18,7 @@ import { codeOf, expectClose, expectNumberClose, makeInputs, makeVariantInputs, 
 export interface Family {
   name: string;
   /** The version its fused calls run (the plan's choice, which the emulated device's launches show). */
-  version: 'k0' | 'k1' | 'k2' | 'k3';
+  version: 'k0' | 'k1' | 'k2' | 'k3' | 'k4';
   backend: 'cuda' | 'cuda-naive';
   /** PAPO_CUDA_* for the whole process; PAPO_CUDA_STAGING_MB=1 makes host data of a few rows take several chunks. */
   env: Record<string, string>;
@@ -179,9 +179,9 @@ export function paritySuite(f: Family) {
     });
 
     // In place, every row is checked before any is written, so the plan runs in-place calls in two phases (k1's
-    // launches for the fast versions): k3's out-of-place pass agrees with them within rounding, the other
-    // families' bit for bit (k1 and k2 run the same row code).
-    const k3 = f.env.PAPO_CUDA_KERNEL === '3';
+    // launches for the fast versions): k3's and k4's out-of-place passes agree with them within rounding, the
+    // other families' bit for bit (k1 and k2 run the same row code).
+    const k3 = f.version === 'k3' || f.version === 'k4';
     it(`in place into host logits equals out of place${k3 ? ' (k1 in place, within rounding)' : ', bit for bit'}`, () => {
       const a = makeInputs({ N: 6, V: 3001, type: 'bfloat16' }), b = makeInputs({ N: 6, V: 3001, type: 'bfloat16' });
       const out = papoLossSync(a, { backend: f.backend });
@@ -265,12 +265,14 @@ export function planSuite(f: Family) {
       const { before, after } = secondCall();
       const launches = (name: string) => (after.apiCallsByName[name] ?? 0) - (before.apiCallsByName[name] ?? 0);
       // Per call beside its row kernels: the results kernel (call_results.cu). k1 launches the row kernel twice,
-      // k2 once, k3 its cluster kernel (a cluster of one block launches as a plain kernel), k0 one kernel per op of
-      // its chain.
+      // k2 once, k3 and k4 their own kernel (k3's cluster of one block launches as a plain kernel), k0 one kernel
+      // per op of its chain.
       const all = launches('cudaLaunchKernelEx') + launches('cudaLaunchKernel');
-      const k3 = (after.kernels.papo_rows_k3 ?? 0) - (before.kernels.papo_rows_k3 ?? 0);
-      const ran = k3 === 1 && all === 2 ? 'k3' : k3 ? '?' : all === 2 ? 'k2' : all === 3 ? 'k1' : all > 3 ? 'k0' : '?';
-      expect(ran, `${k3} k3 launches, ${all} in all`).toBe(f.version);
+      const own = (name: string) => (after.kernels[name] ?? 0) - (before.kernels[name] ?? 0);
+      const k3 = own('papo_rows_k3'), k4 = own('papo_rows_k4');
+      const ran = k3 + k4 > 1 ? '?' : k3 ? (all === 2 ? 'k3' : '?') : k4 ? (all === 2 ? 'k4' : '?')
+        : all === 2 ? 'k2' : all === 3 ? 'k1' : all > 3 ? 'k0' : '?';
+      expect(ran, `${k3} k3 and ${k4} k4 launches, ${all} in all`).toBe(f.version);
     });
 
     it('stages host data once: the per-token inputs and each path\'s one chunk, one copy each', () => {

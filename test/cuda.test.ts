@@ -46,7 +46,7 @@ describe('PAPO_CUDA_* settings', () => {
     expect(run({ PAPO_CUDA_STAGING_MB: '0' })).toBe("PAPO_INVALID_ARGUMENT PAPO_CUDA_STAGING_MB: expected an integer from 1 to 1048576, got '0'");
     expect(run({ PAPO_CUDA_CLUSTER: '3' })).toBe('PAPO_INVALID_ARGUMENT PAPO_CUDA_CLUSTER: expected 1, 2, 4 or 8, got 3');
     expect(run({ PAPO_CUDA_KERNEL: '7' })).toBe('PAPO_INVALID_ARGUMENT PAPO_CUDA_KERNEL: expected 1 (k1 two-pass), ' +
-      '2 (k2 fused), 3 (k3 cluster), got 7');
+      '2 (k2 fused), 3 (k3 cluster), 4 (k4 split rows), got 7');
     expect(run({ PAPO_CUDA_KERNEL: '1', PAPO_CUDA_BLOCKS: '3' })).toBe('ran');
   });
 });

@@ -1,8 +1,8 @@
 // The static report's checks (bench/kernel-resources.ts, bench/static-report.ts): its parsers on fixed text, and
-// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3, a vocabulary shard's) spills on
-// sm_90, by compiling those files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
+// the one rule it enforces, that no hot kernel (k1/k2's papo_rows, k3's papo_rows_k3, k4's papo_rows_k4, a vocabulary
+// shard's) spills on sm_90, by compiling those files for sm_90 (10-30 s on 2 cores). Skipped where there is no nvcc.
 import { describe, expect, it } from 'vitest';
-import { compileKernels, findNvcc, parsePtxasLog, rowLoops } from '../bench/kernel-resources';
+import { compileKernels, findNvcc, parsePtxasLog, rowLoops, workLoops } from '../bench/kernel-resources';
 import { serialSection } from '../bench/serial-section';
 import { blocksPerSm, predictionTable } from '../bench/static-report';
 import type { KernelResources } from '../bench/kernel-resources';
@@ -98,6 +98,50 @@ $L__BB0_3:
     expect(s.inLoops).toMatchObject({ instructions: 3, globalLoads: 1 });
     expect(serialSection(body.replace(/barrier\.cluster\.\w+\.\w+\.aligned;/g, 'nop;'))).toBeNull();
   });
+
+  it('prices an iteration of the work loop outside its row loops: the shortest way through them, rare paths left out', () => {
+    // Head (3), the statistics loop (free), 3 after it, then either the gradients (2 before their loop, the loop
+    // free) or straight to the latch (2); a rare path of 6 back into the statistics loop, laid out after the end.
+    const ptx = `.visible .entry _Z1wv(
+	.param .u64 p
+)
+{
+	mov.u32 	%r1, 0;
+$L__BB0_1:
+	add.s32 	%r1, %r1, 1;
+	setp.eq.s32 	%p1, %r1, 7;
+	@%p1 bra 	$L__BB0_9;
+$L__BB0_2:
+	ld.global.v4.u32 	{%r2, %r3, %r4, %r5}, [%rd1];
+	ex2.approx.ftz.f32 	%f1, %f2;
+	setp.lt.s64 	%p2, %rd1, %rd3;
+	@%p2 bra 	$L__BB0_2;
+	bar.sync 	0;
+	setp.eq.s32 	%p5, %r1, 3;
+	@%p5 bra 	$L__BB0_5;
+	mul.lo.s32 	%r6, %r1, 3;
+	add.s32 	%r7, %r6, 1;
+$L__BB0_4:
+	ld.global.v4.u32 	{%r2, %r3, %r4, %r5}, [%rd1];
+	ex2.approx.ftz.f32 	%f1, %f2;
+	st.global.v4.u32 	[%rd2], {%r2, %r3, %r4, %r5};
+	setp.lt.s64 	%p3, %rd1, %rd3;
+	@%p3 bra 	$L__BB0_4;
+$L__BB0_5:
+	setp.lt.s32 	%p4, %r1, 100;
+	@%p4 bra 	$L__BB0_1;
+	ret;
+$L__BB0_9:
+	mul.lo.s32 	%r8, %r1, 5;
+	mul.lo.s32 	%r8, %r8, 5;
+	mul.lo.s32 	%r8, %r8, 5;
+	mul.lo.s32 	%r8, %r8, 5;
+	mul.lo.s32 	%r8, %r8, 5;
+	bra.uni 	$L__BB0_2;
+}
+`;
+    expect(workLoops(ptx).get('_Z1wv')).toEqual({ stats: 8, grad: 10, both: 10 });
+  });
 });
 
 describe('static report: the predictions papo_cuda_test --bench prints', () => {
@@ -141,9 +185,10 @@ describe('static report: the predictions papo_cuda_test --bench prints', () => {
 describe.skipIf(!nvcc)('static report: the hot kernels on sm_90', () => {
   it('no hot kernel spills, the report finds their row loops, and k3\'s serial section reads nothing from global memory or other blocks', () => {
     const ks = [...compileKernels(nvcc!, 'native/cuda/kernels/k1_k2_rows.cu', 90),
-      ...compileKernels(nvcc!, 'native/cuda/kernels/k3_cluster.cu', 90)];
-    const hot = ks.filter((k) => /^papo_rows(_k3)?</.test(k.kernel));
-    expect(hot.map((k) => k.kernel).sort()).toHaveLength(10);  // five type instances each
+      ...compileKernels(nvcc!, 'native/cuda/kernels/k3_cluster.cu', 90),
+      ...compileKernels(nvcc!, 'native/cuda/kernels/k4_split.cu', 90)];
+    const hot = ks.filter((k) => /^papo_rows(_k3|_k4)?</.test(k.kernel));
+    expect(hot.map((k) => k.kernel).sort()).toHaveLength(15);  // five type instances each
     for (const k of hot) {
       expect({ kernel: k.kernel, spills: k.spillStores + k.spillLoads }).toEqual({ kernel: k.kernel, spills: 0 });
       expect(k.loops.some((l) => l.kind === 'stats') && k.loops.some((l) => l.kind === 'grad')).toBe(true);

@@ -50,7 +50,7 @@ enum Terms : int32_t {
 struct LaunchShape {
   int blocks = 0;      // the grid: rows (k3: clusters' blocks) looped over it
   int cluster = 0;     // k3: blocks per cluster
-  int64_t per = 0;     // k3: 16-byte vectors per block and path
+  int64_t per = 0;     // k3: 16-byte vectors per block and path; k4: 16-byte groups per slice
   int buffers = 1;     // k3: row pairs in flight per cluster
   size_t smem = 0;     // dynamic shared memory per block
   int threads = 0;     // k3: threads per block
@@ -90,18 +90,20 @@ struct ShapeKey {
 };
 
 // Each version runs one phase of `call` on one chunk, on `stream`, with call.launch as planned
-// (kernels/k0_naive.cu, kernels/k1_k2_rows.cu, kernels/k3_cluster.cu).
+// (kernels/k0_naive.cu, kernels/k1_k2_rows.cu, kernels/k3_cluster.cu, kernels/k4_split.cu).
 using RunRows = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 void run_rows_k0(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k1(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k2(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 void run_rows_k3(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
+void run_rows_k4(const DeviceCall& call, const Chunk& chunk, int32_t phase, cudaStream_t stream);
 // Each version's launch shape on key.device (current): false where the version cannot run this key (the plan
 // then takes its fallback). Asked once per key and tuning: the device queries they make are not repeated.
 bool shape_k0(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
 bool shape_k1(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
 bool shape_k2(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
 bool shape_k3(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
+bool shape_k4(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape);
 // A vocabulary shard's papoLoss (kernels/vocab_shard.cu): PHASE_FORWARD from the merged statistics (no logit
 // read: any chunk, logits unused), PHASE_BACKWARD the gradient of the shard's columns. vocab_shard_stats fills
 // call.shardStats and call.shardStatus for the chunk's rows.

@@ -38,6 +38,26 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 // A 16-byte store that bypasses the caches' keep policy (evict first): gradients are written once, never read.
 __device__ __forceinline__ void store16_streaming(void* p, const uint4& v) { __stcs(reinterpret_cast<uint4*>(p), v); }
 
+// ---- blocks of one grid that hand work to each other (kernel k4): counters, flags and the data they publish ----
+// A value published by another block (written before its release or its fenced atomic) is read from L2, never
+// from this SM's L1, which other SMs' writes do not update: a line there may hold a neighbour's stale bytes.
+__device__ __forceinline__ float4 load_cg(const float4* p) { return __ldcg(p); }
+__device__ __forceinline__ unsigned long long load_cg(const unsigned long long* p) { return __ldcg(p); }
+
+// A flag other blocks wait on: the release orders every write before it (made visible to the GPU by a
+// __threadfence) before the flag; the acquire orders the reads after it after the flag.
+__device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// One round of a spin wait on another block: off the issue slots for a while.
+__device__ __forceinline__ void spin_pause() { __nanosleep(200); }
+
 // ---- Hopper (sm_90): thread-block clusters, distributed shared memory, mbarriers, bulk copies ----------------
 // Compiled for every architecture; below sm_90 they trap (the host launches cluster kernels on sm_90+ only).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -24,6 +24,7 @@ enum CudaKernel : int32_t {
   KERNEL_K1_TWO_PASS = 1,  // fused statistics + terms, then a fused backward: reads each row twice from memory
   KERNEL_K2_FUSED = 2,     // one kernel per row pair: the backward re-reads the row from L2 where it fits
   KERNEL_K3_CLUSTER = 3,   // sm_90+: a thread-block cluster holds the row pair in shared memory (k2 elsewhere)
+  KERNEL_K4_SPLIT = 4,     // a row pair split over blocks by column slices: few rows in flight, re-read from L2
 };
 
 // How the plan may be steered (cuda/settings.h reads these from PAPO_CUDA_* once per process): 0 everywhere
@@ -34,6 +35,7 @@ struct CudaTuning {
   int cluster = 0;      // k3's blocks per cluster
   int k3Buffers = 0;    // k3's row pairs in flight per cluster
   int k3CoResident = 1; // k3's clusters per SM: 2 asks for blocks of 256 threads, one buffer each
+  int64_t k4Slice = 0;  // k4's 16-byte groups per slice; 0: 16 KB a path
   int64_t stagingBytes = (int64_t)256 << 20;  // device memory per staging slot of host data
 };
 

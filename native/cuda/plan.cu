@@ -29,11 +29,13 @@ struct KernelVersion {
 //  - Flows with phases apart (in place, the sequence phase, the forward alone) read each row once per phase and
 //    re-read nothing from L2, so the fast versions run them as k1 does: every SM full.
 //  - k3 holds a row pair on chip for one fused pass only; where it does not fit (V, before sm_90), k2 runs.
+//  - k4 splits a row pair over blocks by column slices for one fused pass: it runs every key.
 const KernelVersion kVersions[] = {
     {KERNEL_K0_NAIVE, "k0 naive", run_rows_k0, shape_k0, KERNEL_K0_NAIVE, KERNEL_K0_NAIVE},
     {KERNEL_K1_TWO_PASS, "k1 two-pass", run_rows_k1, shape_k1, KERNEL_K1_TWO_PASS, KERNEL_K1_TWO_PASS},
     {KERNEL_K2_FUSED, "k2 fused", run_rows_k2, shape_k2, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS},
     {KERNEL_K3_CLUSTER, "k3 cluster", run_rows_k3, shape_k3, KERNEL_K2_FUSED, KERNEL_K1_TWO_PASS},
+    {KERNEL_K4_SPLIT, "k4 split rows", run_rows_k4, shape_k4, KERNEL_K4_SPLIT, KERNEL_K1_TWO_PASS},
 };
 
 const KernelVersion* version(int32_t id) {
@@ -43,7 +45,7 @@ const KernelVersion* version(int32_t id) {
 }
 
 // What the cache tells plans apart by.
-using Key = std::tuple<int, int32_t, int32_t, int32_t, int64_t, bool, int32_t, int32_t, int, int, int, int>;
+using Key = std::tuple<int, int32_t, int32_t, int32_t, int64_t, bool, int32_t, int32_t, int, int, int, int, int64_t>;
 
 Plan make_plan(const ShapeKey& key, int32_t requested, Flow flow, const CudaTuning& tuning) {
   int32_t id = requested;
@@ -82,7 +84,7 @@ const Plan& plan(const ShapeKey& key, int32_t requested, Flow flow, const CudaTu
   static std::mutex mu;
   static std::map<Key, Plan> cache;  // node-based: references stay valid as plans are added
   const Key k{key.device, key.dtype, key.gradType, requested, key.V, key.masked, (int32_t)flow, tuning.kernel,
-              tuning.blocks, tuning.cluster, tuning.k3Buffers, tuning.k3CoResident};
+              tuning.blocks, tuning.cluster, tuning.k3Buffers, tuning.k3CoResident, tuning.k4Slice};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(k);
   if (it != cache.end()) return it->second;

@@ -35,6 +35,7 @@ CudaSettings from_environment() {
                 "PAPO_CUDA_CLUSTER: expected 1, 2, 4 or 8, got " + std::to_string(t.cluster));
   t.k3Buffers = (int)env_integer("PAPO_CUDA_K3_BUFFERS", 0, 1, 2);
   t.k3CoResident = (int)env_integer("PAPO_CUDA_K3_CO_RESIDENT", 1, 1, 2);
+  t.k4Slice = env_integer("PAPO_CUDA_K4_SLICE", 0, 1, 1 << 24);
   t.stagingBytes = env_integer("PAPO_CUDA_STAGING_MB", 256, 1, 1 << 20) << 20;
   const int64_t keepMb = env_integer("PAPO_CUDA_POOL_KEEP_MB", -1, 0, (int64_t)1 << 40);
   s.poolKeepBytes = keepMb < 0 ? -1 : keepMb << 20;

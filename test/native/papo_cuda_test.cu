@@ -1,15 +1,15 @@
 // The CUDA kernels checked and timed without Node (ctest runs it; exit 77 = skipped, no device).
 //
-//   papo_cuda_test            parity: every kernel family (naive, two-pass, fused), host-staged (in several
-//                             chunks) and device-resident, in place and not, and logits split over the
-//                             vocabulary, against the CPU backend
+//   papo_cuda_test            parity: every kernel family (naive, two-pass, fused, cluster, split rows),
+//                             host-staged (in several chunks) and device-resident, in place and not, and logits
+//                             split over the vocabulary, against the CPU backend
 //   papo_cuda_test --host-cost [N]   a steady-state call's runtime calls and bytes (emulated build) and its host CPU
 //                             work at N rows (default 8192), with an estimate of its host time beyond the kernels
-//   papo_cuda_test --profile WHAT N V DTYPE   one fwd+bwd call of version WHAT (k1, k2, k3) or a same-bytes copy
+//   papo_cuda_test --profile WHAT N V DTYPE   one fwd+bwd call of version WHAT (k1 to k4) or a same-bytes copy
 //                             kernel (copy) after a warm-up, bracketed for ncu --profile-from-start off
 //   papo_cuda_test --bench [N V] [--predictions FILE]
 //                             N x V, bf16 then fp32, device-resident: fwd+bwd on both paths for every kernel
-//                             (k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
+//                             (k4, k3, k2, k1, k0 naive), detachMasked, the GSPO phases, in place, and the forward
 //                             alone, each against the roofline of its own minimal bytes, with the device memory
 //                             the call holds, and beside it the static report's napkin prediction for this GPU
 //                             model, case and shape (FILE, default bench/results/predictions.tsv, written by
@@ -213,24 +213,30 @@ struct OnDevice {
 void run_case(const Case& c) {
   // k3 (cluster) three times: clusters of 2 and of 4 blocks, so that slices meet in the middle, and few of them,
   // so that each takes several row pairs in turn (both of k3's buffers are used); and two clusters per SM
-  // (blocks of 256 threads, one buffer).
+  // (blocks of 256 threads, one buffer). k4 (split rows) twice: its default slices, and slices of 16 vectors on
+  // 5 blocks, so that every row has many slices (47 to 64 at V = 3001-4099 in fp32: more than the 32 lanes of the
+  // row's merge) and each block many items in turn.
   struct Family {
     int kernel;
     const char* name;
     int cluster;
     bool coResident;
+    int slice;
   };
-  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", 0, false},
-                             {KERNEL_K1_TWO_PASS, " k1 two-pass", 0, false},
-                             {KERNEL_K2_FUSED, " k2 fused", 0, false},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x2", 2, false},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4", 4, false},
-                             {KERNEL_K3_CLUSTER, " k3 cluster x4, two per SM", 4, true}};
+  const Family families[] = {{KERNEL_K0_NAIVE, " k0 naive", 0, false, 0},
+                             {KERNEL_K1_TWO_PASS, " k1 two-pass", 0, false, 0},
+                             {KERNEL_K2_FUSED, " k2 fused", 0, false, 0},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x2", 2, false, 0},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4", 4, false, 0},
+                             {KERNEL_K3_CLUSTER, " k3 cluster x4, two per SM", 4, true, 0},
+                             {KERNEL_K4_SPLIT, " k4 split rows", 0, false, 0},
+                             {KERNEL_K4_SPLIT, " k4 split rows, slices of 16", 0, false, 16}};
   for (const Family& fam : families)
     for (int where = 0; where < 2; ++where) {
       CudaTuning tuning;
       if (fam.cluster) tuning.cluster = fam.cluster, tuning.blocks = 8;
       if (fam.coResident) tuning.k3CoResident = 2;
+      if (fam.slice) tuning.k4Slice = fam.slice, tuning.blocks = 5;
       if (where == 0) tuning.stagingBytes = 1 << 20;  // several chunks through both slots
       const std::string tag = c.name + fam.name + (where ? " device" : " staged");
       Data dw = make(c, 7), dg = make(c, 7);
@@ -631,7 +637,8 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
     int32_t id;
     const char* name;
   };
-  const Kernel kernels[] = {{KERNEL_K3_CLUSTER, "k3 cluster"}, {KERNEL_K2_FUSED, "k2 fused"}, {KERNEL_K1_TWO_PASS, "k1 two-pass"},
+  const Kernel k1{KERNEL_K1_TWO_PASS, "k1 two-pass"}, k2{KERNEL_K2_FUSED, "k2 fused"};
+  const Kernel kernels[] = {{KERNEL_K4_SPLIT, "k4 split rows"}, {KERNEL_K3_CLUSTER, "k3 cluster"}, k2, k1,
                             {KERNEL_K0_NAIVE, "k0 naive"}};
   // A case: the call's settings, then its roofline.
   auto time_call = [&](const char* kase, const Kernel& kern, const PapoCall& call, double moved, double roofMs,
@@ -663,11 +670,11 @@ void bench_dtype(const cudaDeviceProp& prop, int64_t N, int64_t V, int32_t dtype
   gspo.params.lossType = LOSS_GSPO;
   gspo.seqLengths = seqs.data(), gspo.numSeqs = (int64_t)seqs.size();
   // The plan runs the flows whose phases are apart as k1 (native/cuda/plan.cu), whichever fast version is asked.
-  time_call("fwd+bwd gspo (phases)", kernels[2], gspo, rw, copyMs, "d2d copy");
+  time_call("fwd+bwd gspo (phases)", k1, gspo, rw, copyMs, "d2d copy");
 
   PapoCall inPlace = base;  // every row checked by a forward phase before the first gradient overwrites a logit
   inPlace.gradLogits = z, inPlace.gradMaskedLogits = zm;
-  time_call("fwd+bwd in place", kernels[2], inPlace, rw, copyMs, "d2d copy");
+  time_call("fwd+bwd in place", k1, inPlace, rw, copyMs, "d2d copy");
 
   LogProbsCall lc;
   lc.N = N, lc.V = V, lc.logits = z, lc.dtype = dtype, lc.tokens = tokens.data(), lc.outLogProbs = lp.data(), lc.outEntropy = H.data();
@@ -701,7 +708,7 @@ __global__ void copy_kernel(const uint4* src, uint4* dst, int64_t n) {
     dst[i] = src[i];
 }
 
-// One fwd+bwd call on both paths (what: k1, k2, k3, ... as PAPO_CUDA_KERNEL numbers them) or a same-bytes copy
+// One fwd+bwd call on both paths (what: k1 to k4, as PAPO_CUDA_KERNEL numbers them) or a same-bytes copy
 // (what: copy), after a warm-up one, between cudaProfilerStart and cudaProfilerStop: `ncu --profile-from-start off`
 // measures that call's kernels alone.
 int profile(const std::string& what, int64_t N, int64_t V, const std::string& dtypeName) {
@@ -712,8 +719,8 @@ int profile(const std::string& what, int64_t N, int64_t V, const std::string& dt
   }
   const bool copy = what == "copy";
   const int32_t kernel = copy ? 0 : what.size() == 2 && what[0] == 'k' ? what[1] - '0' : -1;
-  if (!copy && (kernel < KERNEL_K1_TWO_PASS || kernel > KERNEL_K3_CLUSTER)) {
-    fprintf(stderr, "--profile: expected k1 to k3 or copy, got %s\n", what.c_str());
+  if (!copy && (kernel < KERNEL_K1_TWO_PASS || kernel > KERNEL_K4_SPLIT)) {
+    fprintf(stderr, "--profile: expected k1 to k4 or copy, got %s\n", what.c_str());
     return 2;
   }
   cudaDeviceProp prop;

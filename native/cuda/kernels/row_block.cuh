@@ -330,13 +330,43 @@ __device__ __forceinline__ float grad_of(const GradCoef& c, float x /* scaled */
   return fmaf(-p, fmaf(c.b, fmaxf(y, -88.f), c.c0), 0.f);
 }
 
+// One group's gradients from its storage values, rounded once and stored at out (its first column): whole 16-byte
+// stores where out is aligned (outVec), else element by element.
+template <class SI, class SO>
+__device__ __forceinline__ void grad_group(const uint4& raw, typename SO::T* out, bool outVec, const GradCoef& c) {
+  constexpr int U = SI::kVec;
+  float g[U];
+  to_floats<SI>(raw, c.invTau, g);
+#pragma unroll
+  for (int k = 0; k < U; ++k) g[k] = grad_of(c, g[k]);
+  if (outVec) {
+    store_vec<SO, U>(out, g);
+  } else {
+#pragma unroll
+    for (int k = 0; k < U; ++k) out[k] = SO::from_float(g[k]);
+  }
+}
+
+// The gradient of the sampled token: its softmax part plus the one-hot term (the caller writes it after the
+// element's plain value, behind a barrier).
+template <class SO>
+__device__ __forceinline__ typename SO::T target_grad(const GradCoef& c) {
+  return SO::from_float(c.a + grad_of(c, c.targetScaled));
+}
+
+// Exact zeros over out[lo, hi), no reads: a masked-out token or a detached path.
+template <class SO>
+__device__ __forceinline__ void block_zero(typename SO::T* out, int64_t lo, int64_t hi) {
+  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) out[j] = SO::from_float(0.f);
+}
+
 // All threads of the block call this (it ends with a barrier). out may equal row.
 template <class SI, class SO>
 __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, int64_t V, const GradCoef& c) {
   constexpr int U = SI::kVec;
   const int64_t tid = threadIdx.x, nt = blockDim.x;
-  if (c.a == 0.f && c.b == 0.f) {  // masked-out token or detached path: exact zeros, no reads
-    for (int64_t j = tid; j < V; j += nt) out[j] = SO::from_float(0.f);
+  if (c.a == 0.f && c.b == 0.f) {
+    block_zero<SO>(out, 0, V);
     __syncthreads();
     return;
   }
@@ -344,35 +374,19 @@ __device__ void block_row_grad(const typename SI::T* row, typename SO::T* out, i
   const int64_t nvec = V / U;
   const int64_t tail = nvec * U;
   const bool vec = aligned16(row), outVec = aligned16(out);  // block-uniform
-  const typename SI::T* body = row;
-  typename SO::T* obody = out;
-  auto put = [&](int64_t v, const uint4& raw) {
-    float g[U];
-    to_floats<SI>(raw, c.invTau, g);
-#pragma unroll
-    for (int k = 0; k < U; ++k) g[k] = grad_of(c, g[k]);
-    if (outVec) {
-      store_vec<SO, U>(obody + v * U, g);
-    } else {
-#pragma unroll
-      for (int k = 0; k < U; ++k) obody[v * U + k] = SO::from_float(g[k]);
-    }
-  };
   int64_t v = tid;
   for (; v + (kUnroll - 1) * nt < nvec; v += kUnroll * nt) {
     uint4 raw[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) raw[u] = load_group<SI>(body + (v + u * nt) * U, vec);
+    for (int u = 0; u < kUnroll; ++u) raw[u] = load_group<SI>(row + (v + u * nt) * U, vec);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) put(v + u * nt, raw[u]);
+    for (int u = 0; u < kUnroll; ++u) grad_group<SI, SO>(raw[u], out + (v + u * nt) * U, outVec, c);
   }
-  for (; v < nvec; v += nt) put(v, load_group<SI>(body + v * U, vec));
+  for (; v < nvec; v += nt) grad_group<SI, SO>(load_group<SI>(row + v * U, vec), out + v * U, outVec, c);
   for (int64_t j = tail + tid; j < V; j += nt) out[j] = SO::from_float(grad_of(c, SI::to_float(row[j]) * c.invTau));
 
   __syncthreads();  // the body's value at the target is written; now replace it with the one-hot version
-  if (threadIdx.x == 0 && c.target >= 0) {
-    out[c.target] = SO::from_float(c.a + grad_of(c, c.targetScaled));
-  }
+  if (threadIdx.x == 0 && c.target >= 0) out[c.target] = target_grad<SO>(c);  // a shard without the token: none
   __syncthreads();
 }
 

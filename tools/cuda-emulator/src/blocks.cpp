@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,10 @@ namespace papo_emu {
 thread_local DeviceThread* tl_current = nullptr;
 
 namespace {
+
+// The grid whose block this OS thread runs has stopped (a block of it faulted): a block waiting on another then
+// fails instead of waiting forever for one that will not come.
+thread_local const std::atomic<bool>* tl_grid_stopped = nullptr;
 
 constexpr size_t kStackBytes = 64 << 10;
 constexpr size_t kAltStackBytes = 64 << 10;
@@ -526,7 +531,9 @@ struct GridJob {
       if (c >= total) return;
       const uint3 first{(unsigned)((c % cx) * launch->cluster.x), (unsigned)((c / cx) % g.y), (unsigned)(c / (cx * g.y))};
       std::string d;
+      tl_grid_stopped = &stop;
       const cudaError_t e = run_cluster(w, *launch, first, launch->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(c + 1)), d);
+      tl_grid_stopped = nullptr;
       if (e != cudaSuccess) {
         std::lock_guard<std::mutex> lock(m);
         if (err == cudaSuccess) err = e, detail = d;
@@ -615,6 +622,13 @@ void device_fault(cudaError_t code, const char* fmt, ...) {
   t.state = State::Exited;
   fiber_switch(&t.ctx, &w->sched);
   abort();
+}
+
+void spin_pause() {
+  if (tl_grid_stopped && tl_grid_stopped->load())
+    device_fault(cudaErrorLaunchFailure, "waits for another block of the grid, and a block of the grid faulted");
+  const timespec pause{0, 20000};
+  nanosleep(&pause, nullptr);
 }
 
 unsigned char* dynamic_smem() {

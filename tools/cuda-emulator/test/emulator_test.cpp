@@ -45,6 +45,19 @@ bool contains(const std::string& s, const char* part) { return s.find(part) != s
 
 // ---- kernels -------------------------------------------------------------------------------------------------
 
+// Block 0 waits for a flag (flags[1]) that block 1 never raises: once block 0 is waiting (flags[0]), block 1
+// faults. (The blocks run at once: the stream's thread and a helper.)
+__global__ void wait_for_faulting_block(uint32_t* flags, const char* p) {
+  if (threadIdx.x != 0) return;
+  if (blockIdx.x == 0) {
+    papo::cuda::store_release(flags, 1u);
+    while (!papo::cuda::load_acquire(flags + 1)) papo::cuda::spin_pause();
+  } else {
+    while (!papo::cuda::load_acquire(flags)) papo::cuda::spin_pause();
+    (void)papo::cuda::load16(p + 1);
+  }
+}
+
 __global__ void early_exit_then_barrier(int* out) {
   if (threadIdx.x < 10) return;
   __syncthreads();
@@ -503,6 +516,12 @@ void faults(int* d) {
   check(e == cudaSuccess && later == cudaErrorLaunchFailure, "an injected copy failure shows at the next synchronisation");
   e = run(&msg, warp_sum, dim3(1), dim3(32), nullptr, d);
   check(e == cudaSuccess, "the device works again once a failure was reported", msg);
+  uint32_t* flag = nullptr;
+  cudaMalloc(&flag, 16);
+  cudaMemset(flag, 0, 16);
+  e = run(&msg, wait_for_faulting_block, dim3(2), dim3(32), nullptr, flag, (const char*)d);
+  check(e == cudaErrorMisalignedAddress, "a block waiting for a block of its grid that faulted fails the launch, no hang", msg);
+  cudaFree(flag);
 }
 
 }  // namespace

@@ -32,6 +32,9 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int param, int width, 
 [[noreturn]] void device_fault(cudaError_t code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 // The block's dynamic shared memory (the launch's smem bytes, 16-byte aligned, poisoned at block start).
 unsigned char* dynamic_smem();
+// One round of a wait on another block of the grid (device_prims.h): a short sleep, or a fault of this block
+// when a block of the grid has faulted (the block waited for may be that one).
+void spin_pause();
 
 // Thread-block clusters (device_prims.h wraps these): the cluster barrier, the block's rank, distributed shared
 // memory, and mbarriers with bulk copies into shared memory.

@@ -30,6 +30,19 @@ inline unsigned char* dynamic_smem() { return papo_emu::dynamic_smem(); }
 
 inline void store16_streaming(void* p, const uint4& v) { store16(p, v); }
 
+// The blocks of a grid run on several OS threads here: the flags are real atomics, and a spinning thread sleeps a
+// little, leaving the core to the block it waits for (which runs on another OS thread), or fails when a block of
+// the grid has faulted.
+inline float4 load_cg(const float4* p) {
+  float4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+inline unsigned long long load_cg(const unsigned long long* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+inline void store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline uint32_t load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+inline void spin_pause() { papo_emu::spin_pause(); }
+
 inline float exp2_ftz(float x) {
   const float y = exp2f(x);
   return y < 1.17549435e-38f ? 0.f : y;  // flush subnormals, as .ftz does (NaN passes: the comparison is false)
