@@ -94,7 +94,16 @@ static inline vf vexp(vf y) {
 
 // ---- loads and stores of one vector (PAPO_LANES elements), per storage type ----------------------------------------
 
-static inline vf bf16_bits_to_f32(vh h) { return (vf)(__builtin_convertvector(h, vu) << 16); }
+static inline vf bf16_bits_to_f32(vh h) {
+  // The widening in one instruction: GCC 12 splits __builtin_convertvector into halves and reassembles them.
+#if defined(__AVX512F__) && PAPO_LANES == 16
+  return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16);
+#elif defined(__AVX2__) && PAPO_LANES == 8
+  return (vf)_mm256_slli_epi32(_mm256_cvtepu16_epi32((__m128i)h), 16);
+#else
+  return (vf)(__builtin_convertvector(h, vu) << 16);
+#endif
+}
 
 static inline vh f32_to_bf16_bits(vf x) {
   // bf16_bits_from_f32_bits (core/dtype.h) on every lane: round to nearest even; a NaN stays a (quiet) NaN.
@@ -174,6 +183,31 @@ static inline vh f32_to_f16_bits(vf x) {
 #endif
 }
 
+// A non-temporal store of one register (its bytes, of any element type) to p, aligned to its size: the line is
+// written to memory without being read first and without filling the cache. Elsewhere, a plain store.
+template <class V>
+static inline void stream_bytes(void* p, const V& v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof v == 64) return _mm512_stream_si512((__m512i*)p, (__m512i)v);
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof v == 32) return _mm256_stream_si256((__m256i*)p, (__m256i)v);
+#endif
+#if defined(__SSE2__)
+  if constexpr (sizeof v == 16) return _mm_stream_si128((__m128i*)p, (__m128i)v);
+#endif
+#if defined(__SSE2__) && defined(__x86_64__)
+  if constexpr (sizeof v == 8) return _mm_stream_si64((long long*)p, (long long)v);
+#endif
+  memcpy(p, &v, sizeof v);
+}
+// The non-temporal stores before it are done before any later store (the thread pool's hand-over included).
+static inline void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
+
 // Storage types: float, and the raw bits of fp16 / bf16 in uint16_t.
 struct F32 {
   typedef float T;
@@ -183,6 +217,7 @@ struct F32 {
     return v;
   }
   static void store(T* p, vf v) { memcpy(p, &v, sizeof v); }
+  static void stream(T* p, vf v) { stream_bytes(p, v); }
 };
 // fp16 and bf16 travel as raw bits; only the conversion differs.
 template <vf (*ToF32)(vh), vh (*FromF32)(vf)>
@@ -197,6 +232,7 @@ struct Half {
     vh h = FromF32(v);
     memcpy(p, &h, sizeof h);
   }
+  static void stream(T* p, vf v) { stream_bytes(p, FromF32(v)); }
 };
 typedef Half<bf16_bits_to_f32, f32_to_bf16_bits> BF16;
 typedef Half<f16_bits_to_f32, f32_to_f16_bits> F16;
