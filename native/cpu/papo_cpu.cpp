@@ -27,6 +27,23 @@ int64_t row_grain(int64_t N, int64_t V) {
   return g < 1 ? 1 : g;
 }
 
+// Gradients of at least this many bytes in a call are written with non-temporal stores: they no longer stay in
+// the caches until the caller reads them, and a plain store first reads every line it writes. Measured with the
+// gradients read once after the call (docs/steady-state.md): plain stores 20% faster at 10 MB, even at 19 MB,
+// streaming 10% faster from 39 MB.
+constexpr int64_t kStreamBytes = (int64_t)16 << 20;
+
+// What the statistics of a row pair keep for its gradients, per thread (a chunk's rows run on one thread, each
+// row's gradients right after its statistics): e_j of both paths and their blocks' running maxima.
+struct KeptExps {
+  std::vector<float> exps, blockMax;
+  void fit(int64_t V) {
+    if ((int64_t)exps.size() < 2 * V) exps.resize(2 * V);
+    if ((int64_t)blockMax.size() < 2 * row_blocks(V)) blockMax.resize(2 * row_blocks(V));
+  }
+};
+thread_local KeptExps kept;
+
 // Bad rows found by the workers: the kind per row and the lowest index.
 struct RowErrors {
   std::atomic<int64_t> first{INT64_MAX};
@@ -86,11 +103,18 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     return static_cast<const char*>(base) + i * V * (int64_t)size;  // 64-bit offsets: N * V passes 2^31
   };
 
-  // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors).
-  auto forward = [&](int64_t i) {
+  // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors). keep: the
+  // exponentials of the paths with a gradient are kept (this thread's `kept`) for backward(i, true).
+  auto forward = [&](int64_t i, bool keep) {
     const int64_t o = call.tokens[i];
+    const int64_t nb = row_blocks(V);
+    auto rowStats = [&](const void* logits, int32_t dtype, bool grad, int64_t path) {
+      return keep && grad ? k.stats_exps(logits, dtype, V, invTau, o, kept.exps.data() + path * V,
+                                         kept.blockMax.data() + path * nb)
+                          : k.stats(logits, dtype, V, invTau, o);
+    };
     const RowStats s = split ? merged_row_stats(call.vocabStats, N, i)
-                             : k.stats(rowPtr(call.logits, i, esz), call.dtype, V, invTau, o);
+                             : rowStats(rowPtr(call.logits, i, esz), call.dtype, call.gradLogits != nullptr, 0);
     if (s.status != ROW_OK) return errors.set(i, s.status), false;
     stats[i] = s;
     const double lp = (double)s.targetScaled - s.lse;
@@ -100,7 +124,8 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
     double a = 0.0;
     if (call.maskedLogits) {
       const RowStats ms = split ? merged_row_stats(call.maskedVocabStats, N, i)
-                                : k.stats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, V, invTau, o);
+                                : rowStats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype,
+                                           call.gradMaskedLogits != nullptr, 1);
       if (ms.status != ROW_OK) return errorOnMasked[i] = 1, errors.set(i, ms.status), false;
       mstats[i] = ms;
       a = (double)ms.targetScaled - ms.lse;
@@ -120,41 +145,54 @@ PapoMetrics papo_loss_cpu(const PapoCall& call) {
       terms[i] = token_terms(call.params, token_input(arrays, i, lp, a, s.entropy, hm));
     return true;
   };
-  auto backward = [&](int64_t i) {
+  const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
+                       (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
+  // In place, the lines written were just read: nothing to save by streaming them.
+  const bool stream = !inPlace && N * V * (int64_t)((call.gradLogits ? gsz : 0) + (call.gradMaskedLogits ? mgsz : 0)) >=
+                                      kStreamBytes;
+  // kept: from this thread's exponentials of forward(i, true), else recomputed (the same bits).
+  auto backward = [&](int64_t i, bool fromKept) {
     const int64_t column = call.tokens[i] - call.vocabStart;
     const int64_t o = column >= 0 && column < V ? column : -1;
     const TokenTerms& t = terms[i];
+    const int64_t nb = row_blocks(V);
+    auto rowGrad = [&](const void* logits, int32_t dtype, const char* out, int32_t outType, const RowGrad& g,
+                       int64_t path) {
+      if (fromKept)
+        k.grad_from_exps(logits, dtype, kept.exps.data() + path * V, kept.blockMax.data() + path * nb,
+                         const_cast<char*>(out), outType, V, g, stream);
+      else
+        k.grad(logits, dtype, const_cast<char*>(out), outType, V, g, stream);
+    };
     if (call.gradLogits)
-      k.grad(rowPtr(call.logits, i, esz), call.dtype, const_cast<char*>(rowPtr(call.gradLogits, i, gsz)),
-             call.gradType, V, RowGrad{invTau, stats[i], t.gLp, t.gH, o});
+      rowGrad(rowPtr(call.logits, i, esz), call.dtype, rowPtr(call.gradLogits, i, gsz), call.gradType,
+              RowGrad{invTau, stats[i], t.gLp, t.gH, o}, 0);
     if (call.gradMaskedLogits)
-      k.grad(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype,
-             const_cast<char*>(rowPtr(call.gradMaskedLogits, i, mgsz)), call.gradMaskedType, V,
-             RowGrad{invTau, mstats[i], t.gA, t.gHm, o});
+      rowGrad(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, rowPtr(call.gradMaskedLogits, i, mgsz),
+              call.gradMaskedType, RowGrad{invTau, mstats[i], t.gA, t.gHm, o}, 1);
   };
 
   const int64_t grain = row_grain(N, 2 * V);
-  const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
-                       (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
   if (!inPlace && !phased && !split) {
-    // One task per row: the gradient pass re-reads the row from cache right after its statistics.
+    // One task per row: the gradients follow the statistics at once, from the exponentials they kept in cache.
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      if (call.gradLogits || call.gradMaskedLogits) kept.fit(V);
       for (int64_t i = begin; i < end; ++i)
-        if (forward(i)) backward(i);
+        if (forward(i, true)) backward(i, true);
     });
   } else {
     // In place, every row is checked before the first gradient overwrites a logit, so a rejected call leaves
     // the caller's logits intact; a sequence-level term needs every row first. This costs a second read of each
     // row from memory.
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) forward(i);
+      for (int64_t i = begin; i < end; ++i) forward(i, false);
     });
   }
   throw_first_row_error(errors, "logits", "maskedLogits", &errorOnMasked, call.tokens);
   if (phased) sequence_terms(call, w, values.data(), terms.data());
   if (inPlace || phased || split)
     ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) backward(i);
+      for (int64_t i = begin; i < end; ++i) backward(i, false);
     });
   return reduce_terms(call, w, terms.data(), H.data(), call.maskedLogits ? Hm.data() : nullptr);
 }

@@ -25,12 +25,27 @@ struct RowSums {
   int32_t status;
 };
 
+// A row is swept in blocks of this many elements from its start (a block stays in L1 between its two sweeps).
+// The gradient's p_j is e_j * exp(M_b - max - logSum), with e_j = exp(x_j - M_b) and M_b the running max of the
+// row up to and including j's block: the exponentials the statistics already computed, so that the gradient
+// costs no second exp where they are kept (stats_exps, then grad_from_exps), and grad, which recomputes them
+// for a row whose exponentials were not kept, gives the same bits.
+constexpr int64_t kRowBlock = 2048;
+inline int64_t row_blocks(int64_t V) { return (V + kRowBlock - 1) / kRowBlock; }
+
 struct RowKernels {
   const char* isa;
   RowStats (*stats)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);
   RowSums (*sums)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);  // target < 0: none
-  // out may alias row (in-place gradient); outType is the input's type or DT_F32.
-  void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g);
+  // stats, keeping e_j (V floats) and M_b (row_blocks(V) floats) for grad_from_exps.
+  RowStats (*stats_exps)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target, float* exps,
+                         float* blockMax);
+  // out may alias row (in-place gradient); outType is the input's type or DT_F32. stream: non-temporal stores,
+  // for gradients too large to stay in the caches until they are read (a plain store reads each line first).
+  void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g, bool stream);
+  // The same gradient from what stats_exps kept of the row (read again only for the entropy term).
+  void (*grad_from_exps)(const void* row, int32_t dtype, const float* exps, const float* blockMax, void* out,
+                         int32_t outType, int64_t V, const RowGrad& g, bool stream);
   // The benchmarks' floor: exponentials per second on the calling thread (the kernels' vexp over data in L1).
   double (*exp_rate)(int64_t reps);
 };
