@@ -87,6 +87,19 @@ int max_active_clusters(void (*kernel)(P...), dim3 block, size_t smem, unsigned 
                      shape, [&]() { return query_active_clusters(kernel, block, smem, cluster); });
 }
 
+// Blocks of this kernel resident per SM at this block size and dynamic shared memory, asked once per device and
+// configuration (device_facts.h); a kernel with dynamic shared memory is first allowed the device's whole opt-in.
+template <class... P>
+int blocks_per_sm(void (*kernel)(P...), int device, int threads, size_t smem = 0) {
+  return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(kernel), device, threads, (int64_t)smem, [&]() {
+    if (smem) allow_max_dynamic_smem(kernel);
+    int n = 0;
+    cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return n;
+  });
+}
+
 // The architecture the kernel's machine code was built for (90 for sm_90); a kernel JIT-compiled from older
 // PTX reports that older version, and must not use sm_90 instructions.
 template <class... P>

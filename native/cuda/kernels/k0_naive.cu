@@ -190,14 +190,7 @@ void run_typed(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t
 }  // namespace
 
 void run_rows_k0(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t stream) {
-  switch (c.dtype) {
-    case DT_BF16:
-      return run_typed<BF16>(c, ch, phase, stream);
-    case DT_F16:
-      return run_typed<F16>(c, ch, phase, stream);
-    default:
-      return run_typed<F32>(c, ch, phase, stream);
-  }
+  with_type(c.dtype, [&](auto s) { run_typed<decltype(s)>(c, ch, phase, stream); });
 }
 
 // Each op of the chain sizes its own grid from the rows it gets.

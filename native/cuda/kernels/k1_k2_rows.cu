@@ -80,29 +80,19 @@ void launch(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStream_t st
 using Kernel = void (*)(DeviceCall, Chunk, int32_t);
 using Launch = void (*)(const DeviceCall&, const Chunk&, int32_t, cudaStream_t);
 
-// The instance for these dtypes (the gradient is the input's type or fp32).
+// The instance for these dtypes: the kernel and its launch.
 template <class F>
 auto with_kernel(int32_t dtype, int32_t gradType, F&& f) {
-  const bool f32grad = gradType == DT_F32;
-  switch (dtype) {
-    case DT_BF16:
-      return f32grad ? f(papo_rows<BF16, F32>, launch<BF16, F32>) : f(papo_rows<BF16, BF16>, launch<BF16, BF16>);
-    case DT_F16:
-      return f32grad ? f(papo_rows<F16, F32>, launch<F16, F32>) : f(papo_rows<F16, F16>, launch<F16, F16>);
-    default:
-      return f(papo_rows<F32, F32>, launch<F32, F32>);
-  }
+  return with_types(dtype, gradType, [&](auto si, auto so) {
+    using SI = decltype(si);
+    using SO = decltype(so);
+    return f(papo_rows<SI, SO>, launch<SI, SO>);
+  });
 }
 
 // Every SM full: as many blocks as are resident at once.
 int64_t full_grid(const ShapeKey& key) {
-  const int perSm = with_kernel(key.dtype, key.gradType, [&](Kernel k, Launch) {
-    return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(k), key.device, kThreads, 0, [&]() {
-      int n = 1;
-      cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0), "cudaOccupancy");
-      return n;
-    });
-  });
+  const int perSm = with_kernel(key.dtype, key.gradType, [&](Kernel k, Launch) { return blocks_per_sm(k, key.device, kThreads); });
   return (int64_t)device_facts(key.device).sms * std::max(perSm, 1);
 }
 

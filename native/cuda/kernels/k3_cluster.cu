@@ -496,20 +496,6 @@ __global__ void __launch_bounds__(kK3Threads, 1) papo_rows_k3(const DeviceCall c
   cluster_sync();  // no block may exit while another could still write into or read its shared memory
 }
 
-// Blocks of this kernel per SM at this block size and dynamic shared memory (asked once per configuration).
-template <class SI, class SO>
-int k3_blocks_per_sm(int threads, size_t smem) {
-  const int dev = current_device();
-  return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(papo_rows_k3<SI, SO>), dev, threads,
-                     (int64_t)smem, [&]() {
-                       allow_max_dynamic_smem(papo_rows_k3<SI, SO>);
-                       int n = 0;
-                       cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, papo_rows_k3<SI, SO>, threads, smem),
-                                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-                       return n;
-                     });
-}
-
 // The cluster size, threads and vectors per block and the grid for this key, or false where k3 does not apply.
 template <class SI, class SO>
 bool shape_typed(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape) {
@@ -531,7 +517,7 @@ bool shape_typed(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& sha
       const int64_t per = (groups + C - 1) / C;
       const size_t smem = (size_t)(nbuf * paths * per * 16) + sizeof(K3Shared);
       if (smem > (size_t)f.optinSmem) continue;
-      if (coResident && k3_blocks_per_sm<SI, SO>(threads, smem) < 2) continue;
+      if (coResident && blocks_per_sm(papo_rows_k3<SI, SO>, key.device, threads, smem) < 2) continue;
       const int n = max_active_clusters(papo_rows_k3<SI, SO>, dim3(threads), smem, (unsigned)C);
       if (n <= 0) continue;
       // As many clusters as run at once (a grid of more would leave the rest waiting for whole clusters to end);
@@ -557,20 +543,6 @@ void launch_k3(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
   const int64_t clusters = std::max<int64_t>(1, std::min<int64_t>(ch.rows, p.blocks / p.cluster));
   launch_kernel_cluster("papo_rows_k3", papo_rows_k3<SI, SO>, dim3((unsigned)(clusters * p.cluster)), dim3(p.threads),
                         p.smem, stream, (unsigned)p.cluster, c, ch, p.per, p.buffers);
-}
-
-// The instance for these dtypes (the gradient is the input's type or fp32).
-template <class F>
-auto with_types(int32_t dtype, int32_t gradType, F&& f) {
-  const bool f32grad = gradType == DT_F32;
-  switch (dtype) {
-    case DT_BF16:
-      return f32grad ? f(BF16{}, F32{}) : f(BF16{}, BF16{});
-    case DT_F16:
-      return f32grad ? f(F16{}, F32{}) : f(F16{}, F16{});
-    default:
-      return f(F32{}, F32{});
-  }
 }
 
 }  // namespace

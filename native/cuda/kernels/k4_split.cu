@@ -392,17 +392,14 @@ void launch_k4(const DeviceCall& c, const Chunk& ch, cudaStream_t stream) {
   launch_kernel("papo_rows_k4", papo_rows_k4<SI, SO>, dim3((unsigned)blocks), dim3(kK4Threads), 0, stream, c, ch, p);
 }  // the scratch is freed in stream order, after the kernel
 
+// The instance for these dtypes: the kernel and its launch.
 template <class F>
 auto with_k4(int32_t dtype, int32_t gradType, F&& f) {
-  const bool f32grad = gradType == DT_F32;
-  switch (dtype) {
-    case DT_BF16:
-      return f32grad ? f(papo_rows_k4<BF16, F32>, launch_k4<BF16, F32>) : f(papo_rows_k4<BF16, BF16>, launch_k4<BF16, BF16>);
-    case DT_F16:
-      return f32grad ? f(papo_rows_k4<F16, F32>, launch_k4<F16, F32>) : f(papo_rows_k4<F16, F16>, launch_k4<F16, F16>);
-    default:
-      return f(papo_rows_k4<F32, F32>, launch_k4<F32, F32>);
-  }
+  return with_types(dtype, gradType, [&](auto si, auto so) {
+    using SI = decltype(si);
+    using SO = decltype(so);
+    return f(papo_rows_k4<SI, SO>, launch_k4<SI, SO>);
+  });
 }
 
 using Kernel = void (*)(DeviceCall, Chunk, K4Plan);
@@ -426,13 +423,7 @@ bool shape_k4(const ShapeKey& key, const CudaTuning& tuning, LaunchShape& shape)
     return true;
   }
   const int dev = key.device;
-  const int perSm = with_k4(key.dtype, key.gradType, [&](Kernel k, Launch) {
-    return kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(k), dev, kK4Threads, 0, [&]() {
-      int n = 1;
-      cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kK4Threads, 0), "cudaOccupancy");
-      return n;
-    });
-  });
+  const int perSm = with_k4(key.dtype, key.gradType, [&](Kernel k, Launch) { return blocks_per_sm(k, dev, kK4Threads); });
   // Two blocks an SM where they fit (the items in flight are sized for that), as many as run at once: more
   // would only wait for a free slot (tickets, not block ids, order the work).
   shape.blocks = device_facts(dev).sms * std::max(std::min(perSm, kK4BlocksPerSm), 1);

@@ -28,6 +28,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "core/dtype.h"
 #include "core/row_status.h"
 #include "cuda/device_prims.cuh"
@@ -58,6 +60,29 @@ struct F16 {
   static __device__ __forceinline__ float to_float(uint16_t b) { return __half2float(__ushort_as_half(b)); }
   static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
 };
+
+// The instance of a kernel template for a call's dtypes, on the host: f(S{}) for the input's storage type, and
+// f(SI{}, SO{}) with the gradient's (the input's type or fp32).
+template <class F>
+auto with_type(int32_t dtype, F&& f) {
+  switch (dtype) {
+    case DT_BF16:
+      return f(BF16{});
+    case DT_F16:
+      return f(F16{});
+    default:
+      return f(F32{});
+  }
+}
+template <class F>
+auto with_types(int32_t dtype, int32_t gradType, F&& f) {
+  const bool f32grad = gradType == DT_F32;
+  return with_type(dtype, [&](auto si) {
+    using SI = decltype(si);
+    if constexpr (std::is_same_v<SI, F32>) return f(F32{}, F32{});
+    else return f32grad ? f(SI{}, F32{}) : f(SI{}, SI{});
+  });
+}
 
 template <class S>
 union Vec16 {

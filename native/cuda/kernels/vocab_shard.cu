@@ -99,11 +99,7 @@ __global__ void __launch_bounds__(kThreads, 2) vocab_shard_grad(const DeviceCall
 template <class... P>
 dim3 row_grid(void (*kernel)(P...), int64_t rows) {
   const int dev = current_device();
-  const int perSm = kernel_fact(FACT_BLOCKS_PER_SM, reinterpret_cast<const void*>(kernel), dev, kThreads, 0, [&]() {
-    int n = 1;
-    cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, 0), "cudaOccupancy");
-    return n;
-  });
+  const int perSm = blocks_per_sm(kernel, dev, kThreads);
   return dim3((unsigned)std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t)device_facts(dev).sms * std::max(perSm, 1))));
 }
 
@@ -126,26 +122,11 @@ void run_rows_shard(const DeviceCall& c, const Chunk& ch, int32_t phase, cudaStr
     launch_kernel("vocab_shard_rows", vocab_shard_rows, dim3((unsigned)((ch.rows + kRowThreads - 1) / kRowThreads)),
                   dim3(kRowThreads), 0, stream, c, ch);
   if (!(phase & PHASE_BACKWARD)) return;
-  const bool f32grad = c.gradType == DT_F32;
-  switch (c.dtype) {
-    case DT_BF16:
-      return f32grad ? launch_grad<BF16, F32>(c, ch, stream) : launch_grad<BF16, BF16>(c, ch, stream);
-    case DT_F16:
-      return f32grad ? launch_grad<F16, F32>(c, ch, stream) : launch_grad<F16, F16>(c, ch, stream);
-    default:
-      return launch_grad<F32, F32>(c, ch, stream);
-  }
+  with_types(c.dtype, c.gradType, [&](auto si, auto so) { launch_grad<decltype(si), decltype(so)>(c, ch, stream); });
 }
 
 void vocab_shard_stats(const DeviceCall& c, const Chunk& ch, int32_t, cudaStream_t stream) {
-  switch (c.dtype) {
-    case DT_BF16:
-      return launch_stats<BF16>(c, ch, stream);
-    case DT_F16:
-      return launch_stats<F16>(c, ch, stream);
-    default:
-      return launch_stats<F32>(c, ch, stream);
-  }
+  with_type(c.dtype, [&](auto s) { launch_stats<decltype(s)>(c, ch, stream); });
 }
 
 }  // namespace cuda
