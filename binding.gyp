@@ -19,11 +19,13 @@
       "sources": [
         "native/core/error.cpp", "native/core/row_status.cpp", "native/core/token_weights.cpp",
         "native/core/reduce.cpp", "native/core/sequence_phase.cpp", "native/core/thread_pool.cpp",
+        "native/core/vocab_merge.cpp",
         "native/cpu/dispatch.cpp", "native/cpu/kernels_baseline.cpp", "native/cpu/papo_cpu.cpp",
         "native/napi/args.cpp", "native/napi/js_errors.cpp", "native/napi/device_tensors.cpp", "native/napi/enums.cpp",
         "native/napi/host_buffers.cpp",
         "native/napi/addon.cpp", "native/cuda/cuda_stub.cpp"
       ],
+      "cflags": ["-ffp-contract=off"],
       "defines": ["PAPO_VERSION=\"<(papo_version)\"", "PAPO_CUDA_SKIP_REASON=\"built by node-gyp (CPU only)\""],
       "conditions": [
         ["OS!='mac'", { "ldflags": ["-Wl,-z,nodelete"] }],

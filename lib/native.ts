@@ -31,6 +31,14 @@ export interface NativeVocabStatsDesc extends NativePlacement {
   dtype: number; tokens: Int32Array; vocabStart: number; out: Float64Array; name: string;
 }
 
+export interface NativeShardsDesc {
+  backend: number;
+  onDevice: false;
+  shards: NativePapoDesc[];
+  stats: Float64Array;
+  maskedStats?: Float64Array;
+}
+
 /** What lib/papo.ts hands native code for papoLoss (validated already; native checks again). */
 export interface NativePapoDesc extends NativePlacement {
   backend: number;
@@ -156,6 +164,10 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   info(): NativeInfo;
   papoLoss(desc: NativePapoDesc, async: false): NativeMetrics;
   papoLoss(desc: NativePapoDesc, async: true): Promise<NativeMetrics>;
+  /** Host vocabulary shards in one call (the cpu backend): each shard's papoLoss descriptor, all pointing their
+   * vocabStats at stats (and maskedStats), which the call fills with the merged statistics. */
+  papoLossShards(desc: NativeShardsDesc, async: false): NativeMetrics;
+  papoLossShards(desc: NativeShardsDesc, async: true): Promise<NativeMetrics>;
   logProbs(desc: NativeLogProbsDesc, async: false): void;
   logProbs(desc: NativeLogProbsDesc, async: true): Promise<void>;
   /** One vocabulary shard's statistics into desc.out (Float64Array [4 N], core/vocab_stats.h). */
@@ -167,6 +179,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   cudaCopy(ptr: bigint, device: number, data: Float32Array | Uint16Array, toDevice: boolean, stream: bigint): void;
   cudaCopyDevice(dst: bigint, src: bigint, bytes: number, device: number): void;
   cudaMemInfo(device: number): { free: number; total: number; liveAllocations: number; liveBytes: number };
+  /** core/vocab_merge.cpp's merge_exp over the array, in place (the tests hold it to lib/vocab-stats.ts's mergeExp). */
+  mergeExp(x: Float64Array): void;
   /** Exponentials per second of the CPU kernels on all their threads (the benchmarks' floor). */
   cpuExpFloor(): number;
   /** The codes of every enum native code reads, from its C++ enums (lib/codes.ts must agree). */

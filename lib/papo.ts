@@ -6,7 +6,7 @@ import { CODES } from './codes';
 import { resolveOptions, type ResolvedOptions } from './options';
 import {
   native, nativeLoadError, packageRoot, tryNative, type NativeLogProbsDesc, type NativeMetrics,
-  type NativePapoDesc,
+  type NativePapoDesc, type NativeShardsDesc,
 } from './native';
 import { fromFloat64 } from './dtype';
 import { referenceLogProbs, referencePapo } from './reference';
@@ -19,7 +19,10 @@ import type {
   PapoInputs, PapoOptions, PapoResult, Tensor, TensorLike, TokenIds,
 } from './types';
 import { prepareCall, prepareLogProbsCall, type PreparedCall, type PreparedLogProbs } from './validate';
-import { isSplit, prepareSplit, runShards, runShardsSync, shardCalls, splitResult, splitStats, splitStatsAsync } from './vocab-split';
+import {
+  isSplit, mergedStatsBuffers, withSharedGradients, prepareSplit, runShards, runShardsSync, shardCalls, splitResult, splitStats, splitStatsAsync,
+  type SplitPlan,
+} from './vocab-split';
 import type { DeviceSplitPapoInputs, SplitPapoGradResult, SplitPapoInputs, SplitPapoResult } from './types';
 
 type AnySplitInputs = SplitPapoInputs | DeviceSplitPapoInputs;
@@ -182,8 +185,10 @@ export function papoLossSync(inputs: PapoInputs, options?: GradOptions): PapoGra
 export function papoLossSync(inputs: PapoInputs, options?: PapoOptions): PapoResult;
 export function papoLossSync(inputs: PapoInputs | AnySplitInputs, options?: PapoOptions): PapoResult | AnySplitResult {
   if (isSplit(inputs)) {
-    // One shard after another, on this thread (papoLoss runs the shards of several devices at once).
+    // On the cpu one native call over every shard; on CUDA one shard after another, on this thread (papoLoss runs
+    // the shards of several devices at once).
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
+    if (plan.backend === 'cpu') return runCpuShards(plan, inputs as Record<string, unknown>, options, false) as AnySplitResult;
     const calls = shardCalls(plan, inputs as Record<string, unknown>, options, ...splitStats(plan));
     return splitResult(runShardsSync(calls, (c) => papoLossSync(c.inputs as unknown as PapoInputs, c.options)));
   }
@@ -196,6 +201,26 @@ export function papoLossSync(inputs: PapoInputs | AnySplitInputs, options?: Papo
     releaseGrads(d);
     throw e;
   }
+}
+
+/**
+ * Host shards on the cpu backend in one native call: each shard's call is prepared (checked) as the per-shard
+ * form would be, given statistics that the call itself merges row by row (so that a row's shards are read once,
+ * as an unsplit row is); the per-token outputs are shards[0]'s, shared by all.
+ */
+function runCpuShards(plan: SplitPlan, inputs: Record<string, unknown>, options: PapoOptions | undefined,
+  async: boolean): AnySplitResult | Promise<AnySplitResult> {
+  const [stats, maskedStats] = mergedStatsBuffers(plan);
+  const prepared = shardCalls(plan, inputs, withSharedGradients(plan, options), stats, maskedStats).map((c) => prepare(c.inputs as unknown as PapoInputs, c.options).call);
+  const descs = prepared.map((call) => nativeDesc(call, 'cpu'));
+  const head = descs[0].desc;
+  for (const { desc } of descs.slice(1))
+    [desc.outLogProbs, desc.outEntropy, desc.outMaskedLogProbs, desc.outMaskedEntropy] =
+      [head.outLogProbs, head.outEntropy, head.outMaskedLogProbs, head.outMaskedEntropy];
+  const desc: NativeShardsDesc = { backend: CODES.backend.cpu, onDevice: false, shards: descs.map((d) => d.desc), stats: stats.data };
+  if (maskedStats) desc.maskedStats = maskedStats.data;
+  const results = (m: NativeMetrics) => splitResult(prepared.map((call, k) => assemble(call, 'cpu', descs[k], m)));
+  return async ? native().papoLossShards(desc, true).then(results) : results(native().papoLossShards(desc, false));
 }
 
 /**
@@ -215,8 +240,9 @@ export function papoLoss(inputs: PapoInputs, options?: PapoOptions): Promise<Pap
 export async function papoLoss(inputs: PapoInputs | AnySplitInputs, options?: PapoOptions): Promise<PapoResult | AnySplitResult> {
   if (isSplit(inputs)) {
     // Every pass over a shard on a worker thread: on CUDA all shards at once, statistics then gradients, with only
-    // the statistics' exchange between the two; on the CPU one at a time (they share the thread pool).
+    // the statistics' exchange between the two; on the cpu one native call over every shard.
     const plan = prepareSplit(inputs as Record<string, unknown>, options);
+    if (plan.backend === 'cpu') return runCpuShards(plan, inputs as Record<string, unknown>, options, true);
     const calls = shardCalls(plan, inputs as Record<string, unknown>, options, ...await splitStatsAsync(plan));
     return splitResult(await runShards(plan, calls, (c) => papoLoss(c.inputs as unknown as PapoInputs, c.options)));
   }

@@ -4,6 +4,7 @@
 // down and the merged ones go up, and papoLoss runs the shards of every device at once.
 import { requireDevice } from './cuda';
 import { DeviceTensor } from './device-tensor';
+import { hostGradient } from './host-gradient';
 import { rangeError, typeError } from './errors';
 import { resolveOptions } from './options';
 import { sameMemory, toTensor, type NormTensor } from './tensor';
@@ -101,8 +102,39 @@ export function splitStats(plan: SplitPlan): SplitStats {
   return [merged[0], merged[1] ?? null];
 }
 
+/**
+ * The options of the cpu's one call over host shards, with each path's fresh gradients cut from one buffer: every
+ * shard's gradient is a view of it, [N, V_k] after [N, V_(k-1)]. Shards' own buffers of a quarter the size lose
+ * more of their memory to the 4 KB pages at the ends of each (hostGradient), and their first touch showed in the
+ * call's time. What options.out gives stays the caller's; anything not a plain out object is left to validation.
+ */
+export function withSharedGradients(plan: SplitPlan, options: PapoOptions | undefined): PapoOptions | undefined {
+  const o = resolveOptions(options);
+  const given = options?.out;
+  if (!o.computeGrad || o.inPlace || (given !== undefined && (given === null || typeof given !== 'object'))) return options;
+  const N = plan.tokens.length;
+  const cut = (list: NormTensor[]) => {
+    const type = o.gradType === 'float32' ? 'float32' : list[0].type;
+    const buffer = hostGradient(N * plan.V, type);
+    return list.map((t, k) => ({ data: buffer.subarray(N * plan.starts[k], N * (plan.starts[k] + t.dims[t.dims.length - 1])),
+      dims: [...t.dims], type }));
+  };
+  const out: Record<string, unknown> = { ...given };
+  if (out.gradLogits === undefined || out.gradLogits === null) out.gradLogits = cut(plan.logits);
+  if (plan.masked && !o.detachMasked && (out.gradMaskedLogits === undefined || out.gradMaskedLogits === null))
+    out.gradMaskedLogits = cut(plan.masked);
+  return { ...options, out: out as PapoOptions['out'] };
+}
+
+/** Empty merged statistics of both paths, for a call that merges them itself (the cpu's one call over shards). */
+export function mergedStatsBuffers(plan: SplitPlan): SplitStats {
+  const N = plan.tokens.length;
+  const empty = (): VocabShardStats => ({ N, vocabStart: 0, vocabSize: plan.V, data: new Float64Array(4 * N) });
+  return [empty(), plan.masked ? empty() : null];
+}
+
 /** splitStats on worker threads: on CUDA every shard of both paths at once (the shards of different devices run
- * concurrently), on the CPU one shard after another (they share the thread pool). */
+ * concurrently), on the reference one shard after another. (The cpu runs host shards in one call: papo.ts.) */
 export async function splitStatsAsync(plan: SplitPlan): Promise<SplitStats> {
   const jobs = paths(plan).flatMap((path) => plan.starts.map((_, k) => [path, k] as const));
   const run = ([path, k]: readonly [Path, number]) =>
@@ -143,7 +175,7 @@ export function runShardsSync(calls: ShardCall[], run: (c: ShardCall) => PapoRes
   return results;
 }
 
-/** Each shard's papoLoss call on worker threads: on CUDA all at once, on the CPU one after another. A failure waits
+/** Each shard's papoLoss call on worker threads: on CUDA all at once, on the reference one after another. A failure waits
  * for the others and frees the device gradients they allocated. */
 export async function runShards(plan: SplitPlan, calls: ShardCall[], run: (c: ShardCall) => Promise<PapoResult>): Promise<PapoResult[]> {
   if (plan.backend === 'cuda') return settleAll(calls.map(run), (r, k) => releaseShard(r, calls[k]));

@@ -113,6 +113,27 @@ export function mergeVocabShardStats(list: readonly VocabShardStats[]): VocabSha
   return mergeStats(list, 'list');
 }
 
+const EXP_TAYLOR = [1.6059043836821613e-10, 2.08767569878681e-9, 2.505210838544172e-8, 2.755731922398589e-7,
+  2.7557319223985893e-6, 2.48015873015873e-5, 1.984126984126984e-4, 1.388888888888889e-3, 8.333333333333333e-3,
+  4.1666666666666664e-2, 1.6666666666666666e-1, 0.5, 1.0, 1.0];
+const powBits = new DataView(new ArrayBuffer(8));
+
+/**
+ * e^x for x <= 0, the merge's rescaling factor: the arithmetic of native/core/vocab_merge.cpp's merge_exp, step
+ * for step, so that a one-call split (merged natively) and statistics merged here agree to the bit; Math.exp and
+ * the C library's exp differ in the last bit. Change both or neither.
+ */
+export function mergeExp(x: number): number {
+  if (!(x >= -708)) return 0;
+  const k = Math.floor(x * 1.4426950408889634 + 0.5);
+  const r = (x - k * 0.693145751953125) - k * 1.428606820309417e-6;
+  let p = EXP_TAYLOR[0];
+  for (let n = 1; n < EXP_TAYLOR.length; n++) p = p * r + EXP_TAYLOR[n];
+  powBits.setUint32(0, (k + 1023) * 2 ** 20);  // 2^k from its exponent bits (big-endian: the high word first)
+  powBits.setUint32(4, 0);
+  return p * powBits.getFloat64(0);
+}
+
 /** mergeVocabShardStats, with a row without any finite logit named as `name`'s. */
 export function mergeStats(list: readonly VocabShardStats[], name: string): VocabShardStats {
   const first = checkStats('list[0]', list[0], null);
@@ -134,7 +155,7 @@ export function mergeStats(list: readonly VocabShardStats[], name: string): Voca
       const mk = s.data[i];
       t += s.data[3 * N + i];
       if (mk === -Infinity) continue;
-      const f = Math.exp(mk - m);
+      const f = mergeExp(mk - m);
       S += s.data[N + i] * f;
       U += s.data[2 * N + i] * f;
     }

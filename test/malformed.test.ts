@@ -209,6 +209,37 @@ describe('native code keeps memory safe (descriptors that bypass the TypeScript 
     });
   }
   it('the good descriptor runs', () => expect(native().papoLoss(good() as never, false).tokens).toBe(N));
+  it('one call over host shards: shards that do not tile the vocabulary, foreign statistics, statistics over the tokens and a CUDA backend are refused', () => {
+    // Two shards of V/2 columns, each descriptor good() with its own half of the logits.
+    const stats = new Float64Array(4 * N);
+    const shard = (k: number) => {
+      const d = good();
+      const rows = logitsOf(base()).data;
+      const half = new Float32Array(N * V / 2);
+      for (let i = 0; i < N; i++) half.set(rows.subarray(i * V + k * V / 2, i * V + (k + 1) * V / 2), i * V / 2);
+      return Object.assign(d, { V: V / 2, logits: half, vocabStart: k * V / 2, vocabTotal: V, vocabStats: stats });
+    };
+    const call = (patch: (s: Record<string, unknown>[], d: Record<string, unknown>) => void) => {
+      const shards = [shard(0), shard(1)];
+      const d: Record<string, unknown> = { backend: 0, onDevice: false, shards, stats };
+      patch(shards, d);
+      return () => native().papoLossShards(d as never, false);
+    };
+    expect(call((s) => { s[1].vocabStart = 24; })).toThrow(/shards\[1\]: vocabStart must follow the shard before/);
+    expect(call((s) => { s[1].vocabTotal = V + 1; s[0].vocabTotal = V + 1; })).toThrow(/shards: their widths must add up to vocabTotal/);
+    expect(call((s) => { s[1].vocabStats = new Float64Array(4 * N); })).toThrow(/shards\[1\]: vocabStats must be the call's stats/);
+    expect(call((s, d) => { d.stats = new Float64Array(4 * N - 1); })).toThrow(/stats: expected 16 elements/);
+    expect(call((s, d) => {
+      const over = new Float64Array(4 * N);
+      s[0].tokens = new Int32Array(over.buffer, 0, N);
+      for (const x of s) x.vocabStats = over;
+      d.stats = over;
+    })).toThrow(/stats: overlaps tokens/);
+    expect(call((s, d) => { d.backend = 1; })).toThrow(/shards: one call over vocabulary shards runs on the cpu backend only/);
+    expect(call((s, d) => { d.shards = []; })).toThrow(/shards: expected a non-empty array/);
+    expect(native().papoLossShards({ backend: 0, onDevice: false, shards: [shard(0), shard(1)], stats } as never, false).tokens).toBe(N);
+    expect(stats.every(Number.isFinite)).toBe(true);
+  });
   it('vocabulary shard statistics: a short output, a bad vocabStart and device memory on the cpu are refused', () => {
     const i = base();
     const d = { backend: 0, onDevice: false, N, V, temperature: 1, logits: logitsOf(i).data, dtype: 0, tokens: i.tokens as Int32Array,

@@ -2,10 +2,12 @@
 // the float64 reference's split against its unsplit self and finite differences.
 import { describe, expect, it } from 'vitest';
 import { mergeVocabShardStats, papoLoss, papoLossSync, vocabShardStats } from '../lib/index';
+import { mergeExp } from '../lib/vocab-stats';
+import { native } from '../lib/native';
 import { fromFloat64, toFloat64 } from '../lib/dtype';
 import type { DType, PapoInputs, PapoOptions, SplitPapoInputs, Tensor } from '../lib/types';
 import { expectClose, expectNumberClose, makeInputs, maxAbs } from './helpers';
-import { base, columns, concat, expectSplitEqual, inputsFor, split, V, widthsOf, withInfShard } from './vocab-split-helpers';
+import { base, columns, concat, expectSplitEqual, inputsFor, split, startsOf, V, widthsOf, withInfShard } from './vocab-split-helpers';
 
 /** The split call against the unsplit one on the same backend (expectSplitEqual). */
 function checkSplit(inputs: PapoInputs, widths: number[], options: PapoOptions, tol = 2e-6) {
@@ -93,6 +95,64 @@ describe('logits split over the vocabulary', () => {
       expect(r.gradLogits.data).toEqual(one.gradLogits[k].data);
       expect(r.gradMaskedLogits!.data).toEqual(one.gradMaskedLogits![k].data);
     });
+  });
+
+  it('over many rows and shards, the cpu one-call merge and mergeVocabShardStats agree to the bit', () => {
+    // 4096 rows of 7 shards: merges enough factors e^(m_k - m) that a merge with Math.exp on one side and the C
+    // library's exp on the other would differ somewhere.
+    const widths = [3, 9, 1, 14, 6, 11, 6];
+    const inputs = makeInputs({ N: 4096, V: 50, seed: 11 });
+    const s = split(inputs, widths);
+    const opts = { ...base, backend: 'cpu' as const };
+    const one = papoLossSync(s, opts);
+    const starts = startsOf(widths);
+    const merged = (list: Tensor[]) => mergeVocabShardStats(list.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
+    const [stats, maskedStats] = [merged(s.logits as Tensor[]), merged(s.maskedLogits as Tensor[])];
+    s.logits.forEach((shard, k) => {
+      const r = papoLossSync({ ...inputs, logits: shard, maskedLogits: s.maskedLogits![k] }, { ...opts, vocabShard: { start: starts[k], stats, maskedStats } });
+      expect(r.loss).toBe(one.loss);
+      expect(r.entropy).toEqual(one.entropy);
+      expect(r.maskedEntropy).toEqual(one.maskedEntropy);
+      expect(r.gradMaskedLogits!.data).toEqual(one.gradMaskedLogits![k].data);
+    });
+  });
+
+  it('mergeExp: within one unit in the last place of e^x on [-708, 0], 0 below', () => {
+    let worst = 0;
+    for (let i = 0; i <= 20000; i++) {
+      const x = -708 * (i / 20000) ** 3;
+      const want = Math.exp(x);
+      const ulp = 2 ** (Math.floor(Math.log2(want)) - 52);
+      worst = Math.max(worst, Math.abs(mergeExp(x) - want) / ulp);
+    }
+    expect(worst).toBeLessThanOrEqual(1);
+    expect([mergeExp(0), mergeExp(-709), mergeExp(-Infinity)]).toEqual([1, 0, 0]);
+  });
+
+  it("mergeExp: the native merge's factor has the same bits (where Math.exp and the C library's exp differ)", () => {
+    const x = Float64Array.from({ length: 100000 }, (_, i) => -((i * 0.6180339887498949) % 1) * (i % 2 ? 40 : 708));
+    const js = x.map(mergeExp);
+    native().mergeExp(x);
+    expect(Array.from(x)).toEqual(Array.from(js));
+  });
+
+  it("cpu: fresh gradients of every shard are views of one buffer per path; options.out's stay the caller's", () => {
+    const widths = widthsOf(V, 3);
+    const s = split(inputsFor({}, widths), widths);
+    const opts = { ...base, backend: 'cpu' as const };
+    const r = papoLossSync(s, opts);
+    const buffers = (list: Tensor[]) => new Set(list.map((g) => g.data.buffer));
+    expect(buffers(r.gradLogits).size).toBe(1);
+    expect(buffers(r.gradMaskedLogits!).size).toBe(1);
+    expect(r.gradLogits[0].data.buffer).not.toBe(r.gradMaskedLogits![0].data.buffer);
+    r.gradLogits.forEach((g, k) => expect(g.data.length).toBe(8 * widths[k]));
+    const gradLogits = widths.map((w) => ({ data: new Float32Array(8 * w), dims: [8, w], type: 'float32' as const }));
+    const withOut = papoLossSync(s, { ...opts, out: { gradLogits } });
+    withOut.gradLogits.forEach((g, k) => expect(g.data).toBe(gradLogits[k].data));
+    withOut.gradMaskedLogits!.forEach((g, k) => expect(g.data).toEqual(r.gradMaskedLogits![k].data));
+    const f32 = papoLossSync(s, { ...opts, gradType: 'float32', detachMasked: true });
+    expect(f32.gradMaskedLogits).toBeUndefined();
+    expect(buffers(f32.gradLogits).size).toBe(1);
   });
 
   it('papoLoss (worker threads) gives the bits of papoLossSync', async () => {

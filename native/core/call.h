@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <string>
+#include <vector>
 
 #include "dtype.h"
 #include "error.h"
@@ -55,6 +56,16 @@ struct PapoCall {
   const double* vocabStats = nullptr;  // [4 N]
   const double* maskedVocabStats = nullptr;  // with maskedLogits
   int64_t vocabStart = 0, vocabTotal = 0;
+};
+
+// Logits split over the vocabulary, every shard on the host, in one call: shards[k] holds columns
+// [vocabStart, vocabStart + V) of its paths and their gradients, the per-token inputs and outputs are shards[0]'s,
+// and the call merges the shards' statistics row by row into stats (and maskedStats), which each shard's
+// vocabStats points to. A row's shards are then in cache for their gradients, as an unsplit row is.
+struct ShardedPapoCall {
+  std::vector<PapoCall> shards;
+  double* stats = nullptr;        // [4 N], written
+  double* maskedStats = nullptr;  // [4 N] with maskedLogits, written
 };
 
 struct PapoMetrics {

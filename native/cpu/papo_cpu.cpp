@@ -11,6 +11,7 @@
 #include "core/row_status.h"
 #include "core/sequence_phase.h"
 #include "core/thread_pool.h"
+#include "core/vocab_merge.h"
 #include "core/vocab_stats.h"
 #include "row_kernels.h"
 
@@ -34,34 +35,234 @@ int64_t row_grain(int64_t N, int64_t V) {
 constexpr int64_t kStreamBytes = (int64_t)16 << 20;
 
 // What the statistics of a row pair keep for its gradients, per thread (a chunk's rows run on one thread, each
-// row's gradients right after its statistics): e_j of both paths and their blocks' running maxima.
+// row's gradients right after its statistics): e_j of both paths (every shard's columns of the row side by side)
+// and their blocks' running maxima.
 struct KeptExps {
   std::vector<float> exps, blockMax;
-  void fit(int64_t V) {
-    if ((int64_t)exps.size() < 2 * V) exps.resize(2 * V);
-    if ((int64_t)blockMax.size() < 2 * row_blocks(V)) blockMax.resize(2 * row_blocks(V));
+  void fit(int64_t columns, int64_t blocks) {
+    if ((int64_t)exps.size() < 2 * columns) exps.resize(2 * columns);
+    if ((int64_t)blockMax.size() < 2 * blocks) blockMax.resize(2 * blocks);
   }
 };
 thread_local KeptExps kept;
+thread_local std::vector<double> shardFields;  // a row's fields of every shard, field-major (core/vocab_merge.h)
 
-// Bad rows found by the workers: the kind per row and the lowest index.
+// Bad rows found by the workers: the kind per row, where it was found, and the lowest index.
 struct RowErrors {
   std::atomic<int64_t> first{INT64_MAX};
   std::vector<int32_t> kind;  // per row: 0 ok, else a RowStatus or kTargetExcluded
-  explicit RowErrors(int64_t N) : kind(N, 0) {}
-  void set(int64_t row, int32_t k) {
+  std::vector<uint8_t> onMasked;  // so the message names the right tensor
+  std::vector<int32_t> shard;     // the vocabulary shard, -1: the merged row
+  explicit RowErrors(int64_t N) : kind(N, 0), onMasked(N, 0), shard(N, 0) {}
+  bool set(int64_t row, int32_t k, bool masked = false, int32_t inShard = 0) {
     kind[row] = k;
+    onMasked[row] = masked;
+    shard[row] = inShard;
     int64_t cur = first.load();
     while (row < cur && !first.compare_exchange_weak(cur, row)) {
     }
+    return false;
   }
 };
-// The lowest bad row (so the message does not depend on scheduling), if any, becomes the error.
-void throw_first_row_error(const RowErrors& errors, const char* tensor, const char* maskedTensor,
-                           const std::vector<uint8_t>* onMasked, const int32_t* tokens) {
+// The lowest bad row (so the message does not depend on scheduling), if any, becomes the error. names[masked]:
+// the tensor; with shards, indexed by the shard it was found in.
+void throw_first_row_error(const RowErrors& errors, const char* const names[2], bool sharded, const int32_t* tokens) {
   const int64_t row = errors.first.load();
   if (row == INT64_MAX) return;
-  throw_row_error(errors.kind[row], row, onMasked && (*onMasked)[row] ? maskedTensor : tensor, tokens[row]);
+  std::string name = names[errors.onMasked[row]];
+  if (sharded && errors.shard[row] < 0)
+    throw Error(ErrorCode::InvalidArgument,
+                name + ": row " + std::to_string(row) + " has no finite logit in any shard (every token excluded)");
+  if (sharded) name += "[" + std::to_string(errors.shard[row]) + "]";
+  throw_row_error(errors.kind[row], row, name.c_str(), tokens[row]);
+}
+
+// A shard's fields of one token (core/vocab_stats.h) from its row's sums, K apart: a shard of -Infinity only
+// has none but its target.
+void shard_fields(const RowSums& s, bool owns, double* f, int64_t K) {
+  const bool empty = s.status == ROW_NO_FINITE;
+  f[VS_MAX * K] = empty ? -INFINITY : (double)s.maxScaled;
+  f[VS_SUM_EXP * K] = empty ? 0.0 : s.sumExp;
+  f[VS_SUM_EXP_X * K] = empty ? 0.0 : s.sumExpShifted + (double)s.maxScaled * s.sumExp;
+  f[VS_TARGET * K] = owns ? (double)s.targetScaled : 0.0;
+}
+
+// papo_loss_cpu over K vocabulary shards of each path (K = 1 and merged null: an unsplit call, or a shard given
+// the merged statistics). With merged, each row's shard statistics are merged into it (and maskedMerged) as the
+// row is read, so that its gradients follow from the exponentials just computed, as for an unsplit row.
+PapoMetrics run_papo(const PapoCall* shards, int64_t K, double* merged, double* maskedMerged) {
+  const RowKernels& k = select_row_kernels();
+  const PapoCall& call = shards[0];  // the per-token inputs and outputs
+  const int64_t N = call.N;
+  const float invTau = (float)(1.0 / call.temperature);
+  const TokenWeights w = token_weights(call);
+  const TokenArrays arrays = token_arrays(call, w);
+  // GSPO and perception top-p: every row's statistics first, the terms per sequence, then the gradients.
+  const bool phased = needs_sequence_phase(call.params);
+  const bool fused = merged != nullptr;
+  // A vocabulary shard given its rows' merged statistics: its forward is O(1) per row.
+  const bool given = !fused && call.vocabStats != nullptr;
+  // Where each shard's e_j and block maxima sit among a row's kept ones; columns and blocks of all shards.
+  std::vector<int64_t> colOff(K), blkOff(K);
+  int64_t columns = 0, blocks = 0;
+  bool anyGrad = false, inPlace = false;
+  int64_t gradBytes = 0;
+  for (int64_t s = 0; s < K; ++s) {
+    const PapoCall& c = shards[s];
+    colOff[s] = columns, blkOff[s] = blocks;
+    columns += c.V, blocks += row_blocks(c.V);
+    anyGrad = anyGrad || c.gradLogits || c.gradMaskedLogits;
+    inPlace = inPlace || (c.gradLogits && c.gradLogits == c.logits) ||
+              (c.gradMaskedLogits && c.gradMaskedLogits == c.maskedLogits);
+    gradBytes += N * c.V * (int64_t)((c.gradLogits ? dtype_bytes(c.gradType) : 0) +
+                                     (c.gradMaskedLogits ? dtype_bytes(c.gradMaskedType) : 0));
+  }
+  std::vector<RowValues> values(phased ? N : 0);
+  std::vector<TokenTerms> terms(N);
+  std::vector<RowStats> stats(N), mstats(call.maskedLogits ? N : 0);
+  std::vector<double> H(N), Hm(call.maskedLogits ? N : 0);
+  RowErrors errors(N);
+  auto rowPtr = [](const void* base, int64_t i, int64_t V, int32_t dtype) {
+    return static_cast<const char*>(base) + i * V * (int64_t)dtype_bytes(dtype);  // 64-bit offsets: N * V passes 2^31
+  };
+  auto logitsOf = [](const PapoCall& c, int path) { return path ? c.maskedLogits : c.logits; };
+  auto dtypeOf = [](const PapoCall& c, int path) { return path ? c.maskedDtype : c.dtype; };
+  auto gradOf = [](const PapoCall& c, int path) { return path ? c.gradMaskedLogits : c.gradLogits; };
+
+  // Row i's statistics of one path (0: logits, 1: masked); keep: the exponentials of the shards with a gradient
+  // are kept (this thread's `kept`) for backward(i, true). A bad row is recorded in errors.
+  auto pathStats = [&](int64_t i, int path, bool keep) -> RowStats {
+    const int64_t o = call.tokens[i];
+    auto rowSums = [&](int64_t s, int64_t target) {
+      const PapoCall& c = shards[s];
+      const void* row = rowPtr(logitsOf(c, path), i, c.V, dtypeOf(c, path));
+      return keep && gradOf(c, path)
+                 ? k.sums_exps(row, dtypeOf(c, path), c.V, invTau, target, kept.exps.data() + path * columns + colOff[s],
+                               kept.blockMax.data() + path * blocks + blkOff[s])
+                 : k.sums(row, dtypeOf(c, path), c.V, invTau, target);
+    };
+    RowStats st{};
+    if (given) {
+      st = merged_row_stats(path ? call.maskedVocabStats : call.vocabStats, N, i);
+    } else if (!fused) {
+      const void* row = rowPtr(logitsOf(call, path), i, call.V, dtypeOf(call, path));
+      st = keep && gradOf(call, path)
+               ? k.stats_exps(row, dtypeOf(call, path), call.V, invTau, o, kept.exps.data() + path * columns,
+                              kept.blockMax.data() + path * blocks)
+               : k.stats(row, dtypeOf(call, path), call.V, invTau, o);
+      if (st.status != ROW_OK) errors.set(i, st.status, path);
+      return st;
+    } else {
+      shardFields.resize(VS_FIELDS * K);
+      double* f = shardFields.data();
+      for (int64_t s = 0; s < K; ++s) {
+        const int64_t column = o - shards[s].vocabStart;
+        const bool owns = column >= 0 && column < shards[s].V;
+        const RowSums sums = rowSums(s, owns ? column : -1);
+        if (sums.status != ROW_OK && sums.status != ROW_NO_FINITE) {  // a shard of -Infinity only is fine
+          st.status = sums.status;
+          errors.set(i, sums.status, path, (int32_t)s);
+          return st;
+        }
+        shard_fields(sums, owns, f + s, K);
+      }
+      double out[VS_FIELDS];
+      merge_shard_fields(f + VS_MAX * K, f + VS_SUM_EXP * K, f + VS_SUM_EXP_X * K, f + VS_TARGET * K, K, 1, out);
+      double* m = path ? maskedMerged : merged;
+      for (int64_t field = 0; field < VS_FIELDS; ++field) m[field * N + i] = out[field];
+      st = merged_row_stats(m, N, i);
+    }
+    if (st.status != ROW_OK) errors.set(i, st.status, path, -1);
+    return st;
+  };
+  // The shard that holds token o (the one an excluded target is in).
+  auto owner = [&](int64_t o) {
+    for (int64_t s = 0; s < K; ++s)
+      if (o - shards[s].vocabStart < shards[s].V) return (int32_t)s;
+    return (int32_t)(K - 1);
+  };
+
+  // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors).
+  auto forward = [&](int64_t i, bool keep) {
+    const RowStats s = pathStats(i, 0, keep);
+    if (s.status != ROW_OK) return false;
+    stats[i] = s;
+    const double lp = (double)s.targetScaled - s.lse;
+    H[i] = s.entropy;
+    call.outLogProbs[i] = (float)lp;
+    call.outEntropy[i] = (float)s.entropy;
+    double a = 0.0;
+    if (call.maskedLogits) {
+      const RowStats ms = pathStats(i, 1, keep);
+      if (ms.status != ROW_OK) return false;
+      mstats[i] = ms;
+      a = (double)ms.targetScaled - ms.lse;
+      Hm[i] = ms.entropy;
+      call.outMaskedLogProbs[i] = (float)a;
+      call.outMaskedEntropy[i] = (float)ms.entropy;
+    } else if (call.maskedLogProbs) {
+      a = call.maskedLogProbs[i];
+    }
+    const double m = call.mask ? call.mask[i] : 1.0;
+    if (m == 0.0) return true;  // terms[i] stays zero: no loss, zero gradient
+    if (isinf(lp) || isinf(a)) return errors.set(i, kTargetExcluded, !isinf(lp), owner(call.tokens[i]));
+    const double hm = call.maskedLogits ? Hm[i] : 0.0;
+    if (phased)
+      values[i] = RowValues{lp, a, s.entropy, hm};
+    else
+      terms[i] = token_terms(call.params, token_input(arrays, i, lp, a, s.entropy, hm));
+    return true;
+  };
+  // In place, the lines written were just read: nothing to save by streaming them.
+  const bool stream = !inPlace && gradBytes >= kStreamBytes;
+  // kept: from this thread's exponentials of forward(i, true), else recomputed (the same bits).
+  auto backward = [&](int64_t i, bool fromKept) {
+    const TokenTerms& t = terms[i];
+    for (int64_t s = 0; s < K; ++s) {
+      const PapoCall& c = shards[s];
+      const int64_t column = call.tokens[i] - c.vocabStart;
+      const int64_t o = column >= 0 && column < c.V ? column : -1;
+      for (int path = 0; path < 2; ++path) {
+        void* out = gradOf(c, path);
+        if (!out) continue;
+        const RowGrad g = path ? RowGrad{invTau, mstats[i], t.gA, t.gHm, o} : RowGrad{invTau, stats[i], t.gLp, t.gH, o};
+        const void* row = rowPtr(logitsOf(c, path), i, c.V, dtypeOf(c, path));
+        const int32_t outType = path ? c.gradMaskedType : c.gradType;
+        char* dst = const_cast<char*>(rowPtr(out, i, c.V, outType));
+        if (fromKept)
+          k.grad_from_exps(row, dtypeOf(c, path), kept.exps.data() + path * columns + colOff[s],
+                           kept.blockMax.data() + path * blocks + blkOff[s], dst, outType, c.V, g, stream);
+        else
+          k.grad(row, dtypeOf(c, path), dst, outType, c.V, g, stream);
+      }
+    }
+  };
+
+  const int64_t grain = row_grain(N, 2 * columns);
+  const bool twoPasses = inPlace || phased || given;
+  if (!twoPasses) {
+    // One task per row: the gradients follow the statistics at once, from the exponentials they kept in cache.
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      if (anyGrad) kept.fit(columns, blocks);
+      for (int64_t i = begin; i < end; ++i)
+        if (forward(i, true)) backward(i, true);
+    });
+  } else {
+    // In place, every row is checked before the first gradient overwrites a logit, so a rejected call leaves
+    // the caller's logits intact; a sequence-level term needs every row first. This costs a second read of each
+    // row from memory.
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) forward(i, false);
+    });
+  }
+  static const char* const names[2] = {"logits", "maskedLogits"};
+  throw_first_row_error(errors, names, fused, call.tokens);
+  if (phased) sequence_terms(call, w, values.data(), terms.data());
+  if (twoPasses)
+    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) backward(i, false);
+    });
+  return reduce_terms(call, w, terms.data(), H.data(), call.maskedLogits ? Hm.data() : nullptr);
 }
 
 }  // namespace
@@ -81,120 +282,10 @@ double cpu_exp_floor() {
   return sum;
 }
 
-PapoMetrics papo_loss_cpu(const PapoCall& call) {
-  const RowKernels& k = select_row_kernels();
-  const int64_t N = call.N, V = call.V;
-  const float invTau = (float)(1.0 / call.temperature);
-  const TokenWeights w = token_weights(call);
-  const TokenArrays arrays = token_arrays(call, w);
-  // GSPO and perception top-p: every row's statistics first, the terms per sequence, then the gradients.
-  const bool phased = needs_sequence_phase(call.params);
-  // A vocabulary shard's row statistics are given (merged), so its forward is O(1) per row.
-  const bool split = call.vocabStats != nullptr;
-  std::vector<RowValues> values(phased ? N : 0);
-  std::vector<TokenTerms> terms(N);
-  std::vector<RowStats> stats(N), mstats(call.maskedLogits ? N : 0);
-  std::vector<double> H(N), Hm(call.maskedLogits ? N : 0);
-  RowErrors errors(N);
-  std::vector<uint8_t> errorOnMasked(N, 0);  // so the message names the right tensor
-  const size_t esz = dtype_bytes(call.dtype), mesz = dtype_bytes(call.maskedDtype);
-  const size_t gsz = dtype_bytes(call.gradType), mgsz = dtype_bytes(call.gradMaskedType);
-  auto rowPtr = [V](const void* base, int64_t i, size_t size) {
-    return static_cast<const char*>(base) + i * V * (int64_t)size;  // 64-bit offsets: N * V passes 2^31
-  };
+PapoMetrics papo_loss_cpu(const PapoCall& call) { return run_papo(&call, 1, nullptr, nullptr); }
 
-  // Statistics of both paths and the per-token terms; false when the row is bad (recorded in errors). keep: the
-  // exponentials of the paths with a gradient are kept (this thread's `kept`) for backward(i, true).
-  auto forward = [&](int64_t i, bool keep) {
-    const int64_t o = call.tokens[i];
-    const int64_t nb = row_blocks(V);
-    auto rowStats = [&](const void* logits, int32_t dtype, bool grad, int64_t path) {
-      return keep && grad ? k.stats_exps(logits, dtype, V, invTau, o, kept.exps.data() + path * V,
-                                         kept.blockMax.data() + path * nb)
-                          : k.stats(logits, dtype, V, invTau, o);
-    };
-    const RowStats s = split ? merged_row_stats(call.vocabStats, N, i)
-                             : rowStats(rowPtr(call.logits, i, esz), call.dtype, call.gradLogits != nullptr, 0);
-    if (s.status != ROW_OK) return errors.set(i, s.status), false;
-    stats[i] = s;
-    const double lp = (double)s.targetScaled - s.lse;
-    H[i] = s.entropy;
-    call.outLogProbs[i] = (float)lp;
-    call.outEntropy[i] = (float)s.entropy;
-    double a = 0.0;
-    if (call.maskedLogits) {
-      const RowStats ms = split ? merged_row_stats(call.maskedVocabStats, N, i)
-                                : rowStats(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype,
-                                           call.gradMaskedLogits != nullptr, 1);
-      if (ms.status != ROW_OK) return errorOnMasked[i] = 1, errors.set(i, ms.status), false;
-      mstats[i] = ms;
-      a = (double)ms.targetScaled - ms.lse;
-      Hm[i] = ms.entropy;
-      call.outMaskedLogProbs[i] = (float)a;
-      call.outMaskedEntropy[i] = (float)ms.entropy;
-    } else if (call.maskedLogProbs) {
-      a = call.maskedLogProbs[i];
-    }
-    const double m = call.mask ? call.mask[i] : 1.0;
-    if (m == 0.0) return true;  // terms[i] stays zero: no loss, zero gradient
-    if (isinf(lp) || isinf(a)) return errorOnMasked[i] = !isinf(lp), errors.set(i, kTargetExcluded), false;
-    const double hm = call.maskedLogits ? Hm[i] : 0.0;
-    if (phased)
-      values[i] = RowValues{lp, a, s.entropy, hm};
-    else
-      terms[i] = token_terms(call.params, token_input(arrays, i, lp, a, s.entropy, hm));
-    return true;
-  };
-  const bool inPlace = (call.gradLogits && call.gradLogits == call.logits) ||
-                       (call.gradMaskedLogits && call.gradMaskedLogits == call.maskedLogits);
-  // In place, the lines written were just read: nothing to save by streaming them.
-  const bool stream = !inPlace && N * V * (int64_t)((call.gradLogits ? gsz : 0) + (call.gradMaskedLogits ? mgsz : 0)) >=
-                                      kStreamBytes;
-  // kept: from this thread's exponentials of forward(i, true), else recomputed (the same bits).
-  auto backward = [&](int64_t i, bool fromKept) {
-    const int64_t column = call.tokens[i] - call.vocabStart;
-    const int64_t o = column >= 0 && column < V ? column : -1;
-    const TokenTerms& t = terms[i];
-    const int64_t nb = row_blocks(V);
-    auto rowGrad = [&](const void* logits, int32_t dtype, const char* out, int32_t outType, const RowGrad& g,
-                       int64_t path) {
-      if (fromKept)
-        k.grad_from_exps(logits, dtype, kept.exps.data() + path * V, kept.blockMax.data() + path * nb,
-                         const_cast<char*>(out), outType, V, g, stream);
-      else
-        k.grad(logits, dtype, const_cast<char*>(out), outType, V, g, stream);
-    };
-    if (call.gradLogits)
-      rowGrad(rowPtr(call.logits, i, esz), call.dtype, rowPtr(call.gradLogits, i, gsz), call.gradType,
-              RowGrad{invTau, stats[i], t.gLp, t.gH, o}, 0);
-    if (call.gradMaskedLogits)
-      rowGrad(rowPtr(call.maskedLogits, i, mesz), call.maskedDtype, rowPtr(call.gradMaskedLogits, i, mgsz),
-              call.gradMaskedType, RowGrad{invTau, mstats[i], t.gA, t.gHm, o}, 1);
-  };
-
-  const int64_t grain = row_grain(N, 2 * V);
-  if (!inPlace && !phased && !split) {
-    // One task per row: the gradients follow the statistics at once, from the exponentials they kept in cache.
-    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
-      if (call.gradLogits || call.gradMaskedLogits) kept.fit(V);
-      for (int64_t i = begin; i < end; ++i)
-        if (forward(i, true)) backward(i, true);
-    });
-  } else {
-    // In place, every row is checked before the first gradient overwrites a logit, so a rejected call leaves
-    // the caller's logits intact; a sequence-level term needs every row first. This costs a second read of each
-    // row from memory.
-    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) forward(i, false);
-    });
-  }
-  throw_first_row_error(errors, "logits", "maskedLogits", &errorOnMasked, call.tokens);
-  if (phased) sequence_terms(call, w, values.data(), terms.data());
-  if (inPlace || phased || split)
-    ThreadPool::instance().parallel_for(N, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) backward(i, false);
-    });
-  return reduce_terms(call, w, terms.data(), H.data(), call.maskedLogits ? Hm.data() : nullptr);
+PapoMetrics papo_loss_cpu_sharded(const ShardedPapoCall& call) {
+  return run_papo(call.shards.data(), (int64_t)call.shards.size(), call.stats, call.maskedStats);
 }
 
 void log_probs_cpu(const LogProbsCall& call) {
@@ -214,7 +305,8 @@ void log_probs_cpu(const LogProbsCall& call) {
       call.outEntropy[i] = (float)s.entropy;
     }
   });
-  throw_first_row_error(errors, "logits", "logits", nullptr, call.tokens);
+  static const char* const names[2] = {"logits", "logits"};
+  throw_first_row_error(errors, names, false, call.tokens);
 }
 
 void vocab_shard_stats_cpu(const VocabStatsCall& call) {
@@ -234,14 +326,11 @@ void vocab_shard_stats_cpu(const VocabStatsCall& call) {
         errors.set(i, s.status);
         continue;
       }
-      const bool empty = s.status == ROW_NO_FINITE;
-      out[VS_MAX * N + i] = empty ? -INFINITY : (double)s.maxScaled;
-      out[VS_SUM_EXP * N + i] = empty ? 0.0 : s.sumExp;
-      out[VS_SUM_EXP_X * N + i] = empty ? 0.0 : s.sumExpShifted + (double)s.maxScaled * s.sumExp;
-      out[VS_TARGET * N + i] = owns ? (double)s.targetScaled : 0.0;
+      shard_fields(s, owns, out + i, N);
     }
   });
-  throw_first_row_error(errors, call.tensorName.c_str(), call.tensorName.c_str(), nullptr, call.tokens);
+  const char* const names[2] = {call.tensorName.c_str(), call.tensorName.c_str()};
+  throw_first_row_error(errors, names, false, call.tokens);
 }
 
 }  // namespace papo

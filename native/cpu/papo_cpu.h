@@ -7,6 +7,8 @@
 namespace papo {
 
 PapoMetrics papo_loss_cpu(const PapoCall& call);
+// Every host shard of a vocabulary split at once: the bits of each shard's own call given the merged statistics.
+PapoMetrics papo_loss_cpu_sharded(const ShardedPapoCall& call);
 void log_probs_cpu(const LogProbsCall& call);
 // One vocabulary shard's per-token statistics (core/vocab_stats.h); NaN and +Infinity are errors, a row of the
 // shard with no finite entry is not (the merge decides).

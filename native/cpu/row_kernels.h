@@ -37,9 +37,11 @@ struct RowKernels {
   const char* isa;
   RowStats (*stats)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);
   RowSums (*sums)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target);  // target < 0: none
-  // stats, keeping e_j (V floats) and M_b (row_blocks(V) floats) for grad_from_exps.
+  // stats and sums, keeping e_j (V floats) and M_b (row_blocks(V) floats) for grad_from_exps.
   RowStats (*stats_exps)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target, float* exps,
                          float* blockMax);
+  RowSums (*sums_exps)(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target, float* exps,
+                       float* blockMax);
   // out may alias row (in-place gradient); outType is the input's type or DT_F32. stream: non-temporal stores,
   // for gradients too large to stay in the caches until they are read (a plain store reads each line first).
   void (*grad)(const void* row, int32_t dtype, void* out, int32_t outType, int64_t V, const RowGrad& g, bool stream);

@@ -299,15 +299,20 @@ RowStats stats_exps(const void* row, int32_t dtype, int64_t V, float invTau, int
   }
 }
 
-RowSums sums(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target) {
+RowSums sums_exps(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target, float* exps,
+                  float* blockMax) {
   switch (dtype) {
     case DT_F16:
-      return sums_impl<F16>(static_cast<const uint16_t*>(row), V, invTau, target, nullptr, nullptr);
+      return sums_impl<F16>(static_cast<const uint16_t*>(row), V, invTau, target, exps, blockMax);
     case DT_BF16:
-      return sums_impl<BF16>(static_cast<const uint16_t*>(row), V, invTau, target, nullptr, nullptr);
+      return sums_impl<BF16>(static_cast<const uint16_t*>(row), V, invTau, target, exps, blockMax);
     default:
-      return sums_impl<F32>(static_cast<const float*>(row), V, invTau, target, nullptr, nullptr);
+      return sums_impl<F32>(static_cast<const float*>(row), V, invTau, target, exps, blockMax);
   }
+}
+
+RowSums sums(const void* row, int32_t dtype, int64_t V, float invTau, int64_t target) {
+  return sums_exps(row, dtype, V, invTau, target, nullptr, nullptr);
 }
 
 // A row's gradient for its storage type SI and the gradient's SO, from kept exponentials (exps) or not.
@@ -371,7 +376,7 @@ double exp_rate(int64_t reps) {
 }  // namespace
 
 const RowKernels& row_kernels() {
-  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, sums, stats_exps, grad, grad_from_exps, exp_rate};
+  static const RowKernels k = {PAPO_STR(PAPO_ISA), stats, sums, stats_exps, sums_exps, grad, grad_from_exps, exp_rate};
   return k;
 }
 

@@ -8,6 +8,7 @@
 
 #include "cpu/papo_cpu.h"
 #include "core/thread_pool.h"
+#include "core/vocab_merge.h"
 #include "cuda/device_probe.h"
 #include "cuda/papo_cuda.h"
 #include "args.h"
@@ -29,6 +30,12 @@ namespace {
 PapoMetrics run_papo(const Target& target, const PapoCall& call) {
   if (target.backend == Backend::Cpu) return papo_loss_cpu(call);
   return papo_loss_cuda(call, target.cuda);
+}
+
+PapoMetrics run_sharded_papo(const Target& target, const ShardedPapoCall& call) {
+  if (target.backend != Backend::Cpu || target.cuda.onDevice)
+    throw Error(ErrorCode::InvalidArgument, "shards: one call over vocabulary shards runs on the cpu backend only");
+  return papo_loss_cpu_sharded(call);
 }
 
 int run_log_probs(const Target& target, const LogProbsCall& call) {
@@ -166,6 +173,10 @@ Napi::Value PapoLoss(const Napi::CallbackInfo& info) {
   return entry<PapoCall, PapoMetrics>(info, parse_papo_call, run_papo, metrics_to_js);
 }
 
+Napi::Value PapoLossShards(const Napi::CallbackInfo& info) {
+  return entry<ShardedPapoCall, PapoMetrics>(info, parse_sharded_papo_call, run_sharded_papo, metrics_to_js);
+}
+
 Napi::Value LogProbs(const Napi::CallbackInfo& info) {
   return entry<LogProbsCall, int>(info, parse_log_probs_call, run_log_probs, undefined_js);
 }
@@ -201,13 +212,27 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// merge_exp over a Float64Array, in place: lets the tests hold core/vocab_merge.cpp and lib/vocab-stats.ts to the
+// same bits directly (through the loss, a last-bit difference of the merge rarely shows).
+Napi::Value MergeExp(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    make_error(info.Env(), ErrorCode::InvalidArgument, "expected a Float64Array").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+  for (size_t i = 0; i < a.ElementLength(); ++i) a[i] = merge_exp(a[i]);
+  return info.Env().Undefined();
+}
+
 Napi::Value CpuExpFloor(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cpu_exp_floor()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
+  exports.Set("papoLossShards", Napi::Function::New(env, PapoLossShards, "papoLossShards"));
   exports.Set("logProbs", Napi::Function::New(env, LogProbs, "logProbs"));
   exports.Set("vocabShardStats", Napi::Function::New(env, VocabShardStats, "vocabShardStats"));
+  exports.Set("mergeExp", Napi::Function::New(env, MergeExp, "mergeExp"));
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
   exports.Set("enums", enum_tables(env));
   init_device_tensors(env, exports);

@@ -301,6 +301,56 @@ PapoCall parse_papo_call(const Napi::Object& desc) {
   return c;
 }
 
+ShardedPapoCall parse_sharded_papo_call(const Napi::Object& desc) {
+  const Napi::Value list = desc.Get("shards");
+  if (!list.IsArray() || list.As<Napi::Array>().Length() == 0) fail("shards: expected a non-empty array");
+  const Napi::Array a = list.As<Napi::Array>();
+  ShardedPapoCall sc;
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    const Napi::Value v = a.Get(k);
+    if (!v.IsObject()) fail("shards[" + std::to_string(k) + "]: expected a descriptor");
+    sc.shards.push_back(parse_papo_call(v.As<Napi::Object>()));
+  }
+  const PapoCall& first = sc.shards[0];
+  Span stats = typed(desc, "stats", napi_float64_array, VS_FIELDS * first.N);
+  sc.stats = static_cast<double*>(stats.data);
+  Span masked;
+  if (first.maskedLogits) {
+    masked = typed(desc, "maskedStats", napi_float64_array, VS_FIELDS * first.N);
+    sc.maskedStats = static_cast<double*>(masked.data);
+  }
+  // Every shard reads shards[0]'s tokens and sequences (its own are checked against its own gradients only), writes the statistics they point to, and covers the
+  // vocabulary its tokens index, in order.
+  int64_t end = 0;
+  for (size_t k = 0; k < sc.shards.size(); ++k) {
+    const PapoCall& c = sc.shards[k];
+    const std::string name = "shards[" + std::to_string(k) + "]";
+    if (c.N != first.N) fail(name + ": expected the N of shards[0]");
+    if (!c.vocabStats || c.vocabStats != sc.stats || c.maskedVocabStats != sc.maskedStats)
+      fail(name + ": vocabStats must be the call's stats (and maskedStats)");
+    if (!c.maskedLogits != !first.maskedLogits) fail(name + ": maskedLogits in some shards only");
+    if (c.vocabStart != end) fail(name + ": vocabStart must follow the shard before");
+    end += c.V;
+  }
+  if (end != first.vocabTotal) fail("shards: their widths must add up to vocabTotal");
+  // The merged statistics are written while tokens and sequence lengths are read.
+  const Span tokens{const_cast<int32_t*>(first.tokens), (size_t)first.N * sizeof(int32_t), first.N};
+  const Span lengths{const_cast<int32_t*>(first.seqLengths), first.seqLengths ? (size_t)first.numSeqs * sizeof(int32_t) : 0,
+                     first.numSeqs};
+  for (const Span* st : {&stats, &masked})
+    if (overlaps(*st, tokens) || overlaps(*st, lengths) || overlaps(stats, masked))
+      fail("stats: overlaps tokens, seqLengths or the other statistics");
+  for (size_t k = 0; k < sc.shards.size(); ++k) {
+    const PapoCall& c = sc.shards[k];
+    const Span grads[2] = {{c.gradLogits, c.gradLogits ? (size_t)(c.N * c.V) * dtype_bytes(c.gradType) : 0, 0},
+                           {c.gradMaskedLogits, c.gradMaskedLogits ? (size_t)(c.N * c.V) * dtype_bytes(c.gradMaskedType) : 0, 0}};
+    for (const Span& g : grads)
+      if (overlaps(g, tokens) || overlaps(g, lengths) || overlaps(g, stats) || overlaps(g, masked))
+        fail("shards[" + std::to_string(k) + "]: a gradient overlaps shards[0]'s tokens or seqLengths, or the statistics");
+  }
+  return sc;
+}
+
 namespace {
 // The rows every forward-only call reads: N, V, the temperature and one logits tensor.
 template <class Call>

@@ -23,6 +23,8 @@ struct Target {
 };
 
 PapoCall parse_papo_call(const Napi::Object& desc);
+// { backend, shards: [papoLoss descriptors of consecutive vocabulary shards], stats, maskedStats }: the CPU backend.
+ShardedPapoCall parse_sharded_papo_call(const Napi::Object& desc);
 LogProbsCall parse_log_probs_call(const Napi::Object& desc);
 VocabStatsCall parse_vocab_stats_call(const Napi::Object& desc);
 Target parse_target(const Napi::Object& desc);
