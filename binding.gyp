@@ -1,6 +1,7 @@
 # CPU-only fallback build, used by scripts/build-addon.js when cmake is not installed (or PAPO_BUILD=gyp).
-# The same sources as CMakeLists.txt minus CUDA; each instruction set's row kernels are a static library of
-# their own because gyp sets compiler flags per target, not per file.
+# The same sources as CMakeLists.txt minus CUDA; each instruction set's row kernels, and the vocabulary merge
+# (no fused multiply-adds), are a static library of their own because gyp sets compiler flags per target, not per
+# file.
 {
   "variables": {
     "papo_x86": "<!(node -p \"['x64','ia32'].includes(process.arch) ? 1 : 0\")",
@@ -19,14 +20,13 @@
       "sources": [
         "native/core/error.cpp", "native/core/row_status.cpp", "native/core/token_weights.cpp",
         "native/core/reduce.cpp", "native/core/sequence_phase.cpp", "native/core/thread_pool.cpp",
-        "native/core/vocab_merge.cpp",
         "native/cpu/dispatch.cpp", "native/cpu/kernels_baseline.cpp", "native/cpu/papo_cpu.cpp",
         "native/napi/args.cpp", "native/napi/js_errors.cpp", "native/napi/device_tensors.cpp", "native/napi/enums.cpp",
         "native/napi/host_buffers.cpp",
         "native/napi/addon.cpp", "native/cuda/cuda_stub.cpp"
       ],
-      "cflags": ["-ffp-contract=off"],
       "defines": ["PAPO_VERSION=\"<(papo_version)\"", "PAPO_CUDA_SKIP_REASON=\"built by node-gyp (CPU only)\""],
+      "dependencies": ["papo_vocab_merge"],
       "conditions": [
         ["OS!='mac'", { "ldflags": ["-Wl,-z,nodelete"] }],
         ["papo_x86==1", {
@@ -34,6 +34,13 @@
           "dependencies": ["papo_kernels_avx2", "papo_kernels_avx512"]
         }]
       ]
+    },
+    {
+      "target_name": "papo_vocab_merge",
+      "type": "static_library",
+      "sources": ["native/core/vocab_merge.cpp"],
+      "cflags": ["-ffp-contract=off", "-fPIC"],
+      "xcode_settings": { "OTHER_CFLAGS": ["-ffp-contract=off"] }
     },
     {
       "target_name": "papo_kernels_avx2",

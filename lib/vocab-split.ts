@@ -58,6 +58,33 @@ function shards(name: string, list: unknown[], like: NormTensor[] | null): NormT
   return out;
 }
 
+/**
+ * options.out's buffers against the other shards' logits and each other: each shard's call checks its own buffers
+ * against its own inputs only, and a gradient written over another shard's logits (or gradient) would change what
+ * that shard reads. Entries that are not tensors are left to the shard's call, which names them.
+ */
+function checkOutAcrossShards(out: unknown, logits: NormTensor[], masked: NormTensor[] | null) {
+  if (out === null || typeof out !== 'object') return;
+  const inputs = [...logits.map((t, k) => [`logits[${k}]`, t] as const), ...(masked ?? []).map((t, k) => [`maskedLogits[${k}]`, t] as const)];
+  const given: (readonly [string, NormTensor])[] = [];
+  for (const key of ['gradLogits', 'gradMaskedLogits'] as const) {
+    const list = (out as Record<string, unknown>)[key];
+    if (!Array.isArray(list)) continue;
+    list.forEach((v, k) => {
+      if (v === undefined || v === null) return;
+      try {
+        given.push([`out.${key}[${k}]`, toTensor(`out.${key}[${k}]`, v)]);
+      } catch { /* the shard's call names it */ }
+    });
+  }
+  for (const [name, g] of given) {
+    for (const [other, t] of inputs)
+      if (sameMemory(g, t)) throw rangeError(name, `shares memory with ${other}: the gradient would overwrite logits the call reads`);
+    for (const [other, h] of given)
+      if (h !== g && name < other && sameMemory(g, h)) throw rangeError(name, `shares memory with ${other}`);
+  }
+}
+
 /** Checks the shards and the tokens against them; options are the call's. */
 export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptions | undefined): SplitPlan {
   const opts = resolveOptions(options);
@@ -76,6 +103,7 @@ export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptio
         if (sameMemory(all[a][1], all[b][1]))
           throw rangeError('options.inPlace', `${all[a][0]} and ${all[b][0]} share memory; in-place gradients would overwrite one with the other`);
   }
+  checkOutAcrossShards(opts.out, logits, masked);
   const starts: number[] = [];
   let V = 0;
   for (const t of logits) [starts[starts.length], V] = [V, V + t.dims[t.dims.length - 1]];
@@ -106,12 +134,13 @@ export function splitStats(plan: SplitPlan): SplitStats {
  * The options of the cpu's one call over host shards, with each path's fresh gradients cut from one buffer: every
  * shard's gradient is a view of it, [N, V_k] after [N, V_(k-1)]. Shards' own buffers of a quarter the size lose
  * more of their memory to the 4 KB pages at the ends of each (hostGradient), and their first touch showed in the
- * call's time. What options.out gives stays the caller's; anything not a plain out object is left to validation.
+ * call's time. What options.out gives stays the caller's (a path it gives as an array with empty entries gets
+ * buffers of the shards' own for those); anything not an object is left to validation.
  */
 export function withSharedGradients(plan: SplitPlan, options: PapoOptions | undefined): PapoOptions | undefined {
   const o = resolveOptions(options);
   const given = options?.out;
-  if (!o.computeGrad || o.inPlace || (given !== undefined && (given === null || typeof given !== 'object'))) return options;
+  if (!o.computeGrad || o.inPlace || (given !== undefined && given !== null && typeof given !== 'object')) return options;
   const N = plan.tokens.length;
   const cut = (list: NormTensor[]) => {
     const type = o.gradType === 'float32' ? 'float32' : list[0].type;
@@ -119,7 +148,7 @@ export function withSharedGradients(plan: SplitPlan, options: PapoOptions | unde
     return list.map((t, k) => ({ data: buffer.subarray(N * plan.starts[k], N * (plan.starts[k] + t.dims[t.dims.length - 1])),
       dims: [...t.dims], type }));
   };
-  const out: Record<string, unknown> = { ...given };
+  const out: Record<string, unknown> = { ...(given ?? {}) };
   if (out.gradLogits === undefined || out.gradLogits === null) out.gradLogits = cut(plan.logits);
   if (plan.masked && !o.detachMasked && (out.gradMaskedLogits === undefined || out.gradMaskedLogits === null))
     out.gradMaskedLogits = cut(plan.masked);

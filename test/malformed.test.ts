@@ -236,6 +236,8 @@ describe('native code keeps memory safe (descriptors that bypass the TypeScript 
       d.stats = over;
     })).toThrow(/stats: overlaps tokens/);
     expect(call((s, d) => { d.backend = 1; })).toThrow(/shards: one call over vocabulary shards runs on the cpu backend only/);
+    expect(call((s) => { s[1].onDevice = true; })).toThrow(/shards\[1\]: host data only/);
+    expect(call((s) => { s[0].stream = 0n; })).toThrow(/shards\[0\]: host data only/);
     expect(call((s, d) => { d.shards = []; })).toThrow(/shards: expected a non-empty array/);
     expect(native().papoLossShards({ backend: 0, onDevice: false, shards: [shard(0), shard(1)], stats } as never, false).tokens).toBe(N);
     expect(stats.every(Number.isFinite)).toBe(true);

@@ -113,6 +113,7 @@ describe('logits split over the vocabulary', () => {
       expect(r.loss).toBe(one.loss);
       expect(r.entropy).toEqual(one.entropy);
       expect(r.maskedEntropy).toEqual(one.maskedEntropy);
+      expect(r.gradLogits.data).toEqual(one.gradLogits[k].data);
       expect(r.gradMaskedLogits!.data).toEqual(one.gradMaskedLogits![k].data);
     });
   });
@@ -150,6 +151,7 @@ describe('logits split over the vocabulary', () => {
     const withOut = papoLossSync(s, { ...opts, out: { gradLogits } });
     withOut.gradLogits.forEach((g, k) => expect(g.data).toBe(gradLogits[k].data));
     withOut.gradMaskedLogits!.forEach((g, k) => expect(g.data).toEqual(r.gradMaskedLogits![k].data));
+    expect(buffers(papoLossSync(s, { ...opts, out: null as never }).gradLogits).size).toBe(1);
     const f32 = papoLossSync(s, { ...opts, gradType: 'float32', detachMasked: true });
     expect(f32.gradMaskedLogits).toBeUndefined();
     expect(buffers(f32.gradLogits).size).toBe(1);
@@ -225,6 +227,12 @@ describe('logits split over the vocabulary', () => {
     const none = s.logits.map((t) => ({ ...t, data: Float32Array.from(t.data as Float32Array) }));
     for (const t of none) (t.data as Float32Array).fill(-Infinity, 0, t.dims[1]);
     bad({ logits: none }, /^logits: row 0 has no finite logit in any shard/);
+    // options.out over another shard's logits, or over another shard's gradient: refused before anything runs
+    const over = { data: (s.logits[1].data as Float32Array).subarray(0, 8 * 2000), dims: [8, 2000], type: 'float32' as const };
+    bad({}, /^out\.gradLogits\[0\]: shares memory with logits\[1\]/, { ...opts, out: { gradLogits: [over, undefined as never] } });
+    const g = new Float32Array(8 * 2099);
+    const twice = { data: g, dims: [8, 2099], type: 'float32' as const };
+    bad({}, /^out\.gradLogits\[1\]: shares memory with out\.gradMaskedLogits\[1\]/, { ...opts, out: { gradLogits: [undefined as never, twice], gradMaskedLogits: [undefined as never, twice] } });
 
     const st = vocabShardStats(s.logits[0], inputs.tokens, { vocabStart: 0 });
     const merged = mergeVocabShardStats([st, vocabShardStats(s.logits[1], inputs.tokens, { vocabStart: 2000 })]);

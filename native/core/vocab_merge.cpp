@@ -3,8 +3,13 @@
 #include <math.h>
 #include <string.h>
 
-// Built with -ffp-contract=off (CMakeLists.txt, binding.gyp): a fused multiply-add rounds once where JavaScript
-// rounds twice, and these bits must be JavaScript's.
+// Built with -ffp-contract=off (CMakeLists.txt, binding.gyp), and told so again for clang, whose default contracts
+// within an expression: a fused multiply-add rounds once where JavaScript rounds twice, and these bits must be
+// JavaScript's.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 namespace papo {
 
 double merge_exp(double x) {

@@ -308,8 +308,12 @@ ShardedPapoCall parse_sharded_papo_call(const Napi::Object& desc) {
   ShardedPapoCall sc;
   for (uint32_t k = 0; k < a.Length(); ++k) {
     const Napi::Value v = a.Get(k);
-    if (!v.IsObject()) fail("shards[" + std::to_string(k) + "]: expected a descriptor");
-    sc.shards.push_back(parse_papo_call(v.As<Napi::Object>()));
+    const std::string name = "shards[" + std::to_string(k) + "]";
+    if (!v.IsObject()) fail(name + ": expected a descriptor");
+    // The CPU's row loop reads and writes each shard's memory from the host.
+    const Napi::Object d = v.As<Napi::Object>();
+    if (on_device(d) || has(d, "stream") || has(d, "maskedStream")) fail(name + ": host data only");
+    sc.shards.push_back(parse_papo_call(d));
   }
   const PapoCall& first = sc.shards[0];
   Span stats = typed(desc, "stats", napi_float64_array, VS_FIELDS * first.N);
