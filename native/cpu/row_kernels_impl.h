@@ -27,7 +27,7 @@ namespace {
 constexpr int64_t kBlock = kRowBlock;
 
 // The argument of e_j = exp(x_j - M_b), clamped where exp is 0 anyway: one expression for the statistics' sums and
-// both gradients, so that they round alike.
+// both gradients, so that they round alike. At most a rounding above 0 (M_b is the block's max), so vexp_bounded.
 static inline vf shifted(vf x, vf vInv, vf vM) { return vmax(splat(-88.0f), x * vInv - vM); }
 
 // The max of a block, scaled by invTau. Four accumulators, as one would be bound by the latency of each max; a max
@@ -117,14 +117,14 @@ RowSums sums_impl(const typename S::T* row, int64_t V, float invTau, int64_t tar
     for (int64_t i = 0; i < full; i += kLanes) {
       prefetch_next_block<S>(p + i);
       const vf y = shifted(S::load(p + i), vInv, vM);
-      const vf e = vexp(y);
+      const vf e = vexp_bounded(y);
       if (exps) F32::store(exps + b0 + i, e);
       s += e;
       t += e * y;
     }
     if (full < len) {
       const vf y = shifted(load_partial<S>(p + full, len - full, -INFINITY), vInv, vM);
-      const vf e = vexp(y);
+      const vf e = vexp_bounded(y);
       if (exps) store_partial<F32>(exps + b0 + full, len - full, e);
       s += e;
       t += e * y;
@@ -252,7 +252,7 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
     write_block<SO>(out, b0, len, stream, [&](int64_t i, int64_t n) {
       prefetch_next_block<SI>(row + i);
       const vf z = load_n<SI>(row + i, n, -INFINITY);
-      return terms(z, vexp(shifted(z, terms.vInv, vM)) * c);
+      return terms(z, vexp_bounded(shifted(z, terms.vInv, vM)) * c);
     });
   }
   if (stream) stream_fence();
@@ -360,7 +360,7 @@ double exp_rate(int64_t reps) {
     for (int64_t i = 0; i < kBlock; i += kLanes) {
       vf y;
       memcpy(&y, buf + i, sizeof y);
-      acc += vexp(y);
+      acc += vexp_bounded(y);  // as the kernels call it: their arguments are at most 0
     }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   volatile float sink = acc[0];  // keeps the loop
