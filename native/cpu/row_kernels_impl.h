@@ -203,6 +203,14 @@ static inline void write_block(typename SO::T* out, int64_t b0, int64_t len, boo
   if (i < end) store_partial<SO>(out + i, end - i, value(i, end - i));
 }
 
+// +0 over out[b0, b0 + len), streamed as the gradients around it are: memset's plain stores read every line first
+// and leave the caches full of lines nobody reads back.
+template <class SO>
+static inline void write_zeros(typename SO::T* out, int64_t b0, int64_t len, bool stream) {
+  if (!stream) return (void)memset(out + b0, 0, (size_t)len * sizeof(typename SO::T));
+  write_block<SO>(out, b0, len, true, [](int64_t, int64_t) { return splat(0.0f); });
+}
+
 template <class S>
 static inline vf load_n(const typename S::T* p, int64_t n, float fill) {
   return n >= kLanes ? S::load(p) : load_partial<S>(p, n, fill);
@@ -244,7 +252,7 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
     const int64_t len = V - b0 < kBlock ? V - b0 : kBlock;
     const float bm = block_max<SI>(p, len, g.invTau);
     if (bm == -INFINITY) {  // e_j = 0 throughout, as kept by stats_exps: +0 gradients
-      memset(out + b0, 0, (size_t)len * sizeof(typename SO::T));
+      write_zeros<SO>(out, b0, len, stream);
       continue;
     }
     if (bm > M) M = bm;
@@ -316,7 +324,9 @@ void grad_typed(const typename SI::T* row, const float* exps, const float* block
                 const RowGrad& g, bool stream) {
   float a, b;
   if (zero_grad(g, a, b)) {
-    memset(out, 0, (size_t)V * sizeof(typename SO::T));
+    stream = stream && can_stream<SO>(out);
+    write_zeros<SO>(out, 0, V, stream);
+    if (stream) stream_fence();
     return;
   }
   if (exps) {
