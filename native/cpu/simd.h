@@ -102,9 +102,25 @@ static inline vf vexp(vf y) { return vexp_bounded(vmin(splat(88.0f), y)); }
 
 // ---- loads and stores of one vector (PAPO_LANES elements), per storage type ----------------------------------------
 
+// Word indices of a 16-lane register of dwords: 2k + 1, the high half of dword k, gets bf16 k (bf16 -> f32), and
+// the high half of dword k goes to word k (f32 -> bf16). One word permute does either, where a widening or narrowing
+// and a shift took two.
+#if defined(__AVX512BW__) && PAPO_LANES == 16
+static inline __m512i bf16_word_index(int odd_from) {
+  alignas(64) static const uint16_t spread[32] = {0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7,
+                                                  0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15};
+  alignas(64) static const uint16_t gather[32] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+                                                  1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+  return _mm512_load_si512(odd_from ? spread : gather);
+}
+#endif
+
 static inline vf bf16_bits_to_f32(vh h) {
   // The widening in one instruction: GCC 12 splits __builtin_convertvector into halves and reassembles them.
-#if defined(__AVX512F__) && PAPO_LANES == 16
+#if defined(__AVX512BW__) && PAPO_LANES == 16
+  // bf16 k into the high word of dword k, the low words zeroed by the mask.
+  return (vf)_mm512_maskz_permutexvar_epi16(0xaaaaaaaau, bf16_word_index(1), _mm512_castsi256_si512((__m256i)h));
+#elif defined(__AVX512F__) && PAPO_LANES == 16
   return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16);
 #elif defined(__AVX2__) && PAPO_LANES == 8
   return (vf)_mm256_slli_epi32(_mm256_cvtepu16_epi32((__m128i)h), 16);
@@ -115,10 +131,20 @@ static inline vf bf16_bits_to_f32(vh h) {
 
 static inline vh f32_to_bf16_bits(vf x) {
   // bf16_bits_from_f32_bits (core/dtype.h) on every lane: round to nearest even; a NaN stays a (quiet) NaN.
+#if defined(__AVX512BW__) && PAPO_LANES == 16
+  // The same bits: the rounding and the NaN's quiet bit in the high word, which the permute takes.
+  const __m512i u = (__m512i)x;
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, lsb), _mm512_set1_epi32(0x7fff));
+  const __mmask16 nan = _mm512_cmp_ps_mask((__m512)x, (__m512)x, _CMP_UNORD_Q);
+  r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+  return (vh)_mm512_castsi512_si256(_mm512_permutexvar_epi16(bf16_word_index(0), r));
+#else
   const vu u = (vu)x;
   const vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   const auto nan = (u & 0x7fffffffu) > 0x7f800000u;
   return __builtin_convertvector(nan ? ((u >> 16) | 0x40u) : rounded, vh);
+#endif
 }
 
 static inline vf f16_bits_to_f32(vh h) {
