@@ -65,7 +65,7 @@ static inline double hsum(vf v) {
 // 1, so a row's max gets e_j = 1) and each float coefficient rounded in turn with the later ones refitted; its
 // error, 3.2e-9, is far under float's 6e-8, so the rounding of the evaluation is what remains: at most 0.89 ulp
 // with FMA, 1.18 without (every float in [-87, 0.5] against double exp), where Cephes' degree-7 polynomial gave
-// 1.01 and 0.98 for one FMA and one multiply more.
+// 1.01 and 0.98 for a multiply (r^2) and an add more.
 // vexp_bounded: the same for y already at most 88 (or NaN), as the kernels' arguments x_j - M_b are, without the
 // upper clamp.
 static inline vf vexp_bounded(vf y) {
