@@ -2,7 +2,8 @@
 // of place, no sequence phase) or from exponentials recomputed block by block (in place, GSPO and top-p, vocabulary
 // shards); gradients of 16 MiB or more in a call are written with non-temporal stores, from the first 64-byte
 // boundary of each block. Every way gives the same bits and matches the float64 reference, on rows of several
-// 2048-element blocks whose max moves to a later block and whose first blocks are all excluded (-Infinity).
+// 2048-element blocks whose max moves to a later block and whose first blocks are all excluded (-Infinity); rows
+// without weight are all +0 whichever way they are written.
 import { describe, expect, it } from 'vitest';
 import { papoLossSync } from '../lib';
 import type { DType, PapoInputs, PapoOptions, PapoResult, Tensor } from '../lib/types';
@@ -118,6 +119,26 @@ describe('cpu gradients from kept and from recomputed exponentials', () => {
         // the same six rows at another position (at other offsets mod 64 bytes) have the same bits
         const slab = 6 * V;
         for (let c = 1; c < copies; c++) expectSameBits(want, want.subarray(0, slab), `${g}, copy ${c}`, c * slab, slab);
+      }
+    });
+
+    it(`${type}: rows without weight are streamed +0, over whatever the out held`, () => {
+      const copies = Math.ceil((16 << 20) / (6 * V * 2 * (type === 'float32' ? 4 : 2)));
+      const inputs = repeated(blockInputs(type, 43), copies);
+      const N = inputs.tokens.length;
+      const responseMask = Float32Array.from({ length: N }, (_, i) => (i % 3 === 1 ? 0 : 1));
+      const opts: PapoOptions = { backend: 'cpu', preset: 'papo-g' };
+      const streamed = papoLossSync({ ...inputs, responseMask }, opts);
+      const out = offsetOut(streamed)!;
+      for (const t of [out.gradLogits, out.gradMaskedLogits] as Tensor[]) (t.data as Float32Array | Uint16Array).fill(type === 'float32' ? NaN : 0xffff);
+      const unaligned = papoLossSync({ ...inputs, responseMask }, { ...opts, out });
+      const inPlace = papoLossSync(copyLogits({ ...inputs, responseMask }), { ...opts, inPlace: true });
+      for (const g of ['gradLogits', 'gradMaskedLogits'] as const) {
+        const want = bitsOf(inPlace[g]);
+        expectSameBits(bitsOf(streamed[g]), want, `${g} streamed`);
+        expectSameBits(bitsOf(unaligned[g]), want, `${g} into an unaligned out`);
+        const zeros = new (want.constructor as Uint32ArrayConstructor | Uint16ArrayConstructor)(V);
+        for (let i = 1; i < N; i += 3) expectSameBits(want, zeros, `${g}, row ${i} (no weight)`, i * V, V);
       }
     });
   }

@@ -27,7 +27,7 @@ namespace {
 constexpr int64_t kBlock = kRowBlock;
 
 // The argument of e_j = exp(x_j - M_b), clamped where exp is 0 anyway: one expression for the statistics' sums and
-// both gradients, so that they round alike.
+// both gradients, so that they round alike. At most a rounding above 0 (M_b is the block's max), so vexp_bounded.
 static inline vf shifted(vf x, vf vInv, vf vM) { return vmax(splat(-88.0f), x * vInv - vM); }
 
 // The max of a block, scaled by invTau. Four accumulators, as one would be bound by the latency of each max; a max
@@ -117,14 +117,14 @@ RowSums sums_impl(const typename S::T* row, int64_t V, float invTau, int64_t tar
     for (int64_t i = 0; i < full; i += kLanes) {
       prefetch_next_block<S>(p + i);
       const vf y = shifted(S::load(p + i), vInv, vM);
-      const vf e = vexp(y);
+      const vf e = vexp_bounded(y);
       if (exps) F32::store(exps + b0 + i, e);
       s += e;
       t += e * y;
     }
     if (full < len) {
       const vf y = shifted(load_partial<S>(p + full, len - full, -INFINITY), vInv, vM);
-      const vf e = vexp(y);
+      const vf e = vexp_bounded(y);
       if (exps) store_partial<F32>(exps + b0 + full, len - full, e);
       s += e;
       t += e * y;
@@ -203,6 +203,14 @@ static inline void write_block(typename SO::T* out, int64_t b0, int64_t len, boo
   if (i < end) store_partial<SO>(out + i, end - i, value(i, end - i));
 }
 
+// +0 over out[b0, b0 + len), streamed as the gradients around it are: memset's plain stores read every line first
+// and leave the caches full of lines nobody reads back.
+template <class SO>
+static inline void write_zeros(typename SO::T* out, int64_t b0, int64_t len, bool stream) {
+  if (!stream) return (void)memset(out + b0, 0, (size_t)len * sizeof(typename SO::T));
+  write_block<SO>(out, b0, len, true, [](int64_t, int64_t) { return splat(0.0f); });
+}
+
 template <class S>
 static inline vf load_n(const typename S::T* p, int64_t n, float fill) {
   return n >= kLanes ? S::load(p) : load_partial<S>(p, n, fill);
@@ -244,7 +252,7 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
     const int64_t len = V - b0 < kBlock ? V - b0 : kBlock;
     const float bm = block_max<SI>(p, len, g.invTau);
     if (bm == -INFINITY) {  // e_j = 0 throughout, as kept by stats_exps: +0 gradients
-      memset(out + b0, 0, (size_t)len * sizeof(typename SO::T));
+      write_zeros<SO>(out, b0, len, stream);
       continue;
     }
     if (bm > M) M = bm;
@@ -252,7 +260,7 @@ void grad_impl(const typename SI::T* row, typename SO::T* out, int64_t V, const 
     write_block<SO>(out, b0, len, stream, [&](int64_t i, int64_t n) {
       prefetch_next_block<SI>(row + i);
       const vf z = load_n<SI>(row + i, n, -INFINITY);
-      return terms(z, vexp(shifted(z, terms.vInv, vM)) * c);
+      return terms(z, vexp_bounded(shifted(z, terms.vInv, vM)) * c);
     });
   }
   if (stream) stream_fence();
@@ -321,7 +329,9 @@ void grad_typed(const typename SI::T* row, const float* exps, const float* block
                 const RowGrad& g, bool stream) {
   float a, b;
   if (zero_grad(g, a, b)) {
-    memset(out, 0, (size_t)V * sizeof(typename SO::T));
+    stream = stream && can_stream<SO>(out);
+    write_zeros<SO>(out, 0, V, stream);
+    if (stream) stream_fence();
     return;
   }
   if (exps) {
@@ -365,7 +375,7 @@ double exp_rate(int64_t reps) {
     for (int64_t i = 0; i < kBlock; i += kLanes) {
       vf y;
       memcpy(&y, buf + i, sizeof y);
-      acc += vexp(y);
+      acc += vexp_bounded(y);  // as the kernels call it: their arguments are at most 0
     }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   volatile float sink = acc[0];  // keeps the loop
