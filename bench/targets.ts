@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { info, logProbsSync, papoLossSync } from '../lib';
+import { native } from '../lib/native';
 import type { DType, PapoInputs, PapoOptions, Tensor } from '../lib/types';
 import { makeBatch } from './cases';
 
@@ -53,6 +54,9 @@ function measure(fresh: boolean): Record<string, number> {
       [`${dtype} forward only`]: () => logProbsSync(batch.logits, batch.tokens, { backend: 'cpu' }),
     };
     if (fresh) {
+      // the memory floor of fwd+bwd: both paths' logits read once and their gradients written once, as a copy
+      // (not in the baseline comparison's children: an older addon may not have it)
+      cases[`${dtype} copy floor`] = () => native().cpuCopyFloor(2 * N * V * (dtype === 'float32' ? 4 : 2));
       cases[`${dtype} fresh`] = () => papoLossSync(batch, opts);
       // what fresh gradients cost before they were advised onto huge pages: plain typed arrays each call
       cases[`${dtype} fresh plain`] = () => papoLossSync(batch, { ...opts, out: emptyOut(batch) });
@@ -125,6 +129,7 @@ if (process.argv[2] === '--child') {
     `${i.cpuIsa} kernels on ${i.threads} threads`);
   console.log(`V = ${V}, N = ${N}, both paths, preset papo-g, median of ${CALLS} calls\n`);
   const ms = measure(true);
+  const expFloor = native().cpuExpFloor();  // exponentials per second
   const avx2 = child({ PAPO_CPU_ISA: 'avx2' });
   const g = (t: number, paths = 2) => ((paths * N * V) / t / 1e3).toFixed(0);
   const vsSteady = (k: string, steady: string) => `${g(ms[k])} (${(ms[k] / ms[steady]).toFixed(2)}x steady)`;
@@ -137,6 +142,9 @@ if (process.argv[2] === '--child') {
     ['bf16, steady state, entropy terms (papo-g-7b)', ms['bfloat16 steady, entropy'].toFixed(2), g(ms['bfloat16 steady, entropy'])],
     ['bf16, fresh allocation', ms['bfloat16 fresh'].toFixed(2), vsSteady('bfloat16 fresh', 'bfloat16 steady')],
     [`fp32, ${avx2.isa} kernels (PAPO_CPU_ISA=avx2), steady`, avx2.ms['float32 steady'].toFixed(2), g(avx2.ms['float32 steady'])],
+    ['floor: a copy of fp32 fwd+bwd\'s bytes (both paths\' logits in, gradients out; resident, streaming stores, all threads)', ms['float32 copy floor'].toFixed(2), g(ms['float32 copy floor'])],
+    ['floor: a copy of bf16 fwd+bwd\'s bytes', ms['bfloat16 copy floor'].toFixed(2), g(ms['bfloat16 copy floor'])],
+    ['floor: the kernels\' exp alone, data in L1, all threads (fwd+bwd takes one per element)', (2 * N * V / expFloor * 1e3).toFixed(2), (expFloor / 1e6).toFixed(0)],
     ['fp32 forward only (logProbs, one path)', ms['float32 forward only'].toFixed(2), g(ms['float32 forward only'], 1)],
     ['bf16 forward only (logProbs, one path)', ms['bfloat16 forward only'].toFixed(2), g(ms['bfloat16 forward only'], 1)],
   ];

@@ -183,6 +183,8 @@ export interface NativeBinding extends Partial<NativeEmulator> {
   mergeExp(x: Float64Array): void;
   /** Exponentials per second of the CPU kernels on all their threads (the benchmarks' floor). */
   cpuExpFloor(): number;
+  /** Seconds to copy `bytes` between resident buffers with streaming stores on every CPU thread (a call's memory floor). */
+  cpuCopyFloor(bytes: number): number;
   /** The codes of every enum native code reads, from its C++ enums (lib/codes.ts must agree). */
   enums: CodeTables;
   /** Advises a fresh ArrayBuffer's whole huge pages as such (before their first touch); returns the byte offset

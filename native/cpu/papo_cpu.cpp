@@ -1,10 +1,17 @@
 #include "papo_cpu.h"
 
 #include <math.h>
+#include <string.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "core/reduce.h"
 #include "core/token_weights.h"
@@ -268,6 +275,40 @@ PapoMetrics run_papo(const PapoCall* shards, int64_t K, double* merged, double* 
 }  // namespace
 
 const char* cpu_isa() { return select_row_kernels().isa; }
+
+namespace {
+// A copy whose stores go around the caches, as the kernels write gradients of a call this large (kStreamBytes):
+// memcpy itself streams only above a size of its own choosing, and a plain store reads each line first.
+void copy_streaming(char* dst, const char* src, int64_t n) {
+#if defined(__SSE2__)
+  int64_t i = 0;
+  for (; i < n && ((uintptr_t)(dst + i) % 16); ++i) dst[i] = src[i];
+  for (; i + 64 <= n; i += 64)
+    for (int64_t j = 0; j < 64; j += 16)
+      _mm_stream_si128((__m128i*)(dst + i + j), _mm_loadu_si128((const __m128i*)(src + i + j)));
+  _mm_sfence();
+  memcpy(dst + i, src + i, (size_t)(n - i));
+#else
+  memcpy(dst, src, (size_t)n);
+#endif
+}
+}  // namespace
+
+double cpu_copy_floor(int64_t bytes) {
+  // Resident buffers, kept between calls: the first call's page faults are its own, the next ones time the memory.
+  static std::vector<char> src, dst;
+  if ((int64_t)src.size() < bytes) src.assign(bytes, 1), dst.assign(bytes, 0);
+  const int64_t threads = ThreadPool::instance().size();
+  const int64_t part = (bytes / threads + 63) / 64 * 64;
+  const auto t0 = std::chrono::steady_clock::now();
+  ThreadPool::instance().parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t from = std::min(bytes, t * part), to = std::min(bytes, from + part);
+      copy_streaming(dst.data() + from, src.data() + from, to - from);
+    }
+  });
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 double cpu_exp_floor() {
   const RowKernels& k = select_row_kernels();

@@ -21,4 +21,8 @@ const char* cpu_isa();
 // fwd+bwd (two per element: statistics, then gradient) and logProbs (one) are measured against.
 double cpu_exp_floor();
 
+// Seconds to copy `bytes` between two resident buffers with streaming stores, split over every thread of the pool:
+// the floor of a call that reads its logits once and writes its gradients once.
+double cpu_copy_floor(int64_t bytes);
+
 }  // namespace papo

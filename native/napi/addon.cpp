@@ -226,6 +226,15 @@ Napi::Value MergeExp(const Napi::CallbackInfo& info) {
 
 Napi::Value CpuExpFloor(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cpu_exp_floor()); }
 
+Napi::Value CpuCopyFloor(const Napi::CallbackInfo& info) {
+  const double bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(bytes >= 0 && bytes <= 68719476736.0)) {
+    make_error(info.Env(), ErrorCode::InvalidArgument, "bytes: expected a number of bytes up to 64 GiB").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), cpu_copy_floor((int64_t)bytes));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("papoLoss", Napi::Function::New(env, PapoLoss, "papoLoss"));
@@ -234,6 +243,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("vocabShardStats", Napi::Function::New(env, VocabShardStats, "vocabShardStats"));
   exports.Set("mergeExp", Napi::Function::New(env, MergeExp, "mergeExp"));
   exports.Set("cpuExpFloor", Napi::Function::New(env, CpuExpFloor, "cpuExpFloor"));
+  exports.Set("cpuCopyFloor", Napi::Function::New(env, CpuCopyFloor, "cpuCopyFloor"));
   exports.Set("enums", enum_tables(env));
   init_device_tensors(env, exports);
   init_host_buffers(env, exports);
