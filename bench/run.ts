@@ -126,6 +126,46 @@ function onDevice(batch: PapoInputs): { batch: PapoInputs; release: () => void }
   return { batch: { ...batch, logits: z, maskedLogits: zm }, release: () => { z.dispose(); zm.dispose(); } };
 }
 
+/**
+ * A split call against the unsplit one on the same inputs, in turns (one call of each per round, so that a load
+ * that comes and goes weighs on both alike): fresh gradients, and for host data also out buffers reused. The
+ * table's rows are timed one after another, which on a shared machine moved their ratio by more than the
+ * difference measured.
+ */
+function pairedSplit(backend: string, host: PapoInputs, shards: SplitPapoInputs | DeviceSplitPapoInputs): string {
+  const ROUNDS = 15, WARM = 2;
+  const base = baseBackend(backend);
+  const dev = base.startsWith('cuda') ? onDevice(host) : null;
+  const whole = dev ? dev.batch : host;
+  const pairs: [string, () => void, () => void][] = [['fresh', run('fwd+bwd', base, whole), run('fwd+bwd', backend, whole, undefined, shards)]];
+  let wholeOut: ReturnType<typeof outBuffers> | null = null;
+  if (!dev) {
+    wholeOut = outBuffers(whole);
+    const like = (t: Tensor) => ({ ...t, data: t.data.slice() });
+    const s = shards as SplitPapoInputs;
+    const out = { gradLogits: s.logits.map((t) => like(t as Tensor)), gradMaskedLogits: s.maskedLogits!.map((t) => like(t as Tensor)) };
+    const options: PapoOptions = { backend: base as 'cpu', out };
+    pairs.push(['out reused', run('fwd+bwd', base, whole, wholeOut.out), () => papoLossSync(s, options)]);
+  }
+  try {
+    return 'in turns (' + ROUNDS + ' rounds, medians): ' + pairs.map(([what, a, b]) => {
+      const ta: number[] = [], tb: number[] = [];
+      for (let r = 0; r < WARM + ROUNDS; r++)
+        for (const [fn, into] of [[a, ta], [b, tb]] as const) {
+          const t = process.hrtime.bigint();
+          fn();
+          if (r >= WARM) into.push(Number(process.hrtime.bigint() - t) / 1e6);
+        }
+      const med = (v: number[]) => [...v].sort((x, y) => x - y)[v.length >> 1];
+      const ratio = med(tb.map((x, i) => x / ta[i]));
+      return `${what} ${ratio.toFixed(2)}x (${med(tb).toFixed(2)} / ${med(ta).toFixed(2)} ms)`;
+    }).join(', ');
+  } finally {
+    wholeOut?.release();
+    dev?.release();
+  }
+}
+
 /** A split row's shards, cut once outside the timing: host data, or DeviceTensors for the cuda row. */
 function shardsFor(backend: string, host: PapoInputs): { shards: SplitPapoInputs | DeviceSplitPapoInputs; release: () => void } {
   const shards = splitBatch(host, SHARDS);
@@ -153,6 +193,7 @@ async function main() {
   console.log(`${full ? 'full' : tiny ? 'tiny (code paths only, figures meaningless)' : 'quick'} run: rows per backend ${JSON.stringify(rowsFor)}, ${maxTime} s of sampling per case\n`);
 
   const rows: Row[] = [];
+  const splitLines: string[] = [];
   const backends = ['reference', ...(tfjs ? [tfjs.backend] : []), 'cpu', 'cpu' + STEADY, 'cpu' + SPLIT,
     ...(gpu ? ['cuda-naive', 'cuda', 'cuda' + STEADY, 'cuda' + SPLIT] : [])];
   for (const V of vocabs) {
@@ -183,6 +224,7 @@ async function main() {
             const timing = measure(`${kind} ${backend}`, fn, backend === 'reference' ? Math.max(maxTime, 2) : maxTime);
             caseRows.push({ kind, backend, N, V, dtype, timing, bytes: minimalBytes(kind, N, V, dtype), elements: elements(kind, N, V),
               rooflineGBs: backend.startsWith('cuda') ? deviceRate : hostRate, speedup: 0 });
+            if (split) splitLines.push(`${backend} / ${baseBackend(backend)}, V = ${V} ${dtype} fwd+bwd, ` + pairedSplit(backend, host, split.shards));
           } finally {
             outs?.release();
             split?.release();
@@ -208,12 +250,7 @@ async function main() {
   console.log('');
   printTable(rows, machine);
   console.log('\nhost roofline: memcpy in one thread (Uint8Array.set)' + (gpu ? '; device roofline: cudaMemcpy device to device' : ''));
-  for (const r of rows.filter((x) => x.backend.endsWith(SPLIT))) {
-    const b = baseBackend(r.backend);
-    const whole = rows.find((x) => x.backend === b && x.kind === r.kind && x.V === r.V && x.dtype === r.dtype)!;
-    console.log(`${r.backend} / ${b}, V = ${r.V} ${r.dtype} fwd+bwd: ${(r.timing.medianMs / whole.timing.medianMs).toFixed(2)}x ` +
-      `(${r.timing.medianMs.toFixed(2)} / ${whole.timing.medianMs.toFixed(2)} ms, medians)`);
-  }
+  for (const l of splitLines) console.log(l);
   if (args.includes('--json-lines'))
     for (const l of jsonLines({ ...machine, expFloorMelemPerS: expFloor }, rows)) console.log(`JSON ${l}`);
   if (save) {

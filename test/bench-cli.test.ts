@@ -35,6 +35,7 @@ it.runIf(emulatedBuild)('--tiny runs every row on the emulated device, the split
     expect(r.stdout).toContain(`| fwd+bwd | bfloat16 | 1000 | ${row}`);
   for (const b of ['cpu', 'cuda'])
     for (const dtype of ['float32', 'bfloat16'])
-      expect(r.stdout).toMatch(new RegExp(`^${b} split4 / ${b}, V = 1000 ${dtype} fwd\\+bwd: [\\d.]+x`, 'm'));
+      expect(r.stdout).toMatch(new RegExp(`^${b} split4 / ${b}, V = 1000 ${dtype} fwd\\+bwd, in turns \\(15 rounds, medians\\): fresh [\\d.]+x \\([\\d.]+ / [\\d.]+ ms\\)` +
+        (b === 'cpu' ? ', out reused [\\d.]+x' : '$'), 'm'));
   expect(r.stdout).not.toMatch(/appended/);  // --tiny saves nothing
 }, 180_000);
