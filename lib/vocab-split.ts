@@ -58,6 +58,10 @@ function shards(name: string, list: unknown[], like: NormTensor[] | null): NormT
   return out;
 }
 
+/** Every shard of both paths with the name an error gives it. */
+const named = (logits: NormTensor[], masked: NormTensor[] | null) =>
+  [...logits.map((t, k) => [`logits[${k}]`, t] as const), ...(masked ?? []).map((t, k) => [`maskedLogits[${k}]`, t] as const)];
+
 /**
  * options.out's buffers against the other shards' logits and each other: each shard's call checks its own buffers
  * against its own inputs only, and a gradient written over another shard's logits (or gradient) would change what
@@ -65,7 +69,7 @@ function shards(name: string, list: unknown[], like: NormTensor[] | null): NormT
  */
 function checkOutAcrossShards(out: unknown, logits: NormTensor[], masked: NormTensor[] | null) {
   if (out === null || typeof out !== 'object') return;
-  const inputs = [...logits.map((t, k) => [`logits[${k}]`, t] as const), ...(masked ?? []).map((t, k) => [`maskedLogits[${k}]`, t] as const)];
+  const inputs = named(logits, masked);
   const given: (readonly [string, NormTensor])[] = [];
   for (const key of ['gradLogits', 'gradMaskedLogits'] as const) {
     const list = (out as Record<string, unknown>)[key];
@@ -97,7 +101,7 @@ export function prepareSplit(inputs: Record<string, unknown>, options: PapoOptio
     masked = shards('maskedLogits', inputs.maskedLogits, logits);
   }
   if (opts.inPlace) {
-    const all = [...logits.map((t, k) => [`logits[${k}]`, t] as const), ...(masked ?? []).map((t, k) => [`maskedLogits[${k}]`, t] as const)];
+    const all = named(logits, masked);
     for (let a = 0; a < all.length; a++)
       for (let b = 0; b < a; b++)
         if (sameMemory(all[a][1], all[b][1]))

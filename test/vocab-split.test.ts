@@ -9,6 +9,17 @@ import type { DType, PapoInputs, PapoOptions, SplitPapoInputs, Tensor } from '..
 import { expectClose, expectNumberClose, makeInputs, maxAbs } from './helpers';
 import { base, columns, concat, expectSplitEqual, inputsFor, split, startsOf, V, widthsOf, withInfShard } from './vocab-split-helpers';
 
+/** The per-process form, as ranks would run it: each shard's statistics, merged by hand in shard order, then each
+ * shard's own call with vocabShard; one result per shard. */
+function perProcess(inputs: PapoInputs, widths: number[], options: PapoOptions) {
+  const s = split(inputs, widths);
+  const starts = startsOf(widths);
+  const merged = (list: Tensor[]) => mergeVocabShardStats(list.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
+  const [stats, maskedStats] = [merged(s.logits as Tensor[]), merged(s.maskedLogits as Tensor[])];
+  return s.logits.map((shard, k) => papoLossSync({ ...inputs, logits: shard, maskedLogits: s.maskedLogits![k] },
+    { ...options, vocabShard: { start: starts[k], stats, maskedStats } }));
+}
+
 /** The split call against the unsplit one on the same backend (expectSplitEqual). */
 function checkSplit(inputs: PapoInputs, widths: number[], options: PapoOptions, tol = 2e-6) {
   const whole = papoLossSync(inputs, options);
@@ -83,12 +94,7 @@ describe('logits split over the vocabulary', () => {
     const s = split(inputs, widths);
     const opts = { ...base, backend: 'cpu' as const };
     const one = papoLossSync(s, opts);
-    const starts = widths.map((_, k) => widths.slice(0, k).reduce((a, b) => a + b, 0));
-    const stats = mergeVocabShardStats(s.logits.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
-    const maskedStats = mergeVocabShardStats(s.maskedLogits!.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
-    s.logits.forEach((shard, k) => {
-      const r = papoLossSync({ ...inputs, logits: shard, maskedLogits: s.maskedLogits![k] },
-        { ...opts, vocabShard: { start: starts[k], stats, maskedStats } });
+    perProcess(inputs, widths, opts).forEach((r, k) => {
       expect(r.loss).toBe(one.loss);
       expect(r.metrics).toEqual(one.metrics);
       expect(r.logProbs).toEqual(one.logProbs);
@@ -105,11 +111,7 @@ describe('logits split over the vocabulary', () => {
     const s = split(inputs, widths);
     const opts = { ...base, backend: 'cpu' as const };
     const one = papoLossSync(s, opts);
-    const starts = startsOf(widths);
-    const merged = (list: Tensor[]) => mergeVocabShardStats(list.map((t, k) => vocabShardStats(t, inputs.tokens, { vocabStart: starts[k] })));
-    const [stats, maskedStats] = [merged(s.logits as Tensor[]), merged(s.maskedLogits as Tensor[])];
-    s.logits.forEach((shard, k) => {
-      const r = papoLossSync({ ...inputs, logits: shard, maskedLogits: s.maskedLogits![k] }, { ...opts, vocabShard: { start: starts[k], stats, maskedStats } });
+    perProcess(inputs, widths, opts).forEach((r, k) => {
       expect(r.loss).toBe(one.loss);
       expect(r.entropy).toEqual(one.entropy);
       expect(r.maskedEntropy).toEqual(one.maskedEntropy);
